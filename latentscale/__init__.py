@@ -1,0 +1,13 @@
+"""latentscale: latent-variable scaling laws for LLM families and benchmarks.
+
+Data flow: :mod:`latentscale.data` (registry, loading, validation) →
+:mod:`latentscale.model` (covariates, parameters, likelihood) →
+:mod:`latentscale.estimation` (marginal maximum likelihood) →
+:mod:`latentscale.results` (fit results, save/load) → :mod:`latentscale.cli`.
+"""
+
+from latentscale._jax import enable_x64 as _enable_x64
+
+_enable_x64()
+
+__version__ = "0.1.0"
