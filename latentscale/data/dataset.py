@@ -67,3 +67,33 @@ class ScoreData:
             benchmarks=benchmarks,
             floors={b: self.floors[b] for b in benchmarks},
         )
+
+    def describe(self) -> dict:
+        """Summary as plain Python values: counts, floors, per-benchmark coverage, warnings."""
+        f = self.frame
+        bench = []
+        for b in self.benchmarks:
+            col = f[b].astype(float)
+            obs = col.dropna()
+            bench.append({
+                "name": b,
+                "floor": float(self.floors[b]),
+                "observed": int(obs.size),
+                "missing_fraction": float(1 - obs.size / len(f)) if len(f) else 0.0,
+                "min": float(obs.min()) if obs.size else None,
+                "mean": float(obs.mean()) if obs.size else None,
+                "max": float(obs.max()) if obs.size else None,
+            })
+        no_size = f.index[f["size"].isna()].tolist()
+        no_tokens = f.index[f["tokens"].isna()].tolist()
+        return {
+            "name": self.name,
+            "rows": int(len(f)),
+            "families": self.n_families,
+            "groups": int(f["group"].nunique()),
+            "benchmarks": bench,
+            "complete_rows": int(f[list(self.benchmarks)].notna().all(axis=1).sum()),
+            "rows_missing_size": [str(m) for m in no_size],
+            "rows_missing_tokens": [str(m) for m in no_tokens],
+            "warnings": list(self.warnings),
+        }
