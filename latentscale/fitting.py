@@ -1,0 +1,138 @@
+"""Public entry point: fit the latent-variable scaling model to a score table."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from latentscale.data import ScoreData, from_frame, load_dataset
+from latentscale.model.design import build_design
+from latentscale.model.params import ModelSpec
+from latentscale.results.fit_result import FitResult
+
+METHODS = ("aghq", "laplace", "psga")
+
+
+class LatentScalingModel:
+    """The latent-variable scaling law of Cai, Cui, Maia Polo et al. (arXiv:2512.06553).
+
+    Options are constructor arguments, data are :meth:`fit` arguments (scikit-learn style);
+    :meth:`fit` returns a :class:`~latentscale.results.FitResult`.
+
+    Parameters
+    ----------
+    k : number of latent skills K.
+    anchors : K benchmark names; anchor k loads only on skill k (default: the first K benchmarks).
+    method : ``"aghq"`` (default; adaptive Gauss–Hermite marginal likelihood), ``"laplace"``
+        (one node per family: fast, less accurate) or ``"psga"`` (the paper's projected
+        stochastic gradient ascent, for comparison).
+    clip : scores are clipped to [low, high] before the Beta density (None: no clipping, then
+        exact 0 or 1 is an error). Default (0.001, 0.999), as in the reference analysis.
+    floors : random-guess floors by benchmark, overriding the known ones.
+    points : quadrature nodes per skill dimension (default by K).
+    n_starts : number of starting points (the moment-based one and fixed-seed perturbations).
+    seed : seed of the perturbed starts (and of the Monte Carlo draws of ``psga``).
+    method_options : extra options of the estimator (for ``psga``: steps, draws, ...).
+    """
+
+    def __init__(
+        self,
+        k: int = 4,
+        anchors: Sequence[str] | None = None,
+        *,
+        method: str = "aghq",
+        clip: tuple[float, float] | None = (0.001, 0.999),
+        floors: dict[str, float] | None = None,
+        points: int | None = None,
+        n_starts: int = 3,
+        seed: int = 0,
+        method_options: dict | None = None,
+    ):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = k
+        self.anchors = None if anchors is None else tuple(anchors)
+        self.method = method
+        self.clip = clip
+        self.floors = floors
+        self.points = points
+        self.n_starts = n_starts
+        self.seed = seed
+        self.method_options = dict(method_options or {})
+
+    def spec_for(self, data: ScoreData) -> ModelSpec:
+        """The model specification for a data set (anchors, floors, clipping)."""
+        anchors = self.anchors if self.anchors is not None else tuple(data.benchmarks[: self.k])
+        if len(anchors) != self.k:
+            raise ValueError(f"k = {self.k} needs {self.k} anchors, got {len(anchors)}: {list(anchors)}")
+        if self.k > len(data.benchmarks):
+            raise ValueError(f"k = {self.k} exceeds the number of benchmarks ({len(data.benchmarks)})")
+        floors = dict(data.floors)
+        if self.floors:
+            floors.update(self.floors)
+        return ModelSpec(
+            benchmarks=tuple(data.benchmarks),
+            anchors=tuple(anchors),
+            floors=tuple(float(floors[b]) for b in data.benchmarks),
+            clip=self.clip,
+        )
+
+    def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | None = None, **frame_options) -> FitResult:
+        """Fit by marginal maximum likelihood. ``data``: a ScoreData, a DataFrame (column
+        mapping in ``frame_options``, see :func:`latentscale.data.from_frame`), or a registry
+        name or file path."""
+        data = as_score_data(data, **frame_options)
+        spec = self.spec_for(data)
+        t0 = time.perf_counter()
+        design, scaler = build_design(data, spec.benchmarks, spec.clip)
+        if self.method == "psga":
+            from latentscale.estimation.psga import fit_psga
+
+            outcome = fit_psga(design, spec, seed=self.seed, progress=progress, **self.method_options)
+        else:
+            from latentscale.estimation.mle import fit_mle
+
+            points = 1 if self.method == "laplace" else self.points
+            outcome = fit_mle(design, spec, points=points, n_starts=self.n_starts, seed=self.seed,
+                              progress=progress, **self.method_options)
+        diagnostics = dict(outcome.diagnostics)
+        diagnostics["seconds"] = time.perf_counter() - t0
+        return FitResult(
+            spec=spec,
+            scaler=scaler,
+            theta=outcome.theta,
+            log_likelihood=outcome.log_likelihood,
+            method=self.method,
+            n_obs=design.n_obs,
+            n_models=design.n_models,
+            n_families=design.n_families,
+            families=design.families,
+            models=design.models,
+            data_name=data.name,
+            options={
+                "k": self.k, "anchors": list(spec.anchors), "clip": None if self.clip is None else list(self.clip),
+                "points": self.points, "n_starts": self.n_starts, "seed": self.seed,
+                "method_options": self.method_options,
+            },
+            diagnostics=diagnostics,
+            hessian=outcome.hessian,
+        )
+
+
+def as_score_data(data, **frame_options) -> ScoreData:
+    """A ScoreData from a ScoreData, a DataFrame, a registry name or a file path."""
+    if isinstance(data, ScoreData):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return from_frame(data, **frame_options)
+    return load_dataset(str(data), **frame_options)
+
+
+def fit(data, k: int = 4, anchors: Sequence[str] | None = None, **options) -> FitResult:
+    """Shorthand for ``LatentScalingModel(k, anchors, **options).fit(data)``."""
+    progress = options.pop("progress", None)
+    return LatentScalingModel(k, anchors, **options).fit(data, progress=progress)

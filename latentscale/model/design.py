@@ -1,0 +1,111 @@
+"""Arrays the likelihood consumes: observed scores in long form, covariates and family index."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+from latentscale.model.covariates import CovariateScaler
+
+
+@dataclass(frozen=True)
+class Design:
+    """Observed cells of a score table, flattened (one entry per observed score).
+
+    Memory grows with the number of observed scores, not with models × benchmarks.
+    """
+
+    y: np.ndarray  # (n_obs,) clipped scores
+    obs_model: np.ndarray  # (n_obs,) row index of the model
+    obs_bench: np.ndarray  # (n_obs,) benchmark index
+    obs_family: np.ndarray  # (n_obs,) family index
+    X: np.ndarray  # (n_models, p) standardized covariates
+    model_family: np.ndarray  # (n_models,) family index
+    families: tuple[str, ...]
+    models: tuple[str, ...]
+    n_benchmarks: int
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_families(self) -> int:
+        return len(self.families)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    def arrays(self) -> dict:
+        """The JAX arrays (a pytree) passed to jit-compiled likelihood functions."""
+        return {
+            "y": jnp.asarray(self.y),
+            "log_y": jnp.log(jnp.asarray(self.y)),
+            "log1m_y": jnp.log1p(-jnp.asarray(self.y)),
+            "obs_model": jnp.asarray(self.obs_model),
+            "obs_bench": jnp.asarray(self.obs_bench),
+            "obs_family": jnp.asarray(self.obs_family),
+            "X": jnp.asarray(self.X),
+        }
+
+
+def clip_scores(y: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+    """Clip scores into the open unit interval; without a clip, exact 0/1 are an error."""
+    if clip is None:
+        bad = (y <= 0) | (y >= 1)
+        if np.any(bad):
+            raise ValueError(
+                f"{int(bad.sum())} scores are exactly 0 or 1, where the Beta density is infinite; "
+                "fit with a clip (default (0.001, 0.999))"
+            )
+        return y
+    return np.clip(y, clip[0], clip[1])
+
+
+def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None) -> tuple[Design, CovariateScaler]:
+    """Long-form design from a :class:`~latentscale.data.ScoreData` (rows without size or tokens dropped)."""
+    frame = data.frame
+    has_cov = frame["size"].notna() & frame["tokens"].notna()
+    if not has_cov.all():
+        dropped = list(frame.index[~has_cov])
+        shown = ", ".join(map(str, dropped[:10])) + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else "")
+        warnings.warn(
+            f"{len(dropped)} rows have no size or tokens and are left out of the fit: {shown}",
+            UserWarning,
+            stacklevel=3,
+        )
+        frame = frame.loc[has_cov]
+    if len(frame) == 0:
+        raise ValueError("no rows with both size and tokens to fit")
+    if scaler is None:
+        scaler = CovariateScaler.fit(frame["size"], frame["tokens"])
+    X = scaler.transform(frame["size"], frame["tokens"])
+    fam_codes, families = _codes(frame["family"].to_numpy())
+    S = frame[list(benchmarks)].to_numpy(dtype=float)
+    rows, cols = np.nonzero(~np.isnan(S))  # row-major: stable order for a given table
+    y = clip_scores(S[rows, cols], clip)
+    design = Design(
+        y=y,
+        obs_model=rows.astype(np.int32),
+        obs_bench=cols.astype(np.int32),
+        obs_family=fam_codes[rows].astype(np.int32),
+        X=X,
+        model_family=fam_codes.astype(np.int32),
+        families=tuple(map(str, families)),
+        models=tuple(map(str, frame.index)),
+        n_benchmarks=len(benchmarks),
+    )
+    return design, scaler
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes in order of first appearance."""
+    uniques, first, inverse = np.unique(values.astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse], uniques[order]

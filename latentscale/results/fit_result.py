@@ -1,0 +1,263 @@
+"""The fitted model: parameters as labelled tables, information criteria, diagnostics, save/load."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from latentscale.model.covariates import COVARIATES, CovariateScaler
+from latentscale.model.params import ModelSpec, pack, unpack
+
+SCHEMA = "latentscale.fit"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class FitResult:
+    """Result of a marginal-maximum-likelihood fit (statsmodels-style names: ``llf``, ``aic``, ``bic``).
+
+    ``params`` holds the constrained parameters (``B`` (p, K), ``loadings`` (K, J),
+    ``intercepts`` (J,), ``log_precision`` (J,), ``corr_chol`` (K, K)); ``theta`` the
+    unconstrained vector the optimizer worked on.  BIC uses n = number of families, the
+    independent units of the model.
+    """
+
+    spec: ModelSpec
+    scaler: CovariateScaler
+    theta: np.ndarray
+    log_likelihood: float
+    method: str
+    n_obs: int
+    n_models: int
+    n_families: int
+    families: tuple[str, ...]
+    models: tuple[str, ...]
+    data_name: str = "custom"
+    options: dict = field(default_factory=dict)
+    diagnostics: dict = field(default_factory=dict)
+    hessian: np.ndarray | None = None  # of ℓ in θ (negative definite at a maximum)
+
+    # ---- parameters -------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in unpack(np.asarray(self.theta), self.spec).items()}
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        return self.spec.skills
+
+    @property
+    def llf(self) -> float:
+        return self.log_likelihood
+
+    @property
+    def n_params(self) -> int:
+        return self.spec.n_params
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.log_likelihood + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.log_likelihood + math.log(self.n_families) * self.n_params
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.diagnostics.get("converged", False))
+
+    @property
+    def B(self) -> pd.DataFrame:
+        """Covariate effects on the skills, standardized covariates (rows) × skills (columns)."""
+        return pd.DataFrame(self.params["B"], index=list(COVARIATES), columns=list(self.skills))
+
+    @property
+    def B_raw(self) -> pd.DataFrame:
+        """Covariate effects on the raw log scale (natural logs of billions of parameters and trillions of tokens)."""
+        B_raw, offset = self.scaler.to_raw(self.params["B"])
+        df = pd.DataFrame(B_raw, index=list(COVARIATES), columns=list(self.skills))
+        df.loc["offset"] = offset
+        return df
+
+    @property
+    def loadings(self) -> pd.DataFrame:
+        return pd.DataFrame(self.params["loadings"], index=list(self.skills), columns=list(self.spec.benchmarks))
+
+    @property
+    def intercepts(self) -> pd.Series:
+        return pd.Series(self.params["intercepts"], index=list(self.spec.benchmarks), name="intercept")
+
+    @property
+    def precisions(self) -> pd.Series:
+        return pd.Series(np.exp(self.params["log_precision"]), index=list(self.spec.benchmarks), name="precision")
+
+    @property
+    def floors(self) -> pd.Series:
+        return pd.Series(self.spec.floors, index=list(self.spec.benchmarks), name="floor")
+
+    @property
+    def skill_corr(self) -> pd.DataFrame:
+        L = self.params["corr_chol"]
+        return pd.DataFrame(L @ L.T, index=list(self.skills), columns=list(self.skills))
+
+    def benchmark_table(self) -> pd.DataFrame:
+        """One row per benchmark: floor, intercept, precision and the loadings."""
+        df = pd.concat([self.floors, self.intercepts, self.precisions], axis=1)
+        return df.join(self.loadings.T.add_prefix("loading:"))
+
+    # ---- reporting ----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """JSON-ready summary: the figures scripts rely on, and every parameter by name."""
+        return {
+            "log_likelihood": self.log_likelihood,
+            "aic": self.aic,
+            "bic": self.bic,
+            "bic_n": self.n_families,
+            "n_params": self.n_params,
+            "n_families": self.n_families,
+            "n_models": self.n_models,
+            "n_obs": self.n_obs,
+            "k": self.spec.K,
+            "anchors": list(self.spec.anchors),
+            "method": self.method,
+            "data": self.data_name,
+            "converged": self.converged,
+            "seconds": self.diagnostics.get("seconds"),
+            "diagnostics": _jsonable(self.diagnostics),
+            "parameters": {
+                "B": _frame_dict(self.B),
+                "B_raw": _frame_dict(self.B_raw),
+                "loadings": _frame_dict(self.loadings),
+                "intercepts": self.intercepts.to_dict(),
+                "precisions": self.precisions.to_dict(),
+                "floors": self.floors.to_dict(),
+                "skill_corr": _frame_dict(self.skill_corr),
+            },
+        }
+
+    def summary(self) -> str:
+        """A readable text summary of the fit."""
+        d = self.diagnostics
+        lines = [
+            f"latentscale fit: {self.data_name}   method {self.method}   K = {self.spec.K} (anchors: {', '.join(self.spec.anchors)})",
+            f"models {self.n_models}   families {self.n_families}   observed scores {self.n_obs}   benchmarks {self.spec.J}",
+            f"log-likelihood {self.log_likelihood:.3f}   free parameters {self.n_params}   "
+            f"AIC {self.aic:.2f}   BIC {self.bic:.2f} (n = {self.n_families} families)",
+            f"converged {self.converged}   gradient norm {d.get('grad_norm', float('nan')):.2e}   "
+            f"iterations {d.get('iterations', '?')}   Hessian negative definite {d.get('hessian_pd', '?')}   "
+            f"time {d.get('seconds', float('nan')):.1f} s",
+            "",
+            "Skill effects B (standardized covariates):",
+            self.B.round(3).to_string(),
+            "",
+            "Skill effects on the raw log scale (log N in billions, log D in trillions):",
+            self.B_raw.round(3).to_string(),
+            "",
+            "Benchmarks (floor, intercept, precision, loadings):",
+            self.benchmark_table().round(3).to_string(),
+            "",
+            "Skill correlations:",
+            self.skill_corr.round(3).to_string(),
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # ---- persistence --------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the fit as JSON (atomically: a temporary file renamed into place)."""
+        doc = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "spec": self.spec.to_dict(),
+            "scaler": self.scaler.to_dict(),
+            "theta": self.theta.tolist(),
+            "log_likelihood": self.log_likelihood,
+            "method": self.method,
+            "n_obs": self.n_obs,
+            "n_models": self.n_models,
+            "n_families": self.n_families,
+            "families": list(self.families),
+            "models": list(self.models),
+            "data_name": self.data_name,
+            "options": _jsonable(self.options),
+            "diagnostics": _jsonable(self.diagnostics),
+            "hessian": None if self.hessian is None else np.asarray(self.hessian).tolist(),
+            "summary": self.to_dict(),
+        }
+        return atomic_write_text(path, json.dumps(doc, indent=1))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FitResult":
+        doc = json.loads(Path(path).read_text())
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"{path} is not a latentscale fit (schema {doc.get('schema')!r})")
+        if doc.get("schema_version", 0) > SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} has fit schema version {doc['schema_version']}, newer than this latentscale "
+                f"understands ({SCHEMA_VERSION}); upgrade latentscale"
+            )
+        return cls(
+            spec=ModelSpec.from_dict(doc["spec"]),
+            scaler=CovariateScaler.from_dict(doc["scaler"]),
+            theta=np.asarray(doc["theta"], dtype=float),
+            log_likelihood=float(doc["log_likelihood"]),
+            method=doc["method"],
+            n_obs=int(doc["n_obs"]),
+            n_models=int(doc["n_models"]),
+            n_families=int(doc["n_families"]),
+            families=tuple(doc["families"]),
+            models=tuple(doc["models"]),
+            data_name=doc.get("data_name", "custom"),
+            options=doc.get("options", {}),
+            diagnostics=doc.get("diagnostics", {}),
+            hessian=None if doc.get("hessian") is None else np.asarray(doc["hessian"], dtype=float),
+        )
+
+    @classmethod
+    def from_params(cls, params: dict, spec: ModelSpec, scaler: CovariateScaler, **kw) -> "FitResult":
+        return cls(spec=spec, scaler=scaler, theta=pack(params, spec), **kw)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _frame_dict(df: pd.DataFrame) -> dict:
+    return {str(r): {str(c): float(v) for c, v in row.items()} for r, row in df.iterrows()}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    return obj
