@@ -61,7 +61,7 @@ def gauss_hermite_rule(K: int, points: int, prune: float = 0.0) -> QuadratureRul
 
 def default_points(K: int) -> int:
     """Nodes per dimension by default: more in low dimension, fewer where the grid explodes."""
-    return {1: 15, 2: 9, 3: 7, 4: 5, 5: 4}.get(K, 3)
+    return {1: 15, 2: 9, 3: 6, 4: 4, 5: 3}.get(K, 3)
 
 
 def _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_only=False):
@@ -101,10 +101,12 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
     _, _, lam_obs = obs_terms(params, arrays, floors)
     fam = arrays["obs_family"]
 
-    def newton(p, alpha):
+    def newton(p, alpha, damped=True):
         eta = fixed_eta(p, arrays) + jnp.sum(obs_terms(p, arrays, floors)[2] * alpha[fam], axis=1)
         H, g, prec = _neg_hessians(p, arrays, floors, eta, n_families, n_benchmarks)
         step = sm.cho_solve(sm.cholesky(H), g - alpha @ prec)
+        if not damped:  # the tracked steps at the converged mode: plain Newton, smooth in p
+            return alpha + step, None
         norm = jnp.sqrt(jnp.sum(step**2, axis=1, keepdims=True))
         return alpha + step * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300)), norm
 
@@ -121,8 +123,8 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
 
     _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros((n_families, K)), jnp.asarray(jnp.inf)))
     alpha = jax.lax.stop_gradient(alpha)
-    alpha = newton(params, alpha)[0]
-    alpha = newton(params, alpha)[0]
+    alpha = newton(params, alpha, damped=False)[0]
+    alpha = newton(params, alpha, damped=False)[0]
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[fam], axis=1)
     H, _, _ = _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_only=True)
     return alpha, H

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import digamma, gammaln, polygamma
+from jax.scipy.special import gammaln
+
+from latentscale.model.special import digamma, trigamma
 
 LOG_2PI = jnp.log(2.0 * jnp.pi)
-TINY = 1e-200  # keeps Beta shape parameters off an underflowed 0 (finite log-density)
+TINY = 1e-100  # keeps Beta shape parameters off an underflowed 0 (finite log-density)
+ETA_BOUND = 35.0  # η is clipped to ±35 (μ within 1e-15 of its limits): a numerical guard only
 
 
 def beta_logpdf(eta, log_y, log1m_y, c, log_phi):
     """log Beta(y | φμ, φ(1−μ)) with μ = c + (1−c)·sigmoid(η); broadcasts."""
     phi = jnp.exp(log_phi)
+    eta = jnp.clip(eta, -ETA_BOUND, ETA_BOUND)
     a = jnp.maximum(phi * (c + (1.0 - c) * jax.nn.sigmoid(eta)), TINY)
     b = jnp.maximum(phi * (1.0 - c) * jax.nn.sigmoid(-eta), TINY)
     return (a - 1.0) * log_y + (b - 1.0) * log1m_y - gammaln(a) - gammaln(b) + gammaln(phi)
@@ -26,11 +30,12 @@ def beta_logpdf(eta, log_y, log1m_y, c, log_phi):
 def beta_eta_derivatives(eta, log_y, log1m_y, c, log_phi):
     """First and second derivative of :func:`beta_logpdf` in η, and the Fisher information in η."""
     phi = jnp.exp(log_phi)
+    eta = jnp.clip(eta, -ETA_BOUND, ETA_BOUND)
     s = jax.nn.sigmoid(eta)
     a = jnp.maximum(phi * (c + (1.0 - c) * s), TINY)
     b = jnp.maximum(phi * (1.0 - c) * jax.nn.sigmoid(-eta), TINY)
     l_mu = phi * (log_y - log1m_y - digamma(a) + digamma(b))
-    l_mumu = -(phi**2) * (polygamma(1, a) + polygamma(1, b))
+    l_mumu = -(phi**2) * (trigamma(a) + trigamma(b))
     d_mu = (1.0 - c) * s * (1.0 - s)
     d2_mu = d_mu * (1.0 - 2.0 * s)
     fisher = -l_mumu * d_mu**2
