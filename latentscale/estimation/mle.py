@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 from latentscale.estimation.init import initial_params
 from latentscale.estimation.objective import MarginalLikelihood
 from latentscale.model.design import Design
-from latentscale.model.params import ModelSpec, pack
+from latentscale.model.params import ModelSpec, pack, parameter_bounds, parameter_names
 
 Progress = Callable[[str], None]
 
@@ -74,13 +74,15 @@ def fit_mle(
     n_eval = [0]
     f_lap = _negated(laplace, n_eval)
 
-    starts = start_points(design, spec, n_starts, seed)
+    bounds = parameter_bounds(spec)
+    lo, hi = np.array(bounds).T
+    starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
     results = []
     for s, x0 in enumerate(starts):
         if not np.isfinite(f_lap(x0)[0]):
             say(f"start {s + 1}/{n_starts}: not finite, skipped")
             continue
-        r = minimize(f_lap, x0, jac=True, method="L-BFGS-B",
+        r = minimize(f_lap, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                      options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-13, "maxcor": 30})
         results.append(r)
         say(f"start {s + 1}/{n_starts}: Laplace log-likelihood {-r.fun:.3f} ({r.nit} iterations)")
@@ -90,7 +92,7 @@ def fit_mle(
     iterations = int(sum(r.nit for r in results))
     say(f"refining the best start with {full.rule.size}-node adaptive Gauss–Hermite quadrature")
     f_full = _negated(full, n_eval)
-    r = minimize(f_full, best.x, jac=True, method="L-BFGS-B",
+    r = minimize(f_full, best.x, jac=True, method="L-BFGS-B", bounds=bounds,
                  options={"maxiter": maxiter, "gtol": gtol, "ftol": 1e-14, "maxcor": 30})
     theta = r.x
     iterations += int(r.nit)
@@ -108,5 +110,6 @@ def fit_mle(
         "laplace_log_likelihood": float(laplace.value(theta)),
         "quadrature_nodes": full.rule.size,
         "optimizer_message": str(r.message),
+        "at_bounds": [n for n, x, a, b in zip(parameter_names(spec), theta, lo, hi) if x <= a + 1e-8 or x >= b - 1e-8],
     }
     return MLEOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H)

@@ -166,3 +166,30 @@ def parameter_names(spec: ModelSpec) -> list[str]:
 def correlation(params: dict) -> jnp.ndarray:
     L = params["corr_chol"]
     return L @ L.T
+
+
+#: Box the optimizers keep the unconstrained coordinates in (standardized covariates, so
+#: skills are in units of the family-effect SD). Wide enough never to bind at a sensible
+#: optimum; a fit that ends on a bound reports it in its diagnostics.
+BOUNDS = {
+    "B": (-10.0, 10.0),
+    "loading": (-10.0, 10.0),
+    "log_anchor_loading": (np.log(1e-3), np.log(20.0)),
+    "intercept": (-25.0, 25.0),
+    "log_precision": (-3.0, 12.0),
+    "corr_free": (-20.0, 20.0),
+}
+
+
+def parameter_bounds(spec: ModelSpec) -> list[tuple[float, float]]:
+    """(low, high) for every coordinate of the unconstrained vector, in its order."""
+    K, J, p = spec.K, spec.J, spec.p
+    sizes = [
+        ("B", p * K),
+        ("loading", K * len(spec.free_index)),
+        ("log_anchor_loading", K),
+        ("intercept", J),
+        ("log_precision", J),
+        ("corr_free", K * (K - 1) // 2),
+    ]
+    return [BOUNDS[name] for name, n in sizes for _ in range(n)]
