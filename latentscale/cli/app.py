@@ -1,0 +1,347 @@
+"""The ``latentscale`` command: fit, data, datasets, show.
+
+Results go to stdout (a readable report, or one JSON document with ``--json``); progress,
+warnings and errors go to stderr. Exit codes: 0 success, 1 unexpected error, 2 bad input
+(usage, data, options, files).
+"""
+
+from __future__ import annotations
+
+import traceback
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from latentscale.cli import output
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+FILE_PANEL = "Columns of a CSV / Parquet file"
+
+app = typer.Typer(
+    name="latentscale",
+    help=(
+        "Latent-variable scaling laws for LLM families and benchmarks "
+        "(Cai, Cui, Maia Polo et al., arXiv:2512.06553).\n\n"
+        "Exit codes: 0 success, 1 unexpected error, 2 bad input (usage, data, options, files)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class BadInput(Exception):
+    """A problem with what the user gave (exit code 2)."""
+
+
+@contextmanager
+def reporting(verbose: bool = False, bad_input: tuple[type[BaseException], ...] = (ValueError, OSError)):
+    """Turn exceptions into one ``error: ...`` line and an exit code: 2 for ``bad_input``, else 1."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        raise typer.Exit(130)
+    except (BadInput, *bad_input) as e:
+        output.error(_message(e))
+        raise typer.Exit(EXIT_BAD_INPUT)
+    except Exception as e:
+        output.error(f"unexpected {type(e).__name__}: {e}")
+        if verbose:
+            traceback.print_exc()
+        else:
+            output.error("this is a bug or an unsupported case; rerun with --verbose for the traceback")
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError) and e.filename:
+        return f"no such file: {e.filename}"
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.strerror or e}: {e.filename}"
+    return str(e) or type(e).__name__
+
+
+# ---- option parsing --------------------------------------------------------------------
+def parse_list(text: str | None, option: str) -> list[str] | None:
+    """'a,b, c' -> ['a', 'b', 'c']."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",")]
+    if not all(items):
+        raise BadInput(f"bad {option} {text!r}: expected names separated by commas, e.g. a,b,c")
+    return items
+
+
+def parse_clip(text: str | None, no_clip: bool) -> tuple[float, float] | None:
+    """The clip interval: default (0.001, 0.999), ``LOW,HIGH``, or None with --no-clip."""
+    if no_clip:
+        if text is not None:
+            raise BadInput("give either --clip or --no-clip, not both")
+        return None
+    if text is None:
+        return (0.001, 0.999)
+    try:
+        low, high = (float(s) for s in text.split(","))
+    except ValueError:
+        low = high = float("nan")
+    if not (0.0 < low < high < 1.0):
+        raise BadInput(f"bad --clip {text!r}: expected LOW,HIGH with 0 < LOW < HIGH < 1, e.g. 0.001,0.999")
+    return (low, high)
+
+
+def parse_floors(items: list[str] | None) -> dict[str, float] | None:
+    """['b1=0', 'b2=0.25'] -> {'b1': 0.0, 'b2': 0.25}."""
+    if not items:
+        return None
+    floors = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            c = float(value)
+        except ValueError:
+            c = float("nan")
+        if not sep or not name.strip() or not (0.0 <= c < 1.0):
+            raise BadInput(f"bad --floor {item!r}: expected NAME=VALUE with 0 <= VALUE < 1, e.g. --floor gpqa=0.25")
+        floors[name.strip()] = c
+    return floors
+
+
+# ---- options shared by fit and data ------------------------------------------------------
+DataArg = Annotated[str, typer.Argument(
+    metavar="DATA", help="A registered dataset name (see `latentscale datasets`) or a CSV / Parquet file.",
+    show_default=False)]
+FloorOpt = Annotated[Optional[list[str]], typer.Option(
+    "--floor", metavar="NAME=VALUE",
+    help="Random-guess floor of a benchmark (repeat for several); overrides the known ones.")]
+ModelCol = Annotated[Optional[str], typer.Option(
+    "--model-col", rich_help_panel=FILE_PANEL, help="File column with the unique model name (default: model).", show_default=False)]
+FamilyCol = Annotated[Optional[str], typer.Option(
+    "--family-col", rich_help_panel=FILE_PANEL, help="File column with the family (default: family).", show_default=False)]
+GroupCol = Annotated[Optional[str], typer.Option(
+    "--group-col", rich_help_panel=FILE_PANEL, help="File column with the group, for held-out evaluation (default: the family).",
+    show_default=False)]
+SizeCol = Annotated[Optional[str], typer.Option(
+    "--size-col", rich_help_panel=FILE_PANEL, help="File column with parameters in billions (default: size).", show_default=False)]
+TokensCol = Annotated[Optional[str], typer.Option(
+    "--tokens-col", rich_help_panel=FILE_PANEL, help="File column with pre-training tokens in trillions (default: tokens).",
+    show_default=False)]
+BenchOpt = Annotated[Optional[str], typer.Option(
+    "--benchmarks", rich_help_panel=FILE_PANEL, metavar="A,B,...",
+    help="File columns holding benchmark scores (default: every other numeric column).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a report.")]
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="Progress and warnings on stderr even with --json; tracebacks of unexpected errors.")]
+
+
+def load_data(data: str, floor: list[str] | None, benchmarks: str | None, **columns: str | None):
+    """Load a registered dataset or a file; ``columns`` (role -> file column) apply to files only."""
+    from latentscale.data import list_datasets, load_dataset
+
+    options = {role: col for role, col in columns.items() if col is not None}
+    bench = parse_list(benchmarks, "--benchmarks")
+    if bench is not None:
+        options["benchmarks"] = bench
+    if options and data in list_datasets():
+        given = ", ".join("--benchmarks" if role == "benchmarks" else f"--{role}-col" for role in options)
+        raise BadInput(f"{given} apply to CSV / Parquet files, not to the registered dataset {data!r}")
+    floors = parse_floors(floor)
+    if floors:
+        options["floors"] = floors
+    return load_dataset(data, **options)
+
+
+# ---- commands ----------------------------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        from latentscale import __version__
+
+        typer.echo(f"latentscale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Latent-variable scaling laws for LLM families and benchmarks."""
+
+
+class Method(str, Enum):
+    aghq = "aghq"
+    laplace = "laplace"
+    psga = "psga"
+
+
+@app.command()
+def fit(
+    data: DataArg,
+    k: Annotated[int, typer.Option("-k", "--skills", min=1, show_default=False,
+                                   help="Number of latent skills K.")],
+    anchors: Annotated[Optional[str], typer.Option(
+        "--anchors", metavar="A,B,...",
+        help="K anchor benchmarks, one per skill (anchor k loads only on skill k). Default: the first K benchmarks.",
+        show_default=False)] = None,
+    method: Annotated[Method, typer.Option(
+        "--method", help="aghq: adaptive Gauss-Hermite marginal likelihood; laplace: one node per family "
+                         "(faster, less accurate); psga: the paper's projected stochastic gradient ascent.")
+    ] = Method.aghq,
+    clip: Annotated[Optional[str], typer.Option(
+        "--clip", metavar="LOW,HIGH", help="Clip scores into LOW,HIGH before the Beta density. Default 0.001,0.999.",
+        show_default=False)] = None,
+    no_clip: Annotated[bool, typer.Option("--no-clip", help="No clipping (exact 0 or 1 scores are then an error).")
+                       ] = False,
+    floor: FloorOpt = None,
+    starts: Annotated[int, typer.Option("--starts", min=1, help="Number of starting points (aghq, laplace).")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the perturbed starts (and of psga's draws).")] = 0,
+    points: Annotated[Optional[int], typer.Option(
+        "--points", min=1, help="Quadrature nodes per skill dimension for aghq (default by K).", show_default=False)
+    ] = None,
+    output_path: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", metavar="FIT.json", help="Save the fit as JSON (read it back with `latentscale show`).",
+        show_default=False)] = None,
+    model_col: ModelCol = None,
+    family_col: FamilyCol = None,
+    group_col: GroupCol = None,
+    size_col: SizeCol = None,
+    tokens_col: TokensCol = None,
+    benchmarks: BenchOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Fit the model by marginal maximum likelihood and print its summary.
+
+    Example: latentscale fit lvf-paper -k 4
+    """
+    from latentscale.fitting import LatentScalingModel
+    from latentscale.model.design import build_design
+
+    talk = verbose or not as_json
+    with output.CapturedWarnings() as caught, output.Progress(enabled=talk) as progress:
+        with reporting(verbose):
+            if output_path is not None and output_path.is_dir():
+                raise BadInput(f"--output {output_path} is a folder; give a file name such as fit.json")
+            model = LatentScalingModel(
+                k, parse_list(anchors, "--anchors"), method=method.value, clip=parse_clip(clip, no_clip),
+                points=points, n_starts=starts, seed=seed,
+            )
+            scores = load_data(data, floor, benchmarks, model=model_col, family=family_col, group=group_col,
+                               size=size_col, tokens=tokens_col)
+            spec = model.spec_for(scores)  # anchors and K against the benchmarks
+            build_design(scores, spec.benchmarks, spec.clip)  # rows with covariates; exact 0/1 without a clip
+        shown = output.merge_warnings(scores.warnings, caught.messages())
+        for note in shown:  # before the long part, so that they are read while it runs
+            progress.warn(_short_note(note, data))
+        progress(f"fitting K = {k} by {method.value} to {scores.n_models} models in {scores.n_families} "
+                 f"families, {len(scores.benchmarks)} benchmarks (anchors: {', '.join(spec.anchors)})")
+        from latentscale.data import DataError
+
+        with reporting(verbose, bad_input=(DataError,)):
+            result = model.fit(scores, progress=progress)
+        notes = output.merge_warnings(scores.warnings, caught.messages())
+        for note in notes[len(shown):]:
+            progress.warn(_short_note(note, data))
+        if not result.converged:
+            progress.warn("the optimizer did not report convergence (see the gradient norm in the summary); "
+                          "try more --starts")
+    if as_json:
+        output.print_json({**result.to_dict(), "warnings": notes})
+    else:
+        typer.echo(result.summary())
+    if output_path is not None:
+        with reporting(verbose):
+            saved = result.save(output_path)
+        if talk:
+            output.stderr().print(Text(f"saved the fit to {saved}"))
+
+
+def _short_note(note: str, data: str) -> str:
+    """A long warning cut short, with where to read all of it."""
+    short = output.shorten(note)
+    return short if short == note else f"{short} (full text: latentscale data {data})"
+
+
+@app.command()
+def data(
+    data: DataArg,
+    floor: FloorOpt = None,
+    model_col: ModelCol = None,
+    family_col: FamilyCol = None,
+    group_col: GroupCol = None,
+    size_col: SizeCol = None,
+    tokens_col: TokensCol = None,
+    benchmarks: BenchOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Load and validate a data set; describe its rows, families, benchmarks, missingness and warnings.
+
+    Exits with code 2 and a message naming the rows or columns at fault when the data cannot be used.
+    """
+    with output.CapturedWarnings() as caught, reporting(verbose):
+        scores = load_data(data, floor, benchmarks, model=model_col, family=family_col, group=group_col,
+                           size=size_col, tokens=tokens_col)
+    desc = scores.describe()
+    desc["warnings"] = output.merge_warnings(scores.warnings, caught.messages())
+    usable = int((scores.frame["size"].notna() & scores.frame["tokens"].notna()).sum())
+    if as_json:
+        output.print_json({**desc, "usable_rows": usable})
+    else:
+        output.render_description(desc, usable)
+
+
+@app.command()
+def datasets(as_json: JsonOpt = False) -> None:
+    """List the registered datasets.
+
+    Their files are read from $LATENTSCALE_DATA_DIR/<source>/<file> when that is set, otherwise downloaded
+    once from the authors' pinned repositories into $LATENTSCALE_CACHE_DIR (default ~/.cache/latentscale)
+    and checked against their sha256.
+    """
+    from latentscale.data.registry import DATASETS
+
+    entries = [{"name": e.name, "description": e.description, "files": [f"{s}/{f}" for s, f in e.files]}
+               for e in DATASETS.values()]
+    if as_json:
+        output.print_json(entries)
+    else:
+        output.render_datasets(entries)
+
+
+@app.command()
+def show(
+    fit_path: Annotated[Path, typer.Argument(metavar="FIT.json", help="A fit saved by `latentscale fit -o`.",
+                                             show_default=False)],
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print the summary of a saved fit."""
+    from latentscale.results.fit_result import FitResult
+
+    with reporting(verbose):
+        try:
+            result = FitResult.load(fit_path)
+        except (KeyError, TypeError) as e:
+            raise BadInput(f"{fit_path} is not a complete latentscale fit ({type(e).__name__}: {e})") from e
+    if as_json:
+        output.print_json(result.to_dict())
+    else:
+        typer.echo(result.summary())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

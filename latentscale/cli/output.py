@@ -1,0 +1,182 @@
+"""Terminal and JSON rendering for the command line: stdout carries results, stderr the rest.
+
+- :func:`print_json` writes exactly one strict JSON document (non-finite floats become null);
+- :func:`error` / :func:`warning` write one ``error: ...`` / ``warning: ...`` line on stderr;
+- :class:`Progress` reports a long computation on stderr: a rich spinner on a terminal, plain
+  time-stamped lines otherwise (logs, CI), nothing when disabled;
+- :func:`render_description` / :func:`render_datasets` draw the ``data`` / ``datasets`` tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from latentscale.data.validate import name_rows
+
+
+def stdout() -> Console:
+    # Created per call: sys.stdout may be swapped (pipes, test runners).
+    return Console(highlight=False, soft_wrap=False)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def to_json(obj):
+    """Plain, strictly JSON-serializable values: numpy scalars/arrays unpacked, NaN and ±inf as None."""
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj) -> None:
+    """Write one JSON document on stdout."""
+    sys.stdout.write(json.dumps(to_json(obj), indent=2, allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
+class CapturedWarnings:
+    """Collect the warnings raised inside the ``with`` block instead of printing them."""
+
+    def __enter__(self) -> "CapturedWarnings":
+        self._context = warnings.catch_warnings(record=True)
+        self._caught = self._context.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+    def messages(self) -> list[str]:
+        """Each message once, in the order first raised (so far)."""
+        return list(dict.fromkeys(str(w.message) for w in self._caught))
+
+
+def merge_warnings(data_warnings, caught) -> list[str]:
+    """The data set's own notes, then any other caught warning (a note is caught as ``'<name>: <note>'``)."""
+    notes = list(data_warnings)
+    return notes + [m for m in caught if not any(m == n or m.endswith(": " + n) for n in notes)]
+
+
+def shorten(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 1].rstrip() + "…"
+
+
+class Progress:
+    """Progress messages on stderr; call the instance with a message (usable as ``progress=``)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.console = stderr()
+        self.live = enabled and self.console.is_terminal
+        self._status = None
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        self._t0 = time.perf_counter()
+        if self.live:
+            self._status = self.console.status("starting", spinner="dots")
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def warn(self, message: str) -> None:
+        """A ``warning: ...`` line on stderr (above the spinner on a terminal)."""
+        if not self.enabled:
+            return
+        if self._status is not None:
+            self.console.print(Text(f"warning: {message}", style="yellow"))
+        else:
+            warning(message)
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = f"[{time.perf_counter() - self._t0:6.1f}s] {message}"
+        if self._status is not None:
+            self.console.print(Text(line, style="dim"))
+            self._status.update(Text(message))
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_description(desc: dict, usable_rows: int) -> None:
+    """The ``latentscale data`` report: counts, one row per benchmark, rows without covariates, warnings."""
+    out = stdout()
+    n_bench = len(desc["benchmarks"])
+    out.print(Text(
+        f"{desc['name']}: {desc['rows']} models, {desc['families']} families, {desc['groups']} groups, "
+        f"{n_bench} benchmarks"
+    ))
+    out.print(Text(f"rows with every benchmark observed: {desc['complete_rows']}"))
+    out.print(Text(f"rows with size and tokens (usable for fitting): {usable_rows}"))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col, justify in [("benchmark", "left"), ("floor", "right"), ("observed", "right"), ("missing", "right"),
+                         ("min", "right"), ("mean", "right"), ("max", "right")]:
+        table.add_column(col, justify=justify)
+    for b in desc["benchmarks"]:
+        table.add_row(
+            Text(b["name"]), f"{b['floor']:.4g}", str(b["observed"]), f"{100 * b['missing_fraction']:.1f}%",
+            _fmt(b["min"]), _fmt(b["mean"]), _fmt(b["max"]),
+        )
+    out.print(table)
+    for what in ("size", "tokens"):
+        rows = desc[f"rows_missing_{what}"]
+        out.print(Text(f"rows missing {what}: " + (f"{len(rows)} ({name_rows(rows, 20)})" if rows else "none")))
+    notes = desc["warnings"]
+    if notes:
+        out.print(Text(f"\nwarnings ({len(notes)}):", style="bold"))
+        listing = Table.grid(padding=(0, 1))
+        listing.add_column(no_wrap=True)
+        listing.add_column()
+        for note in notes:
+            listing.add_row("-", Text(note))
+        out.print(listing)
+    else:
+        out.print(Text("\nno warnings"))
+
+
+def render_datasets(entries: list[dict]) -> None:
+    """The ``latentscale datasets`` table."""
+    out = stdout()
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("description")
+    for e in entries:
+        table.add_row(Text(e["name"]), Text(e["description"]))
+    out.print(table)
