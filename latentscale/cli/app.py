@@ -138,7 +138,8 @@ BenchOpt = Annotated[Optional[str], typer.Option(
     "--benchmarks", rich_help_panel=FILE_PANEL, metavar="A,B,...",
     help="File columns holding benchmark scores (default: every other numeric column).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout instead of a report.")]
-VerboseOpt = Annotated[bool, typer.Option(
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an unexpected error.")]
+FitVerboseOpt = Annotated[bool, typer.Option(
     "--verbose", "-v", help="Progress and warnings on stderr even with --json; tracebacks of unexpected errors.")]
 
 
@@ -216,7 +217,7 @@ def fit(
     tokens_col: TokensCol = None,
     benchmarks: BenchOpt = None,
     as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
+    verbose: FitVerboseOpt = False,
 ) -> None:
     """Fit the model by marginal maximum likelihood and print its summary.
 
