@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -81,10 +82,14 @@ class LatentScalingModel:
             clip=self.clip,
         )
 
-    def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | None = None, **frame_options) -> FitResult:
+    def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | bool | None = None, **frame_options) -> FitResult:
         """Fit by marginal maximum likelihood. ``data``: a ScoreData, a DataFrame (column
         mapping in ``frame_options``, see :func:`latentscale.data.from_frame`), or a registry
         name or file path."""
+        if progress is True:
+            progress = _print_progress
+        elif progress is False:
+            progress = None
         data = as_score_data(data, **frame_options)
         spec = self.spec_for(data)
         t0 = time.perf_counter()
@@ -121,6 +126,10 @@ class LatentScalingModel:
             diagnostics=diagnostics,
             hessian=outcome.hessian,
         )
+
+
+def _print_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def as_score_data(data, **frame_options) -> ScoreData:

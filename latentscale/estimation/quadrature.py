@@ -86,8 +86,12 @@ def _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_
     return H, G @ lam.T, prec
 
 
+#: Step sizes tried by the mode finder's line search, largest first; the last (0) always passes.
+_STEP_SIZES = np.array([1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0078125, 0.001953125, 0.0])
+
+
 def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max_iter: int = 50,
-                 tol: float = 1e-10, max_step: float = 2.0):
+                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1):
     """Posterior modes α̂_f (F, K) and the curvature there (F, K, K): the Fisher information of
     the family's scores plus Σ⁻¹, positive definite and smooth in the parameters (the
     quadrature's scale; any smooth positive-definite scale gives a valid rule).
@@ -101,14 +105,38 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
     _, _, lam_obs = obs_terms(params, arrays, floors)
     fam = arrays["obs_family"]
 
+    log_y, log1m_y = arrays["log_y"], arrays["log1m_y"]
+    c_obs, log_phi_obs, _ = obs_terms(params, arrays, floors)
+    c_obs, log_phi_obs = jax.lax.stop_gradient(c_obs), jax.lax.stop_gradient(log_phi_obs)
+
     def newton(p, alpha, damped=True):
-        eta = fixed_eta(p, arrays) + jnp.sum(obs_terms(p, arrays, floors)[2] * alpha[fam], axis=1)
+        lam_p = obs_terms(p, arrays, floors)[2]
+        eta = fixed_eta(p, arrays) + jnp.sum(lam_p * alpha[fam], axis=1)
         H, g, prec = _neg_hessians(p, arrays, floors, eta, n_families, n_benchmarks)
-        step = sm.cho_solve(sm.cholesky(H), g - alpha @ prec)
+        grad = g - alpha @ prec
+        step = sm.cho_solve(sm.cholesky(H), grad)
         if not damped:  # the tracked steps at the converged mode: plain Newton, smooth in p
             return alpha + step, None
+        # Backtracking line search on the log joint, vectorized over families and step sizes:
+        # η is linear along the step, the prior quadratic.
         norm = jnp.sqrt(jnp.sum(step**2, axis=1, keepdims=True))
-        return alpha + step * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300)), norm
+        step = step * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300))
+        t = jnp.asarray(_STEP_SIZES)  # (S,)
+        d_eta = jnp.sum(lam_p * step[fam], axis=1)  # (n_obs,)
+        ll = beta_logpdf(eta[:, None] + d_eta[:, None] * t[None, :], log_y[:, None], log1m_y[:, None],
+                         c_obs[:, None], log_phi_obs[:, None])
+        ll_fam = jax.ops.segment_sum(ll, fam, num_segments=n_families)  # (F, S)
+        a_t = alpha[:, None, :] + t[None, :, None] * step[:, None, :]  # (F, S, K)
+        quad = jnp.einsum("fsk,kl,fsl->fs", a_t, prec, a_t)
+        joint = ll_fam - 0.5 * quad
+        joint0 = joint[:, -1]  # t = 0
+        slope = jnp.sum(grad * step, axis=1)  # > 0: an ascent direction
+        ok = joint >= joint0[:, None] + 1e-4 * t[None, :] * slope[:, None]
+        ok = ok & jnp.isfinite(joint)
+        first = jnp.argmax(ok, axis=1)  # largest acceptable step (t decreasing; t = 0 always ok)
+        t_f = t[first]
+        moved = t_f[:, None] * step
+        return alpha + moved, jnp.sqrt(jnp.sum(moved**2, axis=1))
 
     p_const = jax.lax.stop_gradient(params)
 
@@ -123,8 +151,8 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
 
     _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros((n_families, K)), jnp.asarray(jnp.inf)))
     alpha = jax.lax.stop_gradient(alpha)
-    alpha = newton(params, alpha, damped=False)[0]
-    alpha = newton(params, alpha, damped=False)[0]
+    for _ in range(tracked_steps):
+        alpha = newton(params, alpha, damped=False)[0]
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[fam], axis=1)
     H, _, _ = _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_only=True)
     return alpha, H
