@@ -125,6 +125,7 @@ class LatentScalingModel:
             },
             diagnostics=diagnostics,
             hessian=outcome.hessian,
+            score_outer=getattr(outcome, "score_outer", None),
         )
 
 

@@ -183,6 +183,17 @@ class Method(str, Enum):
     psga = "psga"
 
 
+class HessianKind(str, Enum):
+    laplace = "laplace"
+    full = "full"
+
+
+class CovKind(str, Enum):
+    observed = "observed"
+    opg = "opg"
+    sandwich = "sandwich"
+
+
 @app.command()
 def fit(
     data: DataArg,
@@ -207,6 +218,13 @@ def fit(
     points: Annotated[Optional[int], typer.Option(
         "--points", min=1, help="Quadrature nodes per skill dimension for aghq (default by K).", show_default=False)
     ] = None,
+    hessian: Annotated[HessianKind, typer.Option(
+        "--hessian", help="Hessian behind the standard errors (aghq, laplace): laplace: of the Laplace objective at "
+                          "the optimum (seconds; B's SEs within a few % of full); full: of the adaptive-quadrature "
+                          "objective itself (exact; about 30 s more for K = 4).")] = None,
+    se: Annotated[CovKind, typer.Option(
+        "--se", help="Standard errors in the summary: observed information, outer product of family scores (opg), "
+                     "or the robust sandwich.")] = None,
     output_path: Annotated[Optional[Path], typer.Option(
         "-o", "--output", metavar="FIT.json", help="Save the fit as JSON (read it back with `latentscale show`).",
         show_default=False)] = None,
@@ -234,6 +252,8 @@ def fit(
             model = LatentScalingModel(
                 k, parse_list(anchors, "--anchors"), method=method.value, clip=parse_clip(clip, no_clip),
                 points=points, n_starts=starts, seed=seed,
+                **({"method_options": {"hessian": (hessian or HessianKind.laplace).value}}
+                   if method != Method.psga else {}),
             )
             scores = load_data(data, floor, benchmarks, model=model_col, family=family_col, group=group_col,
                                size=size_col, tokens=tokens_col)
@@ -254,10 +274,11 @@ def fit(
         if not result.converged:
             progress.warn("the optimizer did not report convergence (see the gradient norm in the summary); "
                           "try more --starts")
+    se_kind = (se or CovKind.observed).value
     if as_json:
-        output.print_json({**result.to_dict(), "warnings": notes})
+        output.print_json({**result.to_dict(se=se_kind), "warnings": notes})
     else:
-        typer.echo(result.summary())
+        typer.echo(result.summary(kind=se_kind))
     if output_path is not None:
         with reporting(verbose):
             saved = result.save(output_path)

@@ -43,6 +43,7 @@ class MLEOutcome:
     log_likelihood: float
     diagnostics: dict
     hessian: np.ndarray | None = None
+    score_outer: np.ndarray | None = None  # Σ_f s_f s_fᵀ of the per-family scores at theta
 
 
 def _negated(ml: MarginalLikelihood, counter: list[int]):
@@ -120,7 +121,9 @@ def fit_mle(
         theta, _, n_full = quasi_newton(full, theta, H_lap, lo, hi, gtol, maxiter)
         iterations += n_full
     value, grad = full.value_and_grad(theta)
-    H = fd_hessian(full if hessian == "full" else laplace, theta)
+    curvature = full if hessian == "full" else laplace
+    H = fd_hessian(curvature, theta)
+    S = fd_family_scores(curvature, theta)
     say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian by differences of the gradient")
     diagnostics = {
         "grad_norm": float(np.linalg.norm(grad)),
@@ -134,7 +137,8 @@ def fit_mle(
         "quadrature_nodes": full.rule.size,
         "at_bounds": [n for n, x, a, b in zip(parameter_names(spec), theta, lo, hi) if x <= a + 1e-8 or x >= b - 1e-8],
     }
-    return MLEOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H)
+    return MLEOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H,
+                      score_outer=S.T @ S)
 
 
 def _compile_in_background(ml: MarginalLikelihood, theta: np.ndarray) -> threading.Thread:
@@ -166,6 +170,18 @@ def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4
         e[i] = h[i]
         H[:, i] = (ml.value_and_grad(theta + e)[1] - ml.value_and_grad(theta - e)[1]) / (2.0 * h[i])
     return (H + H.T) / 2.0
+
+
+def fd_family_scores(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
+    """(F, P) gradients of each family's log-likelihood, by central differences of the values."""
+    theta = np.asarray(theta, dtype=float)
+    h = rel_step * np.maximum(1.0, np.abs(theta))
+    S = np.empty((ml.design.n_families, theta.size))
+    for i in range(theta.size):
+        e = np.zeros(theta.size)
+        e[i] = h[i]
+        S[:, i] = (ml.per_family(theta + e) - ml.per_family(theta - e)) / (2.0 * h[i])
+    return S
 
 
 def quasi_newton(ml: MarginalLikelihood, theta, H0, lo, hi, gtol: float, max_iter: int):

@@ -31,7 +31,6 @@ def _total(theta, arrays, nodes, log_weights, spec, n_families):
 
 
 _value_and_grad = jax.jit(jax.value_and_grad(_total), static_argnames=("spec", "n_families"))
-_hessian = jax.jit(jax.hessian(_total), static_argnames=("spec", "n_families"))
 _family_jac = jax.jit(jax.jacrev(_family_ll), static_argnames=("spec", "n_families"))
 
 
@@ -68,10 +67,6 @@ class MarginalLikelihood:
     def value_and_grad(self, theta) -> tuple[float, np.ndarray]:
         v, g = _value_and_grad(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families)
         return float(v), np.asarray(g)
-
-    def hessian(self, theta) -> np.ndarray:
-        """Hessian of ℓ in the unconstrained parameters, by automatic differentiation."""
-        return np.asarray(_hessian(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families))
 
     def family_scores(self, theta) -> np.ndarray:
         """(F, n_params) gradients of each family's log-likelihood (for the sandwich estimator)."""

@@ -14,6 +14,7 @@ import pandas as pd
 
 from latentscale.model.covariates import COVARIATES, CovariateScaler
 from latentscale.model.params import ModelSpec, pack, unpack
+from latentscale.results.inference import coefficient_block, format_table, params_table, theta_covariance
 
 SCHEMA = "latentscale.fit"
 SCHEMA_VERSION = 1
@@ -43,6 +44,7 @@ class FitResult:
     options: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
     hessian: np.ndarray | None = None  # of ℓ in θ (negative definite at a maximum)
+    score_outer: np.ndarray | None = None  # Σ_f s_f s_fᵀ, per-family scores at θ (robust SEs)
 
     # ---- parameters -------------------------------------------------------------
     @property
@@ -107,14 +109,26 @@ class FitResult:
         L = self.params["corr_chol"]
         return pd.DataFrame(L @ L.T, index=list(self.skills), columns=list(self.skills))
 
+    # ---- inference ----------------------------------------------------------------
+    def cov_params(self, kind: str = "observed") -> np.ndarray:
+        """Asymptotic covariance of the unconstrained estimate: ``"observed"`` information,
+        ``"opg"`` (outer product of family scores) or ``"sandwich"`` (robust)."""
+        return theta_covariance(self.hessian, self.score_outer, kind)
+
+    def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:
+        """Estimate, SE, z, p-value and Wald interval of every reported quantity (delta method);
+        see :func:`latentscale.results.inference.params_table`."""
+        return params_table(self.theta, self.spec, self.scaler, self.cov_params(kind), level)
+
     def benchmark_table(self) -> pd.DataFrame:
         """One row per benchmark: floor, intercept, precision and the loadings."""
         df = pd.concat([self.floors, self.intercepts, self.precisions], axis=1)
         return df.join(self.loadings.T.add_prefix("loading:"))
 
     # ---- reporting ----------------------------------------------------------------
-    def to_dict(self) -> dict:
-        """JSON-ready summary: the figures scripts rely on, and every parameter by name."""
+    def to_dict(self, se: str = "observed") -> dict:
+        """JSON-ready summary: the figures scripts rely on, and every parameter by name
+        (``parameter_table``: estimates with standard errors of kind ``se``)."""
         return {
             "log_likelihood": self.log_likelihood,
             "aic": self.aic,
@@ -140,10 +154,13 @@ class FitResult:
                 "floors": self.floors.to_dict(),
                 "skill_corr": _frame_dict(self.skill_corr),
             },
+            "standard_errors": se,
+            "parameter_table": _table_records(self._safe_table(se, 0.95)),
         }
 
-    def summary(self) -> str:
-        """A readable text summary of the fit."""
+    def summary(self, kind: str = "observed", level: float = 0.95) -> str:
+        """A readable text summary: fit statistics, B with standard errors (``kind`` of
+        covariance, see :meth:`cov_params`), benchmarks and skill correlations."""
         d = self.diagnostics
         lines = [
             f"latentscale fit: {self.data_name}   method {self.method}   K = {self.spec.K} (anchors: {', '.join(self.spec.anchors)})",
@@ -154,12 +171,25 @@ class FitResult:
             f"iterations {d.get('iterations', '?')}   Hessian negative definite {d.get('hessian_pd', '?')}   "
             f"time {d.get('seconds', float('nan')):.1f} s",
             "",
-            "Skill effects B (standardized covariates):",
-            self.B.round(3).to_string(),
-            "",
-            "Skill effects on the raw log scale (log N in billions, log D in trillions):",
-            self.B_raw.round(3).to_string(),
-            "",
+        ]
+        table = self._safe_table(kind, level)
+        if table is None:
+            lines += [
+                "Skill effects B (standardized covariates):", self.B.round(3).to_string(), "",
+                "Skill effects on the raw log scale (log N in billions, log D in trillions):",
+                self.B_raw.round(3).to_string(), "",
+            ]
+        else:
+            se_note = {"observed": "observed information", "opg": "outer product of family scores",
+                       "sandwich": "sandwich (robust)"}[kind]
+            lines += [
+                f"Skill effects B on the raw log scale (log N in billions, log D in trillions; "
+                f"standard errors from the {se_note}, {d.get('hessian_kind', 'laplace')} Hessian):",
+                format_table(coefficient_block(table, "B_raw")), "",
+                "Skill effects B (standardized covariates):",
+                format_table(coefficient_block(table, "B")), "",
+            ]
+        lines += [
             "Benchmarks (floor, intercept, precision, loadings):",
             self.benchmark_table().round(3).to_string(),
             "",
@@ -167,6 +197,14 @@ class FitResult:
             self.skill_corr.round(3).to_string(),
         ]
         return "\n".join(lines)
+
+    def _safe_table(self, kind: str, level: float) -> pd.DataFrame | None:
+        """The parameter table, or None (with the warning already issued) when SEs are unavailable."""
+        if self.hessian is None and kind != "opg":
+            return None
+        if kind != "observed" and self.score_outer is None:
+            return None
+        return self.params_table(kind, level)
 
     def __str__(self) -> str:
         return self.summary()
@@ -191,6 +229,7 @@ class FitResult:
             "options": _jsonable(self.options),
             "diagnostics": _jsonable(self.diagnostics),
             "hessian": None if self.hessian is None else np.asarray(self.hessian).tolist(),
+            "score_outer": None if self.score_outer is None else np.asarray(self.score_outer).tolist(),
             "summary": self.to_dict(),
         }
         return atomic_write_text(path, json.dumps(doc, indent=1))
@@ -220,6 +259,7 @@ class FitResult:
             options=doc.get("options", {}),
             diagnostics=doc.get("diagnostics", {}),
             hessian=None if doc.get("hessian") is None else np.asarray(doc["hessian"], dtype=float),
+            score_outer=None if doc.get("score_outer") is None else np.asarray(doc["score_outer"], dtype=float),
         )
 
     @classmethod
@@ -241,6 +281,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
+    """The parameter table as JSON rows (NaN → null)."""
+    if table is None:
+        return None
+    flat = table.reset_index()
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+            for row in _jsonable(flat.to_dict(orient="records"))]
 
 
 def _frame_dict(df: pd.DataFrame) -> dict:

@@ -1,0 +1,151 @@
+"""Standard errors: covariance kinds, delta method, non-positive-definite handling, FD Hessian."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import latentscale as ls
+from latentscale.estimation.mle import fd_family_scores, fd_hessian
+from latentscale.estimation.objective import MarginalLikelihood
+from latentscale.model.design import build_design
+from latentscale.model.params import parameter_names, unpack
+from latentscale.model.simulate import simulate
+from latentscale.results.inference import NotPositiveDefiniteWarning, theta_covariance
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data, true, spec = simulate(k=2, n_benchmarks=4, n_families=80, family_sizes=2, seed=3)
+    result = ls.fit(data, k=2)
+    return data, result
+
+
+def test_observed_opg_sandwich_relations():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(5, 5))
+    info = A @ A.T + 5 * np.eye(5)
+    S = rng.normal(size=(40, 5))
+    outer = S.T @ S
+    obs = theta_covariance(-info, outer, "observed")
+    np.testing.assert_allclose(obs, np.linalg.inv(info), rtol=1e-12)
+    np.testing.assert_allclose(theta_covariance(-info, outer, "opg"), np.linalg.inv(outer), rtol=1e-10)
+    sand = theta_covariance(-info, outer, "sandwich")
+    np.testing.assert_allclose(sand, np.linalg.inv(info) @ outer @ np.linalg.inv(info), rtol=1e-10)
+    # When the information equality holds the sandwich is the observed-information covariance.
+    np.testing.assert_allclose(theta_covariance(-outer, outer, "sandwich"), np.linalg.inv(outer), rtol=1e-8)
+
+
+def test_not_positive_definite_warns_and_gives_nan():
+    H = np.diag([-1.0, 0.5, -2.0])  # not negative definite
+    with pytest.warns(NotPositiveDefiniteWarning, match="not positive definite"):
+        cov = theta_covariance(H, None, "observed")
+    assert np.all(np.isnan(cov))
+
+
+@pytest.mark.parametrize("kind,hessian,outer,match", [
+    ("bogus", np.eye(2), np.eye(2), "kind must be"),
+    ("observed", None, None, "no Hessian"),
+    ("sandwich", -np.eye(2), None, "per-family scores"),
+])
+def test_covariance_errors(kind, hessian, outer, match):
+    with pytest.raises(ValueError, match=match):
+        theta_covariance(hessian, outer, kind)
+
+
+def test_delta_method_blocks(fitted):
+    _, r = fitted
+    cov = r.cov_params()
+    se_theta = np.sqrt(np.diag(cov))
+    table = r.params_table()
+    names = parameter_names(r.spec)
+    # B is an identity block of θ; B_raw divides it by the covariate SDs.
+    for i, c in enumerate(["log_size", "log_tokens", "log_size:log_tokens"]):
+        for k, s in enumerate(r.skills):
+            j = names.index(f"B[{c},{s}]")
+            assert table.loc[("B", c, s), "se"] == pytest.approx(se_theta[j], rel=1e-10)
+            assert table.loc[("B_raw", c, s), "se"] == pytest.approx(se_theta[j] / r.scaler.scale[i], rel=1e-10)
+    # Precision = exp(log precision): SE by the delta method, interval on the log scale.
+    for b in r.spec.benchmarks:
+        j = names.index(f"precision[{b}]")
+        row = table.loc[("precision", b, "")]
+        assert row["se"] == pytest.approx(row["estimate"] * se_theta[j], rel=1e-10)
+        assert row["lower_95"] == pytest.approx(row["estimate"] * np.exp(-1.959963984540054 * se_theta[j]), rel=1e-9)
+        assert row["lower_95"] > 0
+    # Structural zeros (anchors' other loadings) are not reported; every free loading is.
+    loadings = table.xs("loading", level="block")
+    assert len(loadings) == r.spec.K * (r.spec.J - r.spec.K) + r.spec.K
+    # The correlation's SE matches a finite-difference delta method.
+    j = names.index(f"corr[{r.skills[1]},{r.skills[0]}]")
+
+    def rho(theta):
+        L = np.asarray(unpack(theta, r.spec)["corr_chol"])
+        return (L @ L.T)[1, 0]
+
+    h = 1e-6
+    e = np.zeros_like(r.theta)
+    e[j] = h
+    grad = np.zeros_like(r.theta)
+    grad[j] = (rho(r.theta + e) - rho(r.theta - e)) / (2 * h)
+    se_fd = np.sqrt(grad @ cov @ grad)
+    assert table.loc[("corr", r.skills[1], r.skills[0]), "se"] == pytest.approx(se_fd, rel=1e-5)
+
+
+def test_z_and_p_values(fitted):
+    _, r = fitted
+    t = r.params_table(level=0.9)
+    np.testing.assert_allclose(t["z"], t["estimate"] / t["se"])
+    assert ((t["p_value"] >= 0) & (t["p_value"] <= 1)).all()
+    anchors = {("loading", a, s) for a, s in zip(r.spec.anchors, r.skills)}
+    # Positive quantities (precisions, anchor loadings) get log-scale intervals; the rest are symmetric.
+    free = np.array([b != "precision" and (b, row, col) not in anchors for b, row, col in t.index])
+    width = (t["upper_90"] - t["lower_90"])[free]
+    np.testing.assert_allclose(width, 2 * 1.6448536269514722 * t["se"][free], rtol=1e-10)
+
+
+def test_fd_hessian_matches_second_differences_of_the_value(fitted):
+    data, r = fitted
+    design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
+    ml = MarginalLikelihood.build(r.spec, design, points=1)
+    theta = r.theta + 0.01  # away from the optimum too
+    H = fd_hessian(ml, theta)
+    np.testing.assert_allclose(H, H.T)
+    f0, h = ml.value(theta), 1e-3
+    for i in range(0, theta.size, 3):
+        e = np.zeros_like(theta)
+        e[i] = h
+        second = (ml.value(theta + e) - 2 * f0 + ml.value(theta - e)) / h**2
+        assert H[i, i] == pytest.approx(second, rel=1e-4, abs=1e-4 * np.abs(np.diag(H)).max())
+
+
+def test_family_scores_match_automatic_differentiation(fitted):
+    data, r = fitted
+    design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
+    ml = MarginalLikelihood.build(r.spec, design, points=1)
+    theta = r.theta + 0.02
+    S = fd_family_scores(ml, theta)
+    S_ad = ml.family_scores(theta)
+    np.testing.assert_allclose(S, S_ad, rtol=1e-5, atol=1e-6 * np.abs(S_ad).max())
+    _, g = ml.value_and_grad(theta)
+    np.testing.assert_allclose(S.sum(axis=0), g, rtol=1e-5, atol=1e-5 * np.abs(g).max())
+
+
+def test_summary_and_json_carry_standard_errors(fitted):
+    _, r = fitted
+    text = r.summary(kind="sandwich")
+    assert "std err" in text and "sandwich" in text
+    doc = r.to_dict(se="opg")
+    rows = doc["parameter_table"]
+    assert doc["standard_errors"] == "opg"
+    assert {"block", "row", "column", "estimate", "se", "z", "p_value"} <= set(rows[0])
+    assert len(rows) == len(r.params_table())
+
+
+def test_saved_fit_keeps_standard_errors(fitted, tmp_path):
+    _, r = fitted
+    path = r.save(tmp_path / "fit.json")
+    back = type(r).load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = r.params_table("sandwich"), back.params_table("sandwich")
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-12)
