@@ -1,4 +1,4 @@
-"""The ``latentscale`` command: fit, data, datasets, show.
+"""The ``latentscale`` command: fit, select, data, datasets, show.
 
 Results go to stdout (a readable report, or one JSON document with ``--json``); progress,
 warnings and errors go to stderr. Exit codes: 0 success, 1 unexpected error, 2 bad input
@@ -358,6 +358,88 @@ def show(
         output.print_json(result.to_dict())
     else:
         typer.echo(result.summary())
+
+
+def parse_ks(text: str) -> list[int]:
+    """``1..8``, ``2,4,6`` or ``4`` → a sorted list of K."""
+    try:
+        if ".." in text:
+            a, b = text.split("..", 1)
+            ks = list(range(int(a), int(b) + 1))
+        else:
+            ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInput(f"--k {text!r}: give a range such as 1..8 or a list such as 2,4,6") from None
+    if not ks or min(ks) < 1:
+        raise BadInput(f"--k {text!r}: K must be at least 1 (for example 1..8)")
+    return sorted(set(ks))
+
+
+@app.command()
+def select(
+    data: DataArg,
+    k_range: Annotated[str, typer.Option("--k", metavar="A..B", help="The K to compare: a range 1..8 or a list 2,4,6.")
+                       ] = "1..8",
+    anchors: Annotated[Optional[str], typer.Option(
+        "--anchors", metavar="A,B,...",
+        help="Anchor ranking: the model with K skills anchors on its first K entries. "
+             "Default: the benchmark columns in data order.", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")] = -1,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", metavar="ADDRESS", help="Run the fits on this Dask scheduler (tcp://host:8786) instead.",
+        show_default=False)] = None,
+    output_path: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)] = None,
+    plot_path: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FIG.png", help="Save a plot of AIC and BIC against K (png, pdf or svg).",
+        show_default=False)] = None,
+    floor: FloorOpt = None,
+    benchmarks: BenchOpt = None,
+    model_col: ModelCol = None,
+    family_col: FamilyCol = None,
+    group_col: GroupCol = None,
+    size_col: SizeCol = None,
+    tokens_col: TokensCol = None,
+    as_json: JsonOpt = False,
+    verbose: FitVerboseOpt = False,
+) -> None:
+    """Choose the number of latent skills: fit every K, tabulate log-likelihood, AIC and BIC.
+
+    Example: latentscale select lvf-paper --k 1..8 --plot aic.png
+    """
+    from latentscale.evaluation.select import select_k
+    from latentscale.results.fit_result import atomic_write_text
+
+    talk = verbose or not as_json
+    with output.CapturedWarnings() as caught, output.Progress(enabled=talk) as progress:
+        with reporting(verbose):
+            ks = parse_ks(k_range)
+            scores = load_data(data, floor, benchmarks, model=model_col, family=family_col, group=group_col,
+                               size=size_col, tokens=tokens_col)
+            ranking = parse_list(anchors, "--anchors")
+            for p in (output_path, plot_path):
+                if p is not None and p.is_dir():
+                    raise BadInput(f"{p} is a folder; give a file name")
+            if max(ks) > len(scores.benchmarks):
+                raise BadInput(f"--k {k_range}: K = {max(ks)} exceeds the {len(scores.benchmarks)} benchmarks")
+        for note in output.merge_warnings(scores.warnings, caught.messages()):
+            progress.warn(_short_note(note, data))
+        where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
+        progress(f"fitting K = {', '.join(map(str, ks))} on {where}")
+        from latentscale.data import DataError
+
+        with reporting(verbose, bad_input=(DataError, ValueError)):
+            result = select_k(scores, ks, anchors=ranking, n_jobs=jobs, scheduler=scheduler, progress=progress)
+    if as_json:
+        output.print_json({"data": scores.name, "rows": result.to_records(),
+                           "best_aic": result.best_aic, "best_bic": result.best_bic})
+    else:
+        typer.echo(result.format())
+    with reporting(verbose):
+        if output_path is not None:
+            atomic_write_text(output_path, result.table.to_csv(index=False))
+        if plot_path is not None:
+            result.plot(plot_path)
 
 
 def main() -> None:

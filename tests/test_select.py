@@ -1,0 +1,93 @@
+"""Choice of K: anchor rule, AIC/BIC table, the same answer locally and on a Dask cluster, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentscale.cli.app import app
+from latentscale.evaluation.select import anchors_for, select_k
+from latentscale.model.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def sim():
+    data, _, _ = simulate(k=2, n_benchmarks=4, n_families=150, family_sizes=2, seed=11)
+    return data
+
+
+@pytest.fixture(scope="module")
+def selection(sim):
+    return select_k(sim, [1, 2], n_jobs=1)
+
+
+def test_anchor_rule():
+    bm = ["a", "b", "c", "d"]
+    assert anchors_for(2, bm, None) == ["a", "b"]
+    assert anchors_for(3, bm, ["d", "c", "b", "a"]) == ["d", "c", "b"]
+    assert anchors_for(2, bm, {2: ["c", "a"]}) == ["c", "a"]
+    assert anchors_for(1, bm, {2: ["c", "a"]}) == ["a"]  # K not listed: the data order
+    with pytest.raises(ValueError, match="give exactly 2"):
+        anchors_for(2, bm, {2: ["a"]})
+    with pytest.raises(ValueError, match="needs 3 anchors"):
+        anchors_for(3, bm, ["a", "b"])
+
+
+def test_table_and_criteria(selection, sim):
+    t = selection.table
+    assert list(t["k"]) == [1, 2]
+    for _, row in t.iterrows():
+        fit = selection.fits[row["k"]]
+        assert row["aic"] == pytest.approx(2 * row["n_params"] - 2 * row["log_likelihood"])
+        assert row["bic"] == pytest.approx(np.log(sim.n_families) * row["n_params"] - 2 * row["log_likelihood"])
+        assert row["n_params"] == fit.spec.n_params
+    # Data drawn with two skills: the second skill is worth far more than its parameters.
+    assert selection.best_aic == 2 and selection.best_bic == 2
+    assert t["log_likelihood"].iloc[1] > t["log_likelihood"].iloc[0]
+    rec = selection.to_records()
+    assert {"k", "log_likelihood", "n_params", "aic", "bic", "seconds"} <= set(rec[0])
+    assert [r["best_aic"] for r in rec] == [False, True]
+
+
+def test_dask_cluster_gives_the_same_table(selection, sim):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        remote = select_k(sim, [1, 2], scheduler=client)
+    np.testing.assert_allclose(remote.table["log_likelihood"], selection.table["log_likelihood"], rtol=1e-10)
+    assert list(remote.table["k"]) == [1, 2]
+
+
+def test_plot_is_written(selection, tmp_path):
+    path = selection.plot(tmp_path / "aic.png")
+    assert path is not None
+    assert (tmp_path / "aic.png").stat().st_size > 1000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def _floor_args(sim):
+    return [a for b, c in sim.floors.items() for a in ("--floor", f"{b}={c}")]
+
+
+def test_cli_select_json(sim, tmp_path):
+    csv = tmp_path / "scores.csv"
+    sim.frame.reset_index().to_csv(csv, index=False)
+    out = tmp_path / "table.csv"
+    res = CliRunner().invoke(app, ["select", str(csv), "--k", "1..2", "-j", "1", "--json", "-o", str(out),
+                                   "--benchmarks", ",".join(sim.benchmarks), *_floor_args(sim)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [r["k"] for r in doc["rows"]] == [1, 2]
+    assert doc["best_aic"] == 2
+    assert out.read_text().startswith("k,log_likelihood,n_params,aic,bic")
+
+
+@pytest.mark.parametrize("bad", ["0..2", "x", "1..9"])
+def test_cli_select_bad_k(sim, tmp_path, bad):
+    csv = tmp_path / "scores.csv"
+    sim.frame.reset_index().to_csv(csv, index=False)
+    res = CliRunner().invoke(app, ["select", str(csv), "--k", bad, "--benchmarks", ",".join(sim.benchmarks),
+                                   *_floor_args(sim)])
+    assert res.exit_code == 2
+    assert "--k" in res.output
