@@ -18,6 +18,9 @@ from latentscale.results.inference import coefficient_block, format_table, param
 
 SCHEMA = "latentscale.fit"
 SCHEMA_VERSION = 1
+#: Fields :meth:`FitResult.load` cannot do without.
+REQUIRED_FIELDS = ("spec", "scaler", "theta", "log_likelihood", "method", "n_obs", "n_models", "n_families",
+                   "families", "models")
 
 
 @dataclass
@@ -236,14 +239,25 @@ class FitResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FitResult":
-        doc = json.loads(Path(path).read_text())
-        if doc.get("schema") != SCHEMA:
-            raise ValueError(f"{path} is not a latentscale fit (schema {doc.get('schema')!r})")
-        if doc.get("schema_version", 0) > SCHEMA_VERSION:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a latentscale fit (not valid JSON: {e})") from e
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            found = doc.get("schema") if isinstance(doc, dict) else None
+            raise ValueError(f"{path} is not a latentscale fit (schema {found!r})")
+        version = doc.get("schema_version")
+        if type(version) is not int or version < 1:
+            raise ValueError(f"{path} has no valid fit schema version ({version!r}; this latentscale writes "
+                             f"{SCHEMA_VERSION})")
+        if version > SCHEMA_VERSION:
             raise ValueError(
-                f"{path} has fit schema version {doc['schema_version']}, newer than this latentscale "
+                f"{path} has fit schema version {version}, newer than this latentscale "
                 f"understands ({SCHEMA_VERSION}); upgrade latentscale"
             )
+        missing = [key for key in REQUIRED_FIELDS if key not in doc]
+        if missing:
+            raise ValueError(f"{path} is not a complete latentscale fit: missing field(s) {', '.join(missing)}")
         return cls(
             spec=ModelSpec.from_dict(doc["spec"]),
             scaler=CovariateScaler.from_dict(doc["scaler"]),
