@@ -1,0 +1,301 @@
+"""The marginal likelihood against independent computations (SPEC §2-3).
+
+Every reference value here is computed from the model's definition with numpy/scipy, not
+with the package's quadrature code: covariates are standardized by hand, the Beta density is
+scipy's, and the family integrals ∫ Π p(y_ij | α) N(α; 0, Σ) dα are done by 1-D adaptive
+quadrature (K = 1) or by plain Monte Carlo from the prior (K = 2).
+
+Two small problems keep the number of JAX compilations low (each costs seconds): a K = 1,
+J = 4 table with 30 families (missing cells, and one family whose only model has a single
+observed score), and a K = 2, J = 5 table with 8 families of 1-3 models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+import latentscale  # noqa: F401  (float64)
+import jax.numpy as jnp
+from latentscale.estimation.objective import MarginalLikelihood
+from latentscale.model.design import build_design
+from latentscale.model.likelihood import beta_logpdf, log_prior
+from latentscale.model.params import pack, unpack
+from latentscale.model.simulate import random_params, simulate
+
+
+# ---- independent reference implementation ----------------------------------------------
+def standardized_covariates(frame) -> np.ndarray:
+    """(log N, log D, log N · log D), each column centred and scaled by its (population) SD."""
+    ln, ld = np.log(frame["size"].to_numpy(float)), np.log(frame["tokens"].to_numpy(float))
+    raw = np.column_stack([ln, ld, ln * ld])
+    return (raw - raw.mean(axis=0)) / raw.std(axis=0)
+
+
+def numpy_params(theta, spec) -> dict:
+    return {k: np.asarray(v) for k, v in unpack(jnp.asarray(theta), spec).items()}
+
+
+class Reference:
+    """log p(y_f | α) of each family from the definition of the model (numpy / scipy only)."""
+
+    def __init__(self, data, spec, params):
+        frame = data.frame
+        self.X = standardized_covariates(frame)
+        Y = frame[list(spec.benchmarks)].to_numpy(float)
+        self.Y = np.where(np.isnan(Y), np.nan, np.clip(Y, *spec.clip))
+        self.family = frame["family"].to_numpy()
+        self.c = np.asarray(spec.floors)
+        self.B, self.lam, self.b = params["B"], params["loadings"], params["intercepts"]
+        self.phi = np.exp(params["log_precision"])
+        self.L = params["corr_chol"]
+
+    def family_names(self):
+        return list(dict.fromkeys(self.family))
+
+    def cells(self, name, drop=()):
+        """Observed cells of a family: (fixed part of η, loadings (K, n), y, c, φ); ``drop`` lists
+        (row-within-family, benchmark) cells to leave out."""
+        rows = np.flatnonzero(self.family == name)
+        obs = ~np.isnan(self.Y[rows])
+        for r, j in drop:
+            obs[r, j] = False
+        eta0 = (self.X[rows] @ self.B) @ self.lam + self.b  # (m, J) at α = 0
+        r_idx, j_idx = np.nonzero(obs)
+        return eta0[r_idx, j_idx], self.lam[:, j_idx], self.Y[rows][r_idx, j_idx], self.c[j_idx], self.phi[j_idx]
+
+    def loglik(self, name, alpha, drop=()):
+        """log p(y_f | α) for α of shape (S, K), with scipy's Beta density."""
+        eta0, lam, y, c, phi = self.cells(name, drop)
+        eta = eta0 + alpha @ lam  # (S, n)
+        mu = c + (1.0 - c) * special.expit(eta)
+        return stats.beta.logpdf(y, phi * mu, phi * (1.0 - mu)).sum(axis=1)
+
+    def integral_1d(self, name, drop=()) -> float:
+        """K = 1: log ∫ p(y_f | α) N(α; 0, 1) dα by adaptive quadrature around the mode."""
+        def log_joint(a):
+            return self.loglik(name, np.array([[a]]), drop)[0] + stats.norm.logpdf(a)
+
+        grid = np.linspace(-8.0, 8.0, 3201)
+        lg = self.loglik(name, grid[:, None], drop) + stats.norm.logpdf(grid)
+        top, mode = lg.max(), grid[np.argmax(lg)]
+        val, err = integrate.quad(lambda a: np.exp(log_joint(a) - top), mode - 10.0, mode + 10.0,
+                                  epsabs=0.0, epsrel=1e-13, limit=400)
+        assert err < 1e-11 * val
+        return top + np.log(val)
+
+    def prior_monte_carlo(self, names, n_draws: int, seed: int, chunk: int = 100_000):
+        """log mean_s p(y_f | α_s), α_s ~ N(0, Σ), and its delta-method standard error, per family."""
+        rng = np.random.default_rng(seed)
+        K = self.L.shape[0]
+        out = []
+        for name in names:
+            eta0, lam, y, c, phi = self.cells(name)
+            const = (np.log(y), np.log1p(-y))
+            logs = []
+            for start in range(0, n_draws, chunk):
+                alpha = rng.standard_normal((min(chunk, n_draws - start), K)) @ self.L.T
+                mu = c + (1.0 - c) * special.expit(eta0 + alpha @ lam)
+                a, b = phi * mu, phi * (1.0 - mu)
+                # log B(a, b) = lgamma(a) + lgamma(b) - lgamma(φ), since a + b = φ
+                log_beta = special.gammaln(a) + special.gammaln(b) - special.gammaln(phi)
+                logs.append(((a - 1.0) * const[0] + (b - 1.0) * const[1] - log_beta).sum(axis=1))
+            terms = np.concatenate(logs)
+            top = terms.max()
+            w = np.exp(terms - top)
+            out.append((top + np.log(w.mean()), w.std(ddof=1) / np.sqrt(w.size) / w.mean()))
+        return np.array(out).T
+
+
+# ---- problems ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def k1():
+    """K = 1, J = 4, 30 families, 10 % missing; the last family's only model keeps one score."""
+    data, true, spec = simulate(k=1, n_benchmarks=4, n_families=30, family_sizes="real", missing=0.1, seed=3)
+    frame = data.frame.copy()
+    single = frame.groupby("family").size()
+    lone = single[single == 1].index[-1]
+    row = frame.index[frame["family"] == lone][0]
+    bench = list(spec.benchmarks)
+    keep = bench[2]
+    if np.isnan(frame.loc[row, keep]):
+        frame.loc[row, keep] = 0.6
+    frame.loc[row, [b for b in bench if b != keep]] = np.nan
+    data = replace(data, frame=frame)
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    theta = pack(true, spec) + np.random.default_rng(0).normal(0.0, 0.05, spec.n_params)  # off the truth
+    return data, spec, design, theta, lone
+
+
+@pytest.fixture(scope="module")
+def k1_reference(k1):
+    data, spec, design, theta, _ = k1
+    ref = Reference(data, spec, numpy_params(theta, spec))
+    return {name: ref.integral_1d(name) for name in design.families}, ref
+
+
+@pytest.fixture(scope="module")
+def k2():
+    """K = 2, J = 5, 8 families of 1-3 models, 15 % missing, moderate precisions (wide posteriors)."""
+    params = random_params(2, 5, seed=5)
+    params["log_precision"] = np.random.default_rng(5).uniform(np.log(10.0), np.log(40.0), 5)
+    data, true, spec = simulate(params, k=2, n_benchmarks=5, n_families=8, family_sizes={1: 1, 2: 1, 3: 1},
+                                missing=0.15, seed=5)
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    theta = pack(true, spec) + np.random.default_rng(1).normal(0.0, 0.1, spec.n_params)  # generic point
+    return data, spec, design, theta
+
+
+# ---- the Beta density and the prior -----------------------------------------------------
+def test_beta_logpdf_matches_scipy():
+    rng = np.random.default_rng(0)
+    n = 2000
+    eta = rng.uniform(-12.0, 12.0, n)
+    c = rng.choice([0.0, 0.1, 0.25, 0.5], n)
+    phi = np.exp(rng.uniform(np.log(0.5), np.log(2000.0), n))
+    mu = c + (1.0 - c) * special.expit(eta)
+    # y anywhere in (0, 1), including far below the floor and near the ends
+    y = np.clip(rng.uniform(0.0, 1.0, n), 1e-3, 1 - 1e-3)
+    expected = stats.beta.logpdf(y, phi * mu, phi * (1.0 - mu))
+    got = np.asarray(beta_logpdf(jnp.asarray(eta), jnp.log(y), jnp.log1p(-y), jnp.asarray(c), jnp.log(phi)))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    # Scalars broadcast; a hand-computed case: Beta(2, 2) density at 0.5 is 1.5.
+    one = beta_logpdf(0.0, np.log(0.5), np.log(0.5), 0.0, np.log(4.0))
+    assert float(one) == pytest.approx(np.log(1.5), abs=1e-12)
+
+
+def test_log_prior_matches_scipy():
+    rng = np.random.default_rng(1)
+    C = np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.5], [-0.2, 0.5, 1.0]])
+    L = np.linalg.cholesky(C)
+    alpha = rng.normal(size=(4, 7, 3))
+    got = np.asarray(log_prior(jnp.asarray(alpha), jnp.asarray(L)))
+    expected = stats.multivariate_normal(np.zeros(3), C).logpdf(alpha.reshape(-1, 3)).reshape(4, 7)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_pack_unpack_round_trip(k2):
+    _, spec, _, theta = k2
+    params = numpy_params(theta, spec)
+    np.testing.assert_allclose(pack(params, spec), theta, rtol=1e-12, atol=1e-12)
+    L = params["corr_chol"]
+    np.testing.assert_allclose(np.diag(L @ L.T), 1.0, atol=1e-14)  # a correlation matrix
+    lam = params["loadings"]
+    for k, j in enumerate(spec.anchor_index):  # anchors load on their own skill only, positively
+        assert lam[k, j] > 0
+        assert np.all(np.delete(lam[:, j], k) == 0.0)
+
+
+# ---- gradients --------------------------------------------------------------------------
+@pytest.mark.parametrize("points", [1, 3])
+def test_gradient_matches_finite_differences(k2, points):
+    _, spec, design, theta = k2
+    ml = MarginalLikelihood.build(spec, design, points=points)
+    value, grad = ml.value_and_grad(theta)
+    assert np.isfinite(value) and np.linalg.norm(grad) > 1.0  # a generic point, not an optimum
+    h = 1e-5
+    fd = np.empty_like(theta)
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = h
+        fd[i] = (ml.value_and_grad(theta + e)[0] - ml.value_and_grad(theta - e)[0]) / (2.0 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.linalg.norm(grad))
+
+
+# ---- accuracy of the quadrature ---------------------------------------------------------
+def test_aghq_matches_one_dimensional_integral(k1, k1_reference):
+    _, spec, design, theta, _ = k1
+    ref, _ = k1_reference
+    per_family = MarginalLikelihood.build(spec, design, points=30).per_family(theta)
+    expected = np.array([ref[name] for name in design.families])
+    np.testing.assert_allclose(per_family, expected, rtol=0, atol=1e-9)
+
+
+def test_laplace_differs_and_aghq_converges(k1, k1_reference):
+    _, spec, design, theta, _ = k1
+    ref, _ = k1_reference
+    exact = sum(ref.values())
+    errors = {q: abs(MarginalLikelihood.build(spec, design, points=q).value(theta) - exact) for q in (1, 3, 9, 15)}
+    assert errors[1] > 0.05  # Laplace is visibly off on 30 families ...
+    assert errors[1] > errors[3] > errors[9] > errors[15]  # ... and more nodes close in
+    assert errors[15] < 1e-5
+
+
+def test_aghq_matches_prior_monte_carlo_k2(k2):
+    data, spec, design, theta = k2
+    per_family = MarginalLikelihood.build(spec, design).per_family(theta)  # default rule (9 × 9 nodes)
+    ref = Reference(data, spec, numpy_params(theta, spec))
+    mc, se = ref.prior_monte_carlo(design.families, n_draws=1_000_000, seed=2)
+    assert np.all(se < 0.02), se  # the check below is informative
+    z = (per_family - mc) / se
+    assert np.all(np.abs(z) < 4.0), (per_family, mc, se)
+    assert abs(per_family.sum() - mc.sum()) < 4.0 * np.sqrt(np.sum(se**2))
+
+
+# ---- missing cells ----------------------------------------------------------------------
+def test_missing_cells_are_skipped(k1, k1_reference):
+    data, spec, design, theta, lone = k1
+    ref, reference = k1_reference
+    frame = data.frame
+    per_family = dict(zip(design.families, MarginalLikelihood.build(spec, design, points=30).per_family(theta)))
+    with_gaps = [f for f in design.families
+                 if frame.loc[frame["family"] == f, list(spec.benchmarks)].isna().any().any()]
+    assert len(with_gaps) >= 3
+    for name in with_gaps:  # equal to the integral over the observed cells only (ref skips NaN) ...
+        assert per_family[name] == pytest.approx(ref[name], abs=1e-9)
+    # ... which differs from any integral that uses a value for the missing cell.
+    name = with_gaps[0]
+    rows = frame.index[frame["family"] == name]
+    r, j = np.argwhere(frame.loc[rows, list(spec.benchmarks)].isna().to_numpy())[0]
+    filled = frame.copy()
+    filled.loc[rows[r], spec.benchmarks[j]] = 0.5
+    other = Reference(replace(data, frame=filled), spec, numpy_params(theta, spec)).integral_1d(name)
+    assert abs(other - per_family[name]) > 1e-3
+    # Dropping an observed cell by hand in the reference gives the same as leaving it NaN in the data.
+    obs = np.argwhere(~frame.loc[rows, list(spec.benchmarks)].isna().to_numpy())[0]
+    holed = frame.copy()
+    holed.loc[rows[obs[0]], spec.benchmarks[obs[1]]] = np.nan
+    holed_data = replace(data, frame=holed)
+    holed_design, _ = build_design(holed_data, spec.benchmarks, spec.clip)
+    assert holed_design.n_obs == design.n_obs - 1
+    holed_ll = dict(zip(holed_design.families,
+                        MarginalLikelihood.build(spec, holed_design, points=30).per_family(theta)))
+    assert holed_ll[name] == pytest.approx(reference.integral_1d(name, drop=[tuple(obs)]), abs=1e-9)
+    for f in design.families:
+        if f != name:
+            assert holed_ll[f] == pytest.approx(per_family[f], abs=1e-10)
+
+
+def test_model_with_a_single_observed_score(k1, k1_reference):
+    data, spec, design, theta, lone = k1
+    ref, _ = k1_reference
+    assert int(data.frame.loc[data.frame["family"] == lone, list(spec.benchmarks)].notna().sum().sum()) == 1
+    value = dict(zip(design.families, MarginalLikelihood.build(spec, design, points=30).per_family(theta)))[lone]
+    assert np.isfinite(value)
+    assert value == pytest.approx(ref[lone], abs=1e-9)
+
+
+# ---- invariance -------------------------------------------------------------------------
+@pytest.mark.parametrize("problem", ["k1", "k2"])
+def test_invariant_to_row_order_and_family_labels(problem, request):
+    data, spec, design, theta = request.getfixturevalue(problem)[:4]
+    points = 30 if problem == "k1" else None
+    ml = MarginalLikelihood.build(spec, design, points=points)
+    base = dict(zip(design.families, ml.per_family(theta)))
+    total = sum(base.values())
+
+    frame = data.frame.sample(frac=1.0, random_state=7)
+    assert not frame.index.equals(data.frame.index)
+    names = sorted(set(frame["family"]))
+    relabel = dict(zip(names, [f"z-{n}" for n in reversed(names)]))  # new names, another sort order
+    for case, df in [("shuffled", frame), ("shuffled and relabeled", frame.assign(family=frame["family"].map(relabel)))]:
+        d, _ = build_design(replace(data, frame=df), spec.benchmarks, spec.clip)
+        assert d.families != design.families
+        got = dict(zip(d.families, MarginalLikelihood.build(spec, d, points=points).per_family(theta)))
+        assert sum(got.values()) == pytest.approx(total, abs=1e-9), case
+        back = {name: got[relabel[name] if "relabeled" in case else name] for name in base}
+        for name in base:
+            assert back[name] == pytest.approx(base[name], abs=1e-9), (case, name)
