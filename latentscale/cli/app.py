@@ -1,4 +1,4 @@
-"""The ``latentscale`` command: fit, select, data, datasets, show.
+"""The ``latentscale`` command: fit, select, simulate, data, datasets, show.
 
 Results go to stdout (a readable report, or one JSON document with ``--json``); progress,
 warnings and errors go to stderr. Exit codes: 0 success, 1 unexpected error, 2 bad input
@@ -440,6 +440,83 @@ def select(
             atomic_write_text(output_path, result.table.to_csv(index=False))
         if plot_path is not None:
             result.plot(plot_path)
+
+
+@app.command()
+def simulate(
+    k: Annotated[int, typer.Option("-k", "--skills", min=1, help="True number of skills K.")] = 3,
+    n_benchmarks: Annotated[int, typer.Option("-J", "--n-benchmarks", min=1, help="Number of benchmarks J.")] = 8,
+    families: Annotated[int, typer.Option("--families", min=2, help="Families per data set.")] = 300,
+    reps: Annotated[int, typer.Option("--reps", min=1, help="Replications.")] = 200,
+    family_sizes: Annotated[str, typer.Option(
+        "--family-sizes", help="'real' (the law of the real data) or a fixed number of models per family.")] = "real",
+    missing: Annotated[str, typer.Option(
+        "--missing", help="'real' (leaderboard-like blocks) or a fraction of cells missing at random.")] = "real",
+    compare_k: Annotated[Optional[str], typer.Option(
+        "--compare-k", metavar="A,B,...", help="Also fit these K and report how often AIC / BIC pick the true one.",
+        show_default=False)] = None,
+    level: Annotated[float, typer.Option("--level", min=0.5, max=0.999, help="Level of the Wald intervals.")] = 0.95,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the true parameters and of the design.")] = 0,
+    redraw_design: Annotated[bool, typer.Option(
+        "--redraw-design", help="Draw a new design (sizes, tokens, missing cells) in every replication.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")] = -1,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", metavar="ADDRESS", help="Run the replications on this Dask scheduler instead.",
+        show_default=False)] = None,
+    output_path: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", metavar="PARAMS.csv", help="Save bias, RMSE, SE and coverage per parameter as CSV.",
+        show_default=False)] = None,
+    plot_path: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FIG.png", help="Save a plot of coverage and RMSE by parameter block.",
+        show_default=False)] = None,
+    as_json: JsonOpt = False,
+    verbose: FitVerboseOpt = False,
+) -> None:
+    """Simulation study: draw data from the model, refit, report bias, RMSE, interval coverage and AIC's K.
+
+    Example: latentscale simulate -k 3 -J 8 --families 300 --reps 200 --compare-k 2,3,4
+    """
+    from latentscale.evaluation.simstudy import StudyConfig, simulation_study
+    from latentscale.results.fit_result import atomic_write_text
+
+    talk = verbose or not as_json
+    with output.Progress(enabled=talk) as progress:
+        with reporting(verbose):
+            sizes = _real_or_number(family_sizes, "--family-sizes", int)
+            miss = _real_or_number(missing, "--missing", float)
+            if isinstance(miss, float) and not 0 <= miss < 1:
+                raise BadInput(f"--missing {missing}: give 'real' or a fraction in [0, 1)")
+            others = tuple(parse_ks(compare_k)) if compare_k else ()
+            if k > n_benchmarks or any(x > n_benchmarks for x in others):
+                raise BadInput(f"K must not exceed the {n_benchmarks} benchmarks (-k {k}, --compare-k {compare_k})")
+            for p in (output_path, plot_path):
+                if p is not None and p.is_dir():
+                    raise BadInput(f"{p} is a folder; give a file name")
+            config = StudyConfig(k=k, n_benchmarks=n_benchmarks, n_families=families, family_sizes=sizes,
+                                 missing=miss, level=level, compare_k=others, param_seed=seed, design_seed=seed,
+                                 fixed_design=not redraw_design)
+        where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
+        progress(f"{reps} replications of K = {k}, J = {n_benchmarks}, {families} families on {where}")
+        with reporting(verbose):
+            result = simulation_study(config, reps, n_jobs=jobs, scheduler=scheduler, progress=progress)
+    if as_json:
+        output.print_json(result.to_dict())
+    else:
+        typer.echo(result.summary())
+    with reporting(verbose):
+        if output_path is not None:
+            atomic_write_text(output_path, result.by_parameter().to_csv())
+        if plot_path is not None:
+            result.plot(plot_path)
+
+
+def _real_or_number(text: str, option: str, kind: type):
+    if text == "real":
+        return "real"
+    try:
+        return kind(text)
+    except ValueError:
+        raise BadInput(f"{option} {text!r}: give 'real' or a number") from None
 
 
 def main() -> None:

@@ -175,6 +175,7 @@ def simulate(
     floors=None,
     seed: int = 0,
     clip: tuple[float, float] | None = None,
+    design_seed: int | None = None,
 ):
     """Draw a score table from the model.
 
@@ -190,7 +191,10 @@ def simulate(
         blocks missing per model, as in the v1/v2 leaderboard union).
     floors : guessing floors: None (alternating 0 and 0.25), a scalar, J values, or a mapping
         {"b3": 0.25, ...} overriding the default.
-    seed : seed of everything drawn here.
+    seed : seed of the family effects and scores (and of the design unless ``design_seed``).
+    design_seed : seed of the design (family sizes, model sizes, tokens, which cells are
+        missing); fixing it while ``seed`` varies redraws the scores on one fixed design, so
+        every replication has the same shape (compiled once) and the same covariates.
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -207,7 +211,8 @@ def simulate(
     K, J, F = int(k), int(n_benchmarks), int(n_families)
     if F < 1:
         raise ValueError(f"n_families must be at least 1, got {F}")
-    rng = np.random.default_rng(seed)
+    design_rng = np.random.default_rng(seed if design_seed is None else design_seed)
+    rng = np.random.default_rng([int(seed), 1])  # responses: independent of the design stream
     if params is None:
         params = random_params(K, J, seed=seed)
     params = {name: np.asarray(params[name], dtype=float)
@@ -224,14 +229,14 @@ def simulate(
     params = {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
 
     # Families, sizes, tokens.
-    m_f = family_size_draws(family_sizes, F, rng)
+    m_f = family_size_draws(family_sizes, F, design_rng)
     fam = np.repeat(np.arange(F), m_f)
     within = np.arange(fam.size) - np.repeat(np.cumsum(m_f) - m_f, m_f)  # 0-based index inside family
     n = fam.size
-    size = _log_uniform(rng, *SIZE_RANGE, n)
-    fam_tokens = _log_uniform(rng, *TOKEN_RANGE, F)
-    shared = rng.random(F) < SHARED_TOKENS_PROB
-    jitter = np.exp(rng.normal(0.0, TOKEN_JITTER_SD, n))
+    size = _log_uniform(design_rng, *SIZE_RANGE, n)
+    fam_tokens = _log_uniform(design_rng, *TOKEN_RANGE, F)
+    shared = design_rng.random(F) < SHARED_TOKENS_PROB
+    jitter = np.exp(design_rng.normal(0.0, TOKEN_JITTER_SD, n))
     tokens = np.where(shared[fam], fam_tokens[fam], np.clip(fam_tokens[fam] * jitter, *TOKEN_RANGE))
     X = CovariateScaler.fit(size, tokens).transform(size, tokens)
 
@@ -247,7 +252,7 @@ def simulate(
     y = rng.beta(a, b)
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
-    y[_missing_mask(missing, fam, F, J, rng)] = np.nan
+    y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
 
     width = max(3, len(str(F)))
     fam_names = np.array([f"fam{f + 1:0{width}d}" for f in range(F)])

@@ -1,0 +1,81 @@
+"""Simulation study: a small run end to end (coverage, selection, CLI); the full study is in the docs."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from latentscale.cli.app import app
+from latentscale.evaluation.simstudy import BLOCKS, StudyConfig, run_replication, simulation_study
+
+
+@pytest.fixture(scope="module")
+def small():
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, compare_k=(1, 2))
+    return simulation_study(cfg, 3)
+
+
+def test_replications_share_the_design_and_truth(small):
+    p = small.params
+    truth = p.pivot_table(index=["block", "row", "column"], columns="replication", values="truth")
+    assert np.abs(truth.sub(truth.iloc[:, 0], axis=0)).to_numpy().max() < 1e-12  # same truth in every replication
+    est = p.pivot_table(index=["block", "row", "column"], columns="replication", values="estimate")
+    assert not np.allclose(est.iloc[:, 0], est.iloc[:, 1])  # but new scores each time
+
+
+def test_block_summary_is_consistent(small):
+    t = small.by_block()
+    assert set(t.index) <= set(BLOCKS) and {"B", "loading", "intercept", "precision"} <= set(t.index)
+    assert ((t["coverage"] >= 0) & (t["coverage"] <= 1)).all()
+    per = small.by_parameter()
+    b = per.xs("B", level="block")
+    assert t.loc["B", "rmse"] == pytest.approx(float(np.sqrt(np.mean(b["rmse"] ** 2))))
+    # A data set of 120 families recovers K = 1 data well: the estimates sit near the truth.
+    assert t.loc["B", "rmse"] < 0.25
+    assert (small.replications["converged"]).all()
+
+
+def test_selection_rates(small):
+    rates = small.selection_rates()
+    assert sum(rates["aic"].values()) == pytest.approx(1.0)
+    assert rates["aic_true_k"] >= 2 / 3  # one skill drawn: K = 2 rarely pays for its parameters
+
+
+def test_replication_is_deterministic():
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1)
+    a, b = run_replication(5, cfg), run_replication(5, cfg)
+    np.testing.assert_allclose(a["params"]["estimate"], b["params"]["estimate"], rtol=1e-10)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="replications"):
+        simulation_study(StudyConfig(k=1, n_benchmarks=3), 0)
+    with pytest.raises(ValueError, match="k <= n_benchmarks"):
+        simulation_study(StudyConfig(k=4, n_benchmarks=3), 1)
+    with pytest.raises(ValueError, match="compare_k"):
+        simulation_study(StudyConfig(k=1, n_benchmarks=3, compare_k=(5,)), 1)
+
+
+def test_cli_simulate_json_and_files(tmp_path):
+    out, fig = tmp_path / "params.csv", tmp_path / "cov.png"
+    res = CliRunner().invoke(app, ["simulate", "-k", "1", "-J", "3", "--families", "120", "--reps", "2",
+                                   "--family-sizes", "2", "--missing", "0.1", "-j", "1", "--json",
+                                   "-o", str(out), "--plot", str(fig)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["replications"] == 2
+    assert {b["block"] for b in doc["blocks"]} >= {"B", "loading"}
+    assert out.read_text().startswith("block,row,column,truth")
+    assert fig.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--missing", "2"], "--missing"),
+    (["--family-sizes", "x"], "--family-sizes"),
+    (["-k", "4", "-J", "3"], "exceed"),
+])
+def test_cli_simulate_bad_input(args, match):
+    res = CliRunner().invoke(app, ["simulate", "--reps", "1", *args])
+    assert res.exit_code == 2
+    assert match in res.output
