@@ -10,18 +10,17 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import warnings
 
-import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from latentscale.data.validate import name_rows
+from latentscale.results.jsonable import to_json
 
 
 def stdout() -> Console:
@@ -39,21 +38,6 @@ def error(message: str) -> None:
 
 def warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def to_json(obj):
-    """Plain, strictly JSON-serializable values: numpy scalars/arrays unpacked, NaN and ±inf as None."""
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def print_json(obj) -> None:

@@ -32,7 +32,7 @@ No row is ever left without an observed score and no benchmark without an observ
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd

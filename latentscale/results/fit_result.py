@@ -14,6 +14,7 @@ import pandas as pd
 
 from latentscale.model.covariates import COVARIATES, CovariateScaler
 from latentscale.model.params import ModelSpec, pack, unpack
+from latentscale.results.jsonable import to_json
 from latentscale.results.inference import coefficient_block, format_table, params_table, theta_covariance
 
 SCHEMA = "latentscale.fit"
@@ -301,26 +302,11 @@ def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
     """The parameter table as JSON rows (NaN → null)."""
     if table is None:
         return None
-    flat = table.reset_index()
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-            for row in _jsonable(flat.to_dict(orient="records"))]
+    return to_json(table.reset_index().to_dict(orient="records"))
 
 
 def _frame_dict(df: pd.DataFrame) -> dict:
     return {str(r): {str(c): float(v) for c, v in row.items()} for r, row in df.iterrows()}
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
+_jsonable = to_json
