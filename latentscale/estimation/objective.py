@@ -30,7 +30,15 @@ def _total(theta, arrays, nodes, log_weights, spec, n_families):
     return jnp.sum(_family_ll(theta, arrays, nodes, log_weights, spec, n_families))
 
 
-_value_and_grad = jax.jit(jax.value_and_grad(_total), static_argnames=("spec", "n_families"))
+def _total_and_families(theta, arrays, nodes, log_weights, spec, n_families):
+    per = _family_ll(theta, arrays, nodes, log_weights, spec, n_families)
+    return jnp.sum(per), per
+
+
+# One compiled executable gives ℓ, its gradient and the per-family values (aux output), so
+# finite-difference Hessians and per-family scores come from the same evaluations.
+_value_and_grad = jax.jit(jax.value_and_grad(_total_and_families, has_aux=True),
+                          static_argnames=("spec", "n_families"))
 _family_jac = jax.jit(jax.jacrev(_family_ll), static_argnames=("spec", "n_families"))
 
 
@@ -65,8 +73,13 @@ class MarginalLikelihood:
         return float(self.per_family(theta).sum())
 
     def value_and_grad(self, theta) -> tuple[float, np.ndarray]:
-        v, g = _value_and_grad(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families)
-        return float(v), np.asarray(g)
+        v, g, _ = self.value_grad_families(theta)
+        return v, g
+
+    def value_grad_families(self, theta) -> tuple[float, np.ndarray, np.ndarray]:
+        """ℓ, its gradient and the (F,) per-family log-likelihoods, from one compiled call."""
+        (v, per), g = _value_and_grad(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families)
+        return float(v), np.asarray(g), np.asarray(per)
 
     def family_scores(self, theta) -> np.ndarray:
         """(F, n_params) gradients of each family's log-likelihood (for the sandwich estimator)."""
