@@ -100,19 +100,9 @@ class SelectionResult:
 
 
 def _save_figure(fig, path: Path) -> None:
-    import os
-    import tempfile
+    from latentscale.results.fit_result import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, fig.savefig)
 
 
 def _fit_one(data: ScoreData, k: int, anchors: list[str], options: dict) -> dict:

@@ -282,20 +282,31 @@ class FitResult:
         return cls(spec=spec, scaler=scaler, theta=pack(params, spec), **kw)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same folder and an atomic rename."""
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder (same
+    suffix, so writers that go by the extension work), which is then renamed into place; on any
+    failure the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to ``path`` through a temporary file in the same folder and an atomic rename."""
+    def write(tmp: str) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w") as fh:
+            fh.write(text)
+
+    return atomic_write(path, write)
 
 
 def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
