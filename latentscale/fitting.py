@@ -126,6 +126,7 @@ class LatentScalingModel:
             diagnostics=diagnostics,
             hessian=outcome.hessian,
             score_outer=getattr(outcome, "score_outer", None),
+            data=data.frame.loc[list(design.models), ["family", "group", "size", "tokens", *spec.benchmarks]],
         )
 
 

@@ -12,7 +12,8 @@ Stages, each deterministic:
    the Laplace Hessian at the Laplace optimum; every step backtracks and stays inside the bounds;
 4. the Hessian at the optimum by central differences of the exact gradient, of the Laplace
    objective by default (seconds) or of the full objective (``hessian="full"``: about ten
-   times slower), for the positive-definiteness check and standard errors.
+   times slower, and used anyway when the Laplace one is not negative definite), for the
+   positive-definiteness check and standard errors.
 
 The adaptive-quadrature objective compiles in a background thread while stage 1 runs, so
 on a cold start the two compilations overlap with useful work.
@@ -123,6 +124,12 @@ def fit_mle(
     value, grad = full.value_and_grad(theta)
     curvature = full if hessian == "full" else laplace
     H, S = fd_hessian(curvature, theta, with_scores=True)
+    if hessian == "laplace" and full.rule.size > 1 and not np.all(np.linalg.eigvalsh(-H) > 0):
+        # The Laplace surface can be flat or bent the wrong way in a weakly identified
+        # direction where the quadrature objective is not: use the exact Hessian then.
+        say("the Laplace Hessian is not negative definite at the optimum; computing the full one")
+        H, S = fd_hessian(full, theta, with_scores=True)
+        hessian = "full"
     say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian by differences of the gradient")
     diagnostics = {
         "grad_norm": float(np.linalg.norm(grad)),

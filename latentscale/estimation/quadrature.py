@@ -157,8 +157,10 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
     return alpha, H
 
 
-def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
-    """Adaptive Gauss–Hermite log marginal likelihood of each family, shape (F,)."""
+def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
+    """The adaptive rule of every family: nodes α_fq (F, Q, K) and log terms (F, Q) whose
+    log-sum-exp, plus the log-determinant (F,) of the node map, is log p(y_f). Normalized, the
+    terms are the posterior weights of the nodes."""
     alpha, H = family_modes(params, arrays, floors, n_families, n_benchmarks)
     R = sm.cholesky(H)  # H = R Rᵀ
     K = R.shape[-1]
@@ -176,4 +178,10 @@ def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n
     log_phi_z = -0.5 * jnp.sum(nodes**2, axis=1) - 0.5 * K * LOG_2PI  # (Q,)
     log_det_S = -jnp.sum(jnp.log(jnp.diagonal(R, axis1=1, axis2=2)), axis=1)
     terms = log_weights[None, :] + ll_fam + lp - log_phi_z[None, :]
+    return alpha_q, terms, log_det_S
+
+
+def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
+    """Adaptive Gauss–Hermite log marginal likelihood of each family, shape (F,)."""
+    _, terms, log_det_S = family_nodes(params, arrays, floors, nodes, log_weights, n_families, n_benchmarks)
     return log_det_S + jax.scipy.special.logsumexp(terms, axis=1)

@@ -49,6 +49,7 @@ class FitResult:
     diagnostics: dict = field(default_factory=dict)
     hessian: np.ndarray | None = None  # of ℓ in θ (negative definite at a maximum)
     score_outer: np.ndarray | None = None  # Σ_f s_f s_fᵀ, per-family scores at θ (robust SEs)
+    data: pd.DataFrame | None = None  # the fitted rows (family, group, size, tokens, scores): family posteriors
 
     # ---- parameters -------------------------------------------------------------
     @property
@@ -112,6 +113,16 @@ class FitResult:
     def skill_corr(self) -> pd.DataFrame:
         L = self.params["corr_chol"]
         return pd.DataFrame(L @ L.T, index=list(self.skills), columns=list(self.skills))
+
+    def training_data(self):
+        """The rows the fit saw, as a :class:`~latentscale.data.ScoreData` (for family posteriors)."""
+        from latentscale.data.dataset import ScoreData
+
+        if self.data is None:
+            raise ValueError("this fit carries no data (saved by an older latentscale?); refit, or pass the "
+                             "family's rows explicitly")
+        return ScoreData(frame=self.data, benchmarks=tuple(self.spec.benchmarks),
+                         floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
 
     # ---- inference ----------------------------------------------------------------
     def cov_params(self, kind: str = "observed") -> np.ndarray:
@@ -234,6 +245,7 @@ class FitResult:
             "diagnostics": _jsonable(self.diagnostics),
             "hessian": None if self.hessian is None else np.asarray(self.hessian).tolist(),
             "score_outer": None if self.score_outer is None else np.asarray(self.score_outer).tolist(),
+            "data": None if self.data is None else _frame_split(self.data),
             "summary": self.to_dict(),
         }
         return atomic_write_text(path, json.dumps(doc, indent=1))
@@ -275,6 +287,7 @@ class FitResult:
             diagnostics=doc.get("diagnostics", {}),
             hessian=None if doc.get("hessian") is None else np.asarray(doc["hessian"], dtype=float),
             score_outer=None if doc.get("score_outer") is None else np.asarray(doc["score_outer"], dtype=float),
+            data=None if doc.get("data") is None else _frame_from_split(doc["data"]),
         )
 
     @classmethod
@@ -318,6 +331,20 @@ def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
 
 def _frame_dict(df: pd.DataFrame) -> dict:
     return {str(r): {str(c): float(v) for c, v in row.items()} for r, row in df.iterrows()}
+
+
+def _frame_split(df: pd.DataFrame) -> dict:
+    """A frame as JSON: index, columns and rows (NaN → null)."""
+    return to_json({"index": [str(i) for i in df.index], "columns": [str(c) for c in df.columns],
+                    "data": df.astype(object).to_numpy().tolist()})
+
+
+def _frame_from_split(d: dict) -> pd.DataFrame:
+    df = pd.DataFrame(d["data"], index=pd.Index(d["index"], name="model"), columns=d["columns"])
+    for col in df.columns:
+        if col not in ("family", "group"):
+            df[col] = pd.to_numeric(df[col]).astype(float)
+    return df
 
 
 _jsonable = to_json

@@ -1,0 +1,163 @@
+"""Held-out calibration of prediction intervals (SPEC §5): remove models, refit, predict them, score.
+
+Protocol ``holdout-largest``: in every family with at least three models (with size and
+tokens) the largest model (by parameters, then tokens) is held out, together with the models
+the data says are built on it (a ``base_model`` column, where the data has one). Everything held
+out is removed before the fit; the held-out models are then predicted from their families'
+posteriors given the remaining rows, and their scores are compared with the intervals. The
+held-out rows' scores reach neither the fit nor the posteriors: only their family, size and
+tokens go to :func:`~latentscale.prediction.predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from latentscale.data.dataset import ScoreData
+from latentscale.data.validate import DataError, name_rows
+from latentscale.model.design import clip_scores
+
+PROTOCOLS = ("holdout-largest",)
+LEVELS = (0.5, 0.8, 0.95)
+
+
+@dataclass(frozen=True)
+class HoldoutPlan:
+    """Which rows leave the fit: ``predicted`` (scored) and ``removed`` (⊇ predicted: also the
+    fine-tunes built on a held-out model, which are dropped but not scored)."""
+
+    predicted: tuple[str, ...]
+    removed: tuple[str, ...]
+    rule: str
+
+
+def largest_per_family(data: ScoreData, min_models: int = 3) -> HoldoutPlan:
+    """The ``holdout-largest`` rule (see the module docstring)."""
+    f = data.frame
+    usable = f[f["size"].notna() & f["tokens"].notna()]
+    chosen = []
+    for _, rows in usable.groupby("family", sort=False):
+        if len(rows) >= min_models:
+            order = rows.assign(_name=rows.index).sort_values(["size", "tokens", "_name"], ascending=[False, False, True])
+            chosen.append(order.index[0])
+    if not chosen:
+        raise DataError(f"no family has {min_models} or more models with size and tokens; nothing to hold out")
+    removed = list(chosen)
+    if "base_model" in f.columns:
+        built_on = f.index[f["base_model"].isin(chosen) & ~f.index.isin(chosen)]
+        removed += list(built_on)
+    return HoldoutPlan(tuple(chosen), tuple(removed), f"largest model of each family with >= {min_models} models")
+
+
+def named_holdout(data: ScoreData, names: Sequence[str]) -> HoldoutPlan:
+    """Hold out exactly the named models (an error names any that are not in the data)."""
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if not names:
+        raise DataError("the hold-out list is empty; give one model name per line")
+    unknown = [n for n in names if n not in data.frame.index]
+    if unknown:
+        raise DataError(f"held-out model(s) {name_rows(unknown)} are not in the data {data.name!r}; "
+                        "check the spelling (model names are case-sensitive)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"held-out model(s) listed twice: {name_rows(dup)}")
+    f = data.frame.loc[names]
+    bad = list(f.index[f["size"].isna() | f["tokens"].isna()])
+    if bad:
+        raise DataError(f"held-out model(s) {name_rows(bad)} have no size or tokens, so they cannot be predicted")
+    return HoldoutPlan(tuple(names), tuple(names), "named models")
+
+
+def read_holdout_file(path) -> list[str]:
+    """One model name per line; blank lines and lines starting with ``#`` are skipped."""
+    from pathlib import Path
+
+    lines = Path(path).read_text().splitlines()
+    return [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+
+
+@dataclass
+class HoldoutResult:
+    """Predictions of the held-out models next to their scores, and the calibration table."""
+
+    predictions: pd.DataFrame  # predict() table + actual, covered, width
+    plan: HoldoutPlan
+    fit: object
+    levels: tuple[float, ...]
+    info: dict = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """Rows ``benchmark, level, coverage, mean_width, mae, n`` per benchmark and level, then
+        ``benchmark = "all"`` (every held-out score pooled)."""
+        p = self.predictions.dropna(subset=["actual"])
+        rows = []
+        benchmarks = list(dict.fromkeys(p["benchmark"])) + ["all"]
+        for b in benchmarks:
+            sub = p if b == "all" else p[p["benchmark"] == b]
+            for level in self.levels:
+                s = sub[sub["level"] == level]
+                rows.append({
+                    "benchmark": b, "level": level, "coverage": s["covered"].mean(),
+                    "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
+                    "n": int(len(s)),
+                })
+        return pd.DataFrame(rows)
+
+    def to_records(self) -> list[dict]:
+        return self.table().to_dict(orient="records")
+
+    def format(self) -> str:
+        t = self.table()
+        wide = t.pivot(index="benchmark", columns="level", values=["coverage", "mean_width"])
+        order = list(dict.fromkeys(t["benchmark"]))
+        wide = wide.loc[order]
+        wide.columns = [f"{'cover' if a == 'coverage' else 'width'}@{100 * lv:g}%" for a, lv in wide.columns]
+        mae = t.groupby("benchmark", sort=False)["mae"].first().loc[order]
+        n = t.groupby("benchmark", sort=False)["n"].first().loc[order]
+        wide.insert(0, "n", n)
+        wide["mae"] = mae
+        head = (f"held out {len(self.plan.predicted)} models ({self.plan.rule}); removed {len(self.plan.removed)} "
+                f"rows in all; refit on {self.info.get('train_models', '?')} models, "
+                f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}\n"
+                "coverage and mean width of observed-score intervals; mae of the predictive mean\n")
+        return head + wide.to_string(float_format=lambda x: f"{x:.3f}")
+
+
+def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k: int = 4,
+                     anchors: Sequence[str] | None = None, levels: Sequence[float] = LEVELS,
+                     fit_options: dict | None = None, predict_options: dict | None = None,
+                     progress: Callable[[str], None] | None = None) -> HoldoutResult:
+    """Hold out models (the ``holdout-largest`` rule, or exactly ``holdout``), refit on the rest,
+    predict the held-out ones and compare their scores with the intervals."""
+    from latentscale.fitting import LatentScalingModel
+    from latentscale.prediction.predict import predict
+
+    plan = largest_per_family(data) if holdout is None else named_holdout(data, holdout)
+    train = data.subset(~data.frame.index.isin(plan.removed))
+    if progress:
+        progress(f"held out {len(plan.predicted)} models ({plan.rule}), {len(plan.removed)} rows removed; "
+                 f"refitting K = {k} on {train.n_models} models")
+    model = LatentScalingModel(k, anchors, **(fit_options or {}))
+    fit = model.fit(train, progress=progress)
+    held = data.frame.loc[list(plan.predicted)]
+    # Only the identifying columns go to predict: the held-out scores never reach it.
+    new = pd.DataFrame({"model": held.index, "family": held["family"].to_numpy(),
+                        "size": held["size"].to_numpy(), "tokens": held["tokens"].to_numpy()})
+    if progress:
+        progress(f"predicting {len(new)} held-out models")
+    pred = predict(fit, new, levels, **(predict_options or {}))
+    actual = held[list(fit.spec.benchmarks)].stack(future_stack=True).rename("actual").rename_axis(["model", "benchmark"])
+    pred = pred.join(actual, on=["model", "benchmark"])
+    a = pred["actual"].to_numpy(dtype=float)
+    present = ~np.isnan(a)
+    a_clip = a.copy()
+    a_clip[present] = clip_scores(a[present], fit.spec.clip) if fit.spec.clip else a[present]
+    pred["actual"] = a_clip  # the model describes clipped scores
+    pred["covered"] = np.where(present, (a_clip >= pred["lower"]) & (a_clip <= pred["upper"]), np.nan)
+    pred["width"] = pred["upper"] - pred["lower"]
+    info = {"train_models": train.n_models, "train_families": train.n_families}
+    return HoldoutResult(pred, plan, fit, tuple(float(x) for x in levels), info)

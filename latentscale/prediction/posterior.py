@@ -1,0 +1,194 @@
+"""Posterior of a family's latent skills α_f given that family's rows, and comparisons of families.
+
+The point summaries (mode, mean, covariance) are conditional on the estimate θ̂ (empirical
+Bayes, like lme4's conditional modes) and deterministic: the mode by Newton's method, mean
+and covariance by the adaptive Gauss–Hermite rule of the fit. The samples also integrate over
+the estimator's uncertainty (θ ~ N(θ̂, Cov θ̂)) unless ``parameter_uncertainty=False``; they are
+seeded, so the same call gives the same draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from latentscale.estimation.quadrature import default_points, family_nodes, gauss_hermite_rule
+from latentscale.model.design import build_design
+from latentscale.model.params import unpack
+from latentscale.prediction import sampling
+
+
+@dataclass(frozen=True)
+class FamilyPosterior:
+    """p(α_f | y_f) of one family. ``mode``, ``mean`` and ``cov`` are at θ̂; ``samples`` (n, K)
+    include parameter uncertainty when it was asked for. ``ess`` is the smallest importance
+    sampling effective sample size over the parameter draws (of ``n_proposals`` per draw)."""
+
+    family: str
+    skills: tuple[str, ...]
+    n_models: int
+    n_obs: int
+    mode: np.ndarray
+    mean: np.ndarray
+    cov: np.ndarray
+    samples: np.ndarray
+    ess: float
+
+    @property
+    def sd(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    def summary(self, level: float = 0.95) -> pd.DataFrame:
+        """One row per skill: mode, mean, sd (at θ̂) and the equal-tailed interval of the samples."""
+        lo, hi = _tails(level)
+        return pd.DataFrame({
+            "mode": self.mode, "mean": self.mean, "sd": self.sd,
+            f"lower_{_pct(level)}": np.quantile(self.samples, lo, axis=0),
+            f"upper_{_pct(level)}": np.quantile(self.samples, hi, axis=0),
+        }, index=pd.Index(self.skills, name="skill"))
+
+    def samples_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.samples, columns=list(self.skills))
+
+
+def _tails(level: float) -> tuple[float, float]:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be between 0 and 1 (exclusive), got {level}")
+    return (1.0 - level) / 2.0, (1.0 + level) / 2.0
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:g}"
+
+
+def _rows_for(fit, families, rows):
+    """The ScoreData whose families are posteriors are asked for: the fit's own rows of
+    ``families``, or ``rows`` (a ScoreData or a frame with family, size, tokens and score columns)."""
+    from latentscale.data.dataset import ScoreData
+    from latentscale.fitting import as_score_data
+
+    if rows is None:
+        data = fit.training_data()
+        known = set(data.frame["family"])
+        unknown = [f for f in families if f not in known]
+        if unknown:
+            raise KeyError(f"famil{'y' if len(unknown) == 1 else 'ies'} {unknown} not in the fit's data; "
+                           f"known families include {sorted(known)[:8]}. Pass the family's rows to use new data.")
+        return data.subset(data.frame["family"].isin(families).to_numpy())
+    if not isinstance(rows, ScoreData):
+        frame = rows.copy()
+        if "model" in frame.columns:
+            frame = frame.set_index("model")
+        for b in fit.spec.benchmarks:
+            if b not in frame.columns:
+                frame[b] = np.nan
+        frame = frame.reset_index().rename(columns={"index": "model"})
+        rows = as_score_data(frame, benchmarks=list(fit.spec.benchmarks),
+                             floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
+    missing = [b for b in fit.spec.benchmarks if b not in rows.benchmarks]
+    if missing:
+        rows = ScoreData(frame=rows.frame.assign(**{b: np.nan for b in missing}), benchmarks=rows.benchmarks,
+                         floors=rows.floors, name=rows.name)
+    return rows.with_benchmarks(fit.spec.benchmarks) if tuple(rows.benchmarks) != fit.spec.benchmarks else rows
+
+
+def family_design(fit, families: list[str] | None = None, rows=None):
+    """Design of the rows that inform the posteriors (covariates standardized as in the fit)."""
+    data = _rows_for(fit, families or [], rows)
+    design, _ = build_design(data, fit.spec.benchmarks, fit.spec.clip, scaler=fit.scaler)
+    return design
+
+
+def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool) -> np.ndarray:
+    cov = None
+    if parameter_uncertainty:
+        if fit.hessian is None:
+            raise ValueError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
+                             "refit, or pass parameter_uncertainty=False")
+        cov = fit.cov_params("observed")
+        if not np.all(np.isfinite(cov)):
+            raise ValueError("the fit's covariance is not finite (Hessian not negative definite); "
+                             "pass parameter_uncertainty=False")
+    return sampling.parameter_draws(fit.theta, cov, n, seed)
+
+
+def _quadrature_moments(fit, design):
+    """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂."""
+    from latentscale.estimation.quadrature import family_modes
+
+    params = unpack(jnp.asarray(fit.theta), fit.spec)
+    arrays = design.arrays()
+    floors = jnp.asarray(fit.spec.floors)
+    rule = gauss_hermite_rule(fit.spec.K, fit.options.get("points") or default_points(fit.spec.K))
+    F = design.n_families
+    mode, _ = family_modes(params, arrays, floors, F, fit.spec.J)
+    alpha_q, terms, _ = family_nodes(params, arrays, floors, jnp.asarray(rule.nodes),
+                                     jnp.asarray(rule.log_weights), F, fit.spec.J)
+    w = jax.nn.softmax(terms, axis=1)  # (F, Q)
+    mean = jnp.einsum("fq,fqk->fk", w, alpha_q)
+    dev = alpha_q - mean[:, None, :]
+    cov = jnp.einsum("fq,fqk,fql->fkl", w, dev, dev)
+    return np.asarray(mode), np.asarray(mean), np.asarray(cov)
+
+
+def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,
+                      seed: int = 0, parameter_uncertainty: bool = True,
+                      n_parameter_draws: int = 200) -> dict[str, FamilyPosterior]:
+    """Posteriors of several families at once (by name from the fit's rows, or from ``rows``)."""
+    design = family_design(fit, families, rows)
+    n_par = n_parameter_draws if parameter_uncertainty else 1
+    per_draw = max(1, -(-n_samples // n_par))
+    thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty)
+    alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1)  # (S, F, M, K)
+    mode, mean, cov = _quadrature_moments(fit, design)
+    n_models = np.bincount(design.model_family, minlength=design.n_families)
+    n_obs = np.bincount(design.obs_family, minlength=design.n_families)
+    out = {}
+    for f, name in enumerate(design.families):
+        samples = alpha[:, f].reshape(-1, fit.spec.K)[:n_samples]
+        out[name] = FamilyPosterior(
+            family=name, skills=fit.spec.skills, n_models=int(n_models[f]), n_obs=int(n_obs[f]),
+            mode=mode[f], mean=mean[f], cov=cov[f], samples=samples, ess=float(ess[:, f].min()),
+        )
+    return out
+
+
+def family_posterior(fit, family: str | None = None, rows=None, **options) -> FamilyPosterior:
+    """Posterior of one family's skills: by ``family`` name (its rows in the fit), or from
+    ``rows`` (a frame or ScoreData of one family's evaluated models, which need not be in the fit).
+    Options as :func:`family_posteriors`."""
+    if (family is None) == (rows is None):
+        raise ValueError("pass exactly one of family= (a family of the fit) or rows= (a family's rows)")
+    posts = family_posteriors(fit, [family] if family is not None else None, rows, **options)
+    if family is None:
+        if len(posts) != 1:
+            raise ValueError(f"rows= must hold one family; got {len(posts)}: {sorted(posts)}")
+        return next(iter(posts.values()))
+    return posts[family]
+
+
+def compare_families(fit, a: str, b: str, level: float = 0.95, n_samples: int = 4000, seed: int = 0,
+                     parameter_uncertainty: bool = True) -> pd.DataFrame:
+    """Skill by skill, the posterior of α_a − α_b: mean, sd, equal-tailed interval and P(α_a > α_b).
+
+    The two posteriors are independent given θ; their draws share the parameter draws, so the
+    difference also carries the estimator's uncertainty.
+    """
+    if a == b:
+        raise ValueError(f"compare two different families; got {a!r} twice")
+    posts = family_posteriors(fit, [a, b], n_samples=n_samples, seed=seed,
+                              parameter_uncertainty=parameter_uncertainty)
+    diff = posts[a].samples - posts[b].samples
+    lo, hi = _tails(level)
+    sd = diff.std(axis=0, ddof=1)
+    mean = diff.mean(axis=0)
+    return pd.DataFrame({
+        "mean": mean, "sd": sd,
+        f"lower_{_pct(level)}": np.quantile(diff, lo, axis=0),
+        f"upper_{_pct(level)}": np.quantile(diff, hi, axis=0),
+        f"P({a} > {b})": (diff > 0).mean(axis=0),
+    }, index=pd.Index(fit.spec.skills, name="skill"))

@@ -1,0 +1,170 @@
+"""Predictive distributions of every benchmark score for models nobody has evaluated yet.
+
+For a new model of family f with size N and tokens D, draws of (θ, α_f) are pushed through the
+model: θ ~ N(θ̂, Cov θ̂) (the estimator's uncertainty), α_f from the family's posterior given its
+evaluated rows under that θ (the prior N(0, Σ) for a family without rows); then the expected
+score μ = c + (1 − c)·sigmoid(λᵀ(Bᵀx + α) + b) and an observed score y ~ Beta(φμ, φ(1 − μ)).
+Intervals are equal-tailed quantiles of those draws: ``lower``/``upper`` for an observed score
+(what a benchmark run will show), ``expected_lower``/``expected_upper`` for the expected score μ.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from latentscale.data.validate import DataError, name_rows
+from latentscale.prediction import sampling
+from latentscale.prediction.posterior import _tails, _theta_draws, family_design
+
+#: Columns of the table returned by :func:`predict`.
+PREDICTION_COLUMNS = ("model", "family", "benchmark", "mean", "median", "level", "lower", "upper",
+                      "expected_lower", "expected_upper", "new_family")
+
+
+def new_models_frame(models: pd.DataFrame) -> pd.DataFrame:
+    """Validate a table of new models (columns model, family, size, tokens; the model name may be
+    the index): clear errors naming rows and columns. Score columns, if any, are ignored."""
+    df = models.copy()
+    if "model" not in df.columns:
+        if df.index.name == "model" or not isinstance(df.index, pd.RangeIndex):
+            df = df.rename_axis("model").reset_index()
+        else:
+            raise DataError("the new-models table needs a 'model' column (or the model names as its index); "
+                            f"columns present: {list(df.columns)}")
+    missing = [c for c in ("family", "size", "tokens") if c not in df.columns]
+    if missing:
+        raise DataError(f"the new-models table lacks column(s) {missing}; it needs model, family, size "
+                        f"(billions of parameters) and tokens (trillions); columns present: {list(df.columns)}")
+    df = df[["model", "family", "size", "tokens"]].copy()
+    df["model"] = df["model"].astype(str)
+    dup = df["model"][df["model"].duplicated()].unique()
+    if len(dup):
+        raise DataError(f"model names listed twice in the new-models table: {name_rows(dup)}; make them unique")
+    if df["family"].isna().any():
+        bad = df.loc[df["family"].isna(), "model"]
+        raise DataError(f"column 'family' is empty for model(s) {name_rows(bad)}; give every model a family "
+                        "(a new name for a family the fit has not seen)")
+    df["family"] = df["family"].astype(str).str.strip()
+    for col in ("size", "tokens"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df.loc[~(values > 0) | ~np.isfinite(values), "model"]
+        if len(bad):
+            raise DataError(f"column {col!r} must be a positive number ({'billions of parameters' if col == 'size' else 'trillions of tokens'}); "
+                            f"bad or missing for model(s) {name_rows(bad)}")
+        df[col] = values.astype(float)
+    return df.reset_index(drop=True)
+
+
+def _summaries(thetas, alpha, X, rng, qs, spec):
+    """Mean, quantiles of y and quantiles of μ over all draws, for a chunk of new models."""
+    mu, y = sampling.score_draws(thetas, alpha, X, spec, rng)  # (S, M, N, J)
+    n = mu.shape[0] * mu.shape[1]
+    mu = mu.reshape((n,) + mu.shape[2:])
+    y = y.reshape((n,) + y.shape[2:])
+    return mu.mean(axis=0), np.quantile(y, qs, axis=0), np.quantile(mu, qs, axis=0)
+
+
+def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *, rows=None,
+            n_samples: int = 4000, n_parameter_draws: int = 200, parameter_uncertainty: bool = True,
+            seed: int = 0, chunk: int = 200) -> pd.DataFrame:
+    """Predictive mean, median and intervals of every benchmark for new models.
+
+    ``models``: one row per model with ``model, family, size, tokens``. A family in the fit's
+    data (or in ``rows``, evaluated rows of families to condition on, which take precedence) is
+    predicted from its posterior; any other family from the prior. Returns one row per model,
+    benchmark and level with the columns of :data:`PREDICTION_COLUMNS` (``mean`` is the mean
+    of both the expected and the observed score).
+    """
+    levels = [float(x) for x in levels]
+    if not levels:
+        raise ValueError("give at least one interval level")
+    for level in levels:
+        _tails(level)
+    new = new_models_frame(models)
+    spec = fit.spec
+    thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty)
+    S = len(thetas)
+    M = max(1, -(-n_samples // S))
+
+    known_rows = _conditioning_frame(fit, rows)
+    posterior_families = [f for f in pd.unique(new["family"]) if f in set(known_rows["family"])]
+    seen = set(known_rows.index[known_rows["family"].isin(posterior_families)])
+    overlap = [m for m in new["model"] if m in seen]
+    if overlap:
+        warnings.warn(f"model(s) {name_rows(overlap)} are among the evaluated rows their family's posterior "
+                      "uses, so their own scores inform their prediction (in-sample); remove them from the "
+                      "fit (or from rows=) for an honest out-of-sample prediction", UserWarning, stacklevel=2)
+    family_alpha = {}
+    if posterior_families:
+        design = family_design(fit, rows=_as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
+        alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1)  # (S, F, M, K)
+        family_alpha = {name: alpha[:, f] for f, name in enumerate(design.families)}
+    new_families = [f for f in pd.unique(new["family"]) if f not in family_alpha]
+    if new_families:
+        prior = sampling.prior_draws(thetas, spec, M * len(new_families), seed + 2)  # (S, M·n, K)
+        for i, name in enumerate(new_families):
+            family_alpha[name] = prior[:, i * M:(i + 1) * M]
+
+    lo_hi = [q for level in levels for q in _tails(level)]
+    qs = np.asarray([0.5] + lo_hi)
+    X = fit.scaler.transform(new["size"], new["tokens"])
+    means, qy, qmu = [], [], []
+    rng = np.random.default_rng([seed, 3])
+    for start in range(0, len(new), chunk):
+        part = new.iloc[start:start + chunk]
+        alpha = np.stack([family_alpha[f] for f in part["family"]], axis=2)  # (S, M, n, K)
+        m, a, b = _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec)
+        means.append(m); qy.append(a); qmu.append(b)
+    mean = np.concatenate(means, axis=0)  # (N, J)
+    qy = np.concatenate(qy, axis=1)  # (Q, N, J)
+    qmu = np.concatenate(qmu, axis=1)
+    return _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families))
+
+
+def _conditioning_frame(fit, rows) -> pd.DataFrame:
+    """Evaluated rows that family posteriors condition on: the fit's rows, with ``rows`` replacing
+    the families it holds."""
+    base = fit.data if fit.data is not None else pd.DataFrame(columns=["family", "group", "size", "tokens",
+                                                                       *fit.spec.benchmarks])
+    if rows is None:
+        return base
+    from latentscale.prediction.posterior import _rows_for
+
+    extra = _rows_for(fit, [], rows).frame
+    return pd.concat([base[~base["family"].isin(set(extra["family"]))], extra])
+
+
+def _as_rows(fit, frame: pd.DataFrame):
+    from latentscale.data.dataset import ScoreData
+
+    return ScoreData(frame=frame, benchmarks=tuple(fit.spec.benchmarks),
+                     floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
+
+
+def _long_table(new, benchmarks, levels, mean, qy, qmu, new_families) -> pd.DataFrame:
+    N, J = mean.shape
+    parts = []
+    for li, level in enumerate(levels):
+        parts.append(pd.DataFrame({
+            "model": np.repeat(new["model"].to_numpy(), J),
+            "family": np.repeat(new["family"].to_numpy(), J),
+            "benchmark": np.tile(np.asarray(benchmarks, dtype=object), N),
+            "mean": mean.ravel(),
+            "median": qy[0].ravel(),
+            "level": level,
+            "lower": qy[1 + 2 * li].ravel(),
+            "upper": qy[2 + 2 * li].ravel(),
+            "expected_lower": qmu[1 + 2 * li].ravel(),
+            "expected_upper": qmu[2 + 2 * li].ravel(),
+            "new_family": np.repeat(new["family"].isin(new_families).to_numpy(), J),
+        }))
+    out = pd.concat(parts, ignore_index=True)
+    order = {m: i for i, m in enumerate(new["model"])}
+    out["_m"] = out["model"].map(order)
+    out["_b"] = out["benchmark"].map({b: j for j, b in enumerate(benchmarks)})
+    out = out.sort_values(["_m", "_b", "level"], kind="stable").drop(columns=["_m", "_b"])
+    return out.reset_index(drop=True)[list(PREDICTION_COLUMNS)]
