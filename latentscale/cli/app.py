@@ -519,6 +519,11 @@ def _real_or_number(text: str, option: str, kind: type):
         raise BadInput(f"{option} {text!r}: give 'real' or a number") from None
 
 
+# ---- commands defined in their own modules (each registers itself on ``app``) ------------
+# One import line per module; keep them here, at the end, after everything they import from this one.
+from latentscale.cli import predict_cmd  # noqa: E402,F401
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,201 @@
+"""Held-out calibration (``evaluate --protocol holdout-largest``) and the prediction commands.
+
+A small simulated table (K = 1, four benchmarks) is fitted once by Laplace with one start, so
+the file stays fast; the leakage test refits after poisoning the held-out scores.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from latentscale.cli.app import app
+from latentscale.data.dataset import ScoreData
+from latentscale.data.validate import DataError
+from latentscale.evaluation.holdout import evaluate_holdout, largest_per_family, named_holdout, read_holdout_file
+from latentscale.model.simulate import simulate
+
+FAST = {"method": "laplace", "n_starts": 1}
+FAST_ARGS = ["--samples", "400"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    data, true, spec = simulate(k=1, n_benchmarks=4, n_families=40, family_sizes=[1, 2, 3, 4] * 10, seed=5)
+    return data, true, spec
+
+
+def with_scores(data: ScoreData, frame: pd.DataFrame) -> ScoreData:
+    return ScoreData(frame=frame, benchmarks=data.benchmarks, floors=data.floors, name=data.name)
+
+
+def test_largest_per_family_rule(sim):
+    data, _, _ = sim
+    plan = largest_per_family(data)
+    f = data.frame
+    counts = f.groupby("family").size()
+    eligible = set(counts.index[counts >= 3])
+    assert {f.loc[m, "family"] for m in plan.predicted} == eligible  # one per family with >= 3 models
+    for m in plan.predicted:
+        fam = f[f["family"] == f.loc[m, "family"]]
+        assert f.loc[m, "size"] == fam["size"].max()
+    assert plan.removed == plan.predicted  # no base_model column: nothing else removed
+
+
+def test_largest_removes_finetunes_built_on_the_held_out_model(sim):
+    data, _, _ = sim
+    f = data.frame.copy()
+    plan = largest_per_family(data)
+    tune = f.index[f["family"] == "fam001"][0]  # a one-model family "built on" a held-out model
+    f["base_model"] = pd.Series(None, index=f.index, dtype=object)
+    f.loc[tune, "base_model"] = plan.predicted[0]
+    plan2 = largest_per_family(with_scores(data, f))
+    assert plan2.predicted == plan.predicted
+    assert set(plan2.removed) == set(plan.removed) | {tune}
+
+
+def test_named_holdout_errors(sim, tmp_path):
+    data, _, _ = sim
+    with pytest.raises(DataError, match="not in the data"):
+        named_holdout(data, ["nope"])
+    with pytest.raises(DataError, match="empty"):
+        named_holdout(data, ["  "])
+    first = data.frame.index[0]
+    with pytest.raises(DataError, match="twice"):
+        named_holdout(data, [first, first])
+    path = tmp_path / "h.txt"
+    path.write_text(f"# held out\n{first}\n\n")
+    assert read_holdout_file(path) == [first]
+
+
+def test_held_out_scores_never_reach_the_fit_or_the_posterior(sim):
+    """Poison every held-out score: the refit, the posteriors and the predictions are unchanged."""
+    data, _, spec = sim
+    a = evaluate_holdout(data, k=1, fit_options=FAST, predict_options={"n_samples": 400})
+    f = data.frame.copy()
+    held = list(a.plan.removed)
+    rng = np.random.default_rng(0)
+    f.loc[held, list(spec.benchmarks)] = rng.uniform(0.0, 1.0, (len(held), spec.J))
+    b = evaluate_holdout(with_scores(data, f), k=1, fit_options=FAST, predict_options={"n_samples": 400})
+    assert not set(held) & set(a.fit.data.index)  # the fit's rows exclude them
+    assert a.fit.llf == b.fit.llf
+    np.testing.assert_array_equal(a.fit.theta, b.fit.theta)
+    cols = ["model", "benchmark", "level", "mean", "median", "lower", "upper"]
+    pd.testing.assert_frame_equal(a.predictions[cols], b.predictions[cols])
+    # ...and the comparison does use the (poisoned) actual scores.
+    assert not np.allclose(a.predictions["actual"], b.predictions["actual"])
+    table = a.table()
+    assert set(table.columns) >= {"benchmark", "level", "coverage", "mean_width", "mae"}
+    assert set(table["benchmark"]) == set(spec.benchmarks) | {"all"}
+    assert table["coverage"].between(0, 1).all()
+    # Wider levels cover at least as much.
+    for _, g in table.groupby("benchmark"):
+        assert np.all(np.diff(g.sort_values("level")["coverage"].to_numpy()) >= 0)
+
+
+# ---- command line ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(sim, tmp_path_factory):
+    data, _, spec = sim
+    d = tmp_path_factory.mktemp("pred")
+    frame = data.frame.reset_index()
+    csv = d / "sim.csv"
+    frame.drop(columns=["group"], errors="ignore").to_csv(csv, index=False)
+    fit = d / "fit.json"
+    runner = CliRunner()
+    floors = [a for b, c in data.floors.items() for a in ("--floor", f"{b}={c}")]
+    res = runner.invoke(app, ["fit", str(csv), "-k", "1", "--method", "laplace", "--starts", "1", *floors,
+                              "-o", str(fit), "--json"])
+    assert res.exit_code == 0, res.output
+    new = d / "new.csv"
+    pd.DataFrame({"model": ["x1", "x2"], "family": ["fam003", "brand-new"], "size": [50.0, 7.0],
+                  "tokens": [2.0, 1.0]}).to_csv(new, index=False)
+    return {"dir": d, "csv": csv, "fit": fit, "new": new, "floors": floors}
+
+
+def test_predict_command_writes_the_table(files):
+    out = files["dir"] / "pred.csv"
+    res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(files["new"]), "--level", "0.8",
+                                   "--level", "0.95", "-o", str(out), *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out)
+    assert list(table.columns[:8]) == ["model", "family", "benchmark", "mean", "median", "level", "lower", "upper"]
+    assert len(table) == 2 * 4 * 2  # models × benchmarks × levels
+    assert (table["lower"] <= table["upper"]).all()
+    assert table.loc[table["model"] == "x2", "new_family"].all()
+    res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(files["new"]), "--json",
+                                   *FAST_ARGS])
+    doc = json.loads(res.stdout)
+    assert len(doc["rows"]) == 2 * 4 * 2 and {r["level"] for r in doc["rows"]} == {0.8, 0.95}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--level", "1.5"], "--level"),
+    (["--models", "missing.csv"], "no such file"),
+])
+def test_predict_command_errors(files, args, message):
+    base = ["predict", str(files["fit"]), "--models", str(files["new"])]
+    if args[0] == "--models":
+        base = ["predict", str(files["fit"]), "--models", str(files["dir"] / args[1])]
+        args = []
+    res = CliRunner().invoke(app, base + args + FAST_ARGS)
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and "Traceback" not in res.output
+
+
+def test_predict_command_names_a_bad_row(files):
+    bad = files["dir"] / "bad.csv"
+    pd.DataFrame({"model": ["a", "b"], "family": ["f", "f"], "size": [1.0, -2.0], "tokens": [1.0, 1.0]}).to_csv(bad)
+    res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(bad), *FAST_ARGS])
+    assert res.exit_code == 2
+    assert "'size'" in res.stderr and "b" in res.stderr
+
+
+def test_posterior_and_compare_commands(files):
+    res = CliRunner().invoke(app, ["posterior", str(files["fit"]), "fam003", "--json", *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [r["skill"] for r in doc["skills"]] == ["b1"]
+    row = doc["skills"][0]
+    assert row["lower_95"] < row["mean"] < row["upper_95"]
+    res = CliRunner().invoke(app, ["posterior", str(files["fit"]), "fam003", "--compare", "fam004", "--json",
+                                   *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    diff = json.loads(res.stdout)["skills"][0]
+    assert 0.0 <= diff["P(fam003 > fam004)"] <= 1.0
+    res = CliRunner().invoke(app, ["posterior", str(files["fit"]), "no-such-family", *FAST_ARGS])
+    assert res.exit_code == 2 and "not in the fit" in res.stderr
+
+
+def test_curve_command(files):
+    out, fig = files["dir"] / "curve.csv", files["dir"] / "curve.png"
+    res = CliRunner().invoke(app, ["curve", str(files["fit"]), "--family", "fam003", "--points", "5",
+                                   "-o", str(out), "--plot", str(fig), *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out)
+    assert table["size"].nunique() == 5 and {"extrapolated", "tokens"} <= set(table.columns)
+    assert fig.stat().st_size > 1000
+
+
+def test_evaluate_holdout_command(files):
+    hold = files["dir"] / "hold.txt"
+    hold.write_text("fam004-m4\nfam008-m4\n")
+    out = files["dir"] / "held.csv"
+    res = CliRunner().invoke(app, ["evaluate", str(files["csv"]), "--protocol", "holdout-largest", "-k", "1",
+                                   "--holdout", str(hold), *files["floors"], "--json", "-o", str(out),
+                                   *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    rows = pd.DataFrame(doc["rows"])
+    assert {"benchmark", "level", "coverage", "mean_width", "mae"} <= set(rows.columns)
+    assert set(rows["level"]) == {0.5, 0.8, 0.95} and "all" in set(rows["benchmark"])
+    assert (rows.loc[rows["benchmark"] == "all", "n"] == 8).all()  # 2 models × 4 benchmarks
+    saved = pd.read_csv(out)
+    assert set(saved["model"]) == {"fam004-m4", "fam008-m4"}
+    hold.write_text("not-a-model\n")
+    res = CliRunner().invoke(app, ["evaluate", str(files["csv"]), "--holdout", str(hold), *files["floors"]])
+    assert res.exit_code == 2 and "not-a-model" in res.stderr
