@@ -522,6 +522,7 @@ def _real_or_number(text: str, option: str, kind: type):
 # ---- commands defined in their own modules (each registers itself on ``app``) ------------
 # One import line per module; keep them here, at the end, after everything they import from this one.
 from latentscale.cli import predict_cmd  # noqa: E402,F401
+from latentscale.cli import report_cmd  # noqa: E402,F401
 
 
 def main() -> None:
