@@ -183,6 +183,9 @@ def report(
     figures_dir: Annotated[Optional[Path], typer.Option(
         "--figures", metavar="DIR", help="Folder for the PNG files (default: <name>_figures next to the page).",
         show_default=False)] = None,
+    samples: Annotated[int, typer.Option(
+        "--samples", min=100, help="Predictive draws per point of a scaling curve (parameter draws: 1/20 of them, "
+        "10 to 100).")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the predictive and parameter draws.")] = 0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -211,7 +214,8 @@ def report(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = build_report(fit, output_path, selection=selection, families=family, flops=budgets,
-                                      points=points, level=level, figures_dir=figures_dir, seed=seed,
+                                      points=points, level=level, figures_dir=figures_dir, seed=seed, n_samples=samples,
+                                      n_parameter_draws=max(10, min(100, samples // 20)),
                                       progress=progress)
     for note in result.notes:
         if talk:
