@@ -146,8 +146,11 @@ def allocate(
             if not as_json or verbose:
                 output.warning("the fit carries no Hessian: no intervals (refit to get them)")
             uncertainty = False
-        with warnings.catch_warnings():
+        what = f"skill {skill}" if skill else f"benchmark {benchmark}" if benchmark else "every skill"
+        with output.Progress(enabled=not as_json or verbose) as progress, warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            progress(f"allocating for {what}" + (f", family {family} (its posterior first)" if family else "")
+                     + (f", {draws} parameter draws" if uncertainty else ""))
             table = run_allocate(fit, skill=skill, benchmark=benchmark, family=family, flops=budgets, box=box,
                                  level=level, uncertainty=uncertainty, n_draws=max(draws, 2), seed=seed,
                                  cov_kind=se.value, points=points)

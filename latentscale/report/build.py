@@ -87,7 +87,7 @@ def build_report(fit, path: str | Path, *, selection=None, families: Sequence[st
     correlations; raw-scale coefficients with Wald intervals (table and plot); scaling curves with
     prediction bands for ``families`` (default: the two with most models); the allocation frontier of
     every skill over ``flops`` (default: ``points`` budgets over the data's range of 6·N·D)."""
-    from latentscale.allocation import allocate, format_allocation, plot_frontier  # noqa: F401
+    from latentscale.allocation import allocate, plot_frontier
     from latentscale.report.figures import coefficient_plot, heatmap
 
     say = progress or (lambda msg: None)
