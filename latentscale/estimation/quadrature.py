@@ -90,7 +90,7 @@ _STEP_SIZES = np.array([1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0078125, 0.001
 
 
 def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max_iter: int = 50,
-                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1):
+                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1, init=None):
     """Posterior modes α̂_f (F, K) and the curvature there (F, K, K): the Fisher information of
     the family's scores plus Σ⁻¹, positive definite and smooth in the parameters (the
     quadrature's scale; any smooth positive-definite scale gives a valid rule).
@@ -99,6 +99,7 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
     ``tol``; then two tracked Newton steps from the converged point carry the exact
     derivatives of the mode (implicit function theorem; two steps keep second derivatives
     exact as well, since Newton's error is quadratic).
+    ``init`` (F, K) warm-starts the iterations (default: α = 0).
     """
     K = params["loadings"].shape[0]
     _, _, lam_obs = obs_terms(params, arrays, floors)
@@ -148,7 +149,8 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
         alpha, norm = newton(p_const, alpha)
         return i + 1, alpha, jnp.max(norm)
 
-    _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros((n_families, K)), jnp.asarray(jnp.inf)))
+    start = jnp.zeros((n_families, K)) if init is None else jax.lax.stop_gradient(init)
+    _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), start, jnp.asarray(jnp.inf)))
     alpha = jax.lax.stop_gradient(alpha)
     for _ in range(tracked_steps):
         alpha = newton(params, alpha, damped=False)[0]

@@ -143,7 +143,8 @@ def family_posteriors(fit, families: list[str] | None = None, rows=None, n_sampl
     n_par = n_parameter_draws if parameter_uncertainty else 1
     per_draw = max(1, -(-n_samples // n_par))
     thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty)
-    alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1)  # (S, F, M, K)
+    alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1,
+                                       center=fit.theta)  # (S, F, M, K)
     mode, mean, cov = _quadrature_moments(fit, design)
     n_models = np.bincount(design.model_family, minlength=design.n_families)
     n_obs = np.bincount(design.obs_family, minlength=design.n_families)

@@ -59,18 +59,17 @@ def new_models_frame(models: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _summaries(thetas, alpha, X, rng, qs, spec):
+def _summaries(thetas, alpha, X, rng, qs, spec, n_rep):
     """Mean, quantiles of y and quantiles of μ over all draws, for a chunk of new models."""
-    mu, y = sampling.score_draws(thetas, alpha, X, spec, rng)  # (S, M, N, J)
-    n = mu.shape[0] * mu.shape[1]
-    mu = mu.reshape((n,) + mu.shape[2:])
-    y = y.reshape((n,) + y.shape[2:])
+    mu, y = sampling.score_draws(thetas, alpha, X, spec, rng, n_rep)  # (S, M, N, J), (n_rep·S, M, N, J)
+    mu = mu.reshape((-1,) + mu.shape[2:])
+    y = y.reshape((-1,) + y.shape[2:])
     return mu.mean(axis=0), np.quantile(y, qs, axis=0), np.quantile(mu, qs, axis=0)
 
 
 def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *, rows=None,
-            n_samples: int = 4000, n_parameter_draws: int = 200, parameter_uncertainty: bool = True,
-            seed: int = 0, chunk: int = 200) -> pd.DataFrame:
+            n_samples: int = 4000, n_parameter_draws: int = 200, n_skill_draws: int = 1000,
+            parameter_uncertainty: bool = True, seed: int = 0, chunk: int = 200) -> pd.DataFrame:
     """Predictive mean, median and intervals of every benchmark for new models.
 
     ``models``: one row per model with ``model, family, size, tokens``. A family in the fit's
@@ -78,6 +77,10 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     predicted from its posterior; any other family from the prior. Returns one row per model,
     benchmark and level with the columns of :data:`PREDICTION_COLUMNS` (``mean`` is the mean
     of both the expected and the observed score).
+
+    Draws: ``n_parameter_draws`` parameter vectors θ; per family ``n_skill_draws`` skill
+    vectors α in all (spread over the θ draws); ``n_samples`` observed scores per model (each
+    α serving several Beta draws). Only the families of ``models`` are integrated.
     """
     levels = [float(x) for x in levels]
     if not levels:
@@ -88,7 +91,8 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     spec = fit.spec
     thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty)
     S = len(thetas)
-    M = max(1, -(-n_samples // S))
+    M = max(1, -(-min(n_samples, n_skill_draws) // S))  # skill draws per parameter draw
+    n_rep = max(1, -(-n_samples // (S * M)))  # observed-score draws per skill draw
 
     known_rows = _conditioning_frame(fit, rows)
     posterior_families = [f for f in pd.unique(new["family"]) if f in set(known_rows["family"])]
@@ -101,7 +105,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     family_alpha = {}
     if posterior_families:
         design = family_design(fit, rows=_as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
-        alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1)  # (S, F, M, K)
+        alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, K)
         family_alpha = {name: alpha[:, f] for f, name in enumerate(design.families)}
     new_families = [f for f in pd.unique(new["family"]) if f not in family_alpha]
     if new_families:
@@ -117,7 +121,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     for start in range(0, len(new), chunk):
         part = new.iloc[start:start + chunk]
         alpha = np.stack([family_alpha[f] for f in part["family"]], axis=2)  # (S, M, n, K)
-        m, a, b = _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec)
+        m, a, b = _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec, n_rep)
         means.append(m); qy.append(a); qmu.append(b)
     mean = np.concatenate(means, axis=0)  # (N, J)
     qy = np.concatenate(qy, axis=1)  # (Q, N, J)

@@ -4,7 +4,8 @@
   satisfies the constraints), the first draw being θ̂ itself when uncertainty is off;
 - :func:`family_draws`: equally weighted draws of each family's α from p(α | y_f, θ) for every
   parameter draw: importance sampling from a multivariate t centred at the posterior mode
-  (scale from the curvature there), then systematic resampling;
+  (found at θ̂ and moved to each draw linearly in θ; scale from the curvature at θ̂), then
+  systematic resampling;
 - :func:`score_draws`: expected scores μ and observed scores y ~ Beta(φμ, φ(1 − μ)) for new
   models, given draws of their skills.
 
@@ -48,20 +49,25 @@ def _t_logpdf_std(t, df):
             - 0.5 * (df + K) * jnp.log1p(jnp.sum(t**2, axis=-1) / df))
 
 
-def _one_family_draws(theta, key, arrays, spec: ModelSpec, n_families: int, n_proposals: int, n_out: int):
-    """α draws (F, n_out, K) and the effective sample sizes (F,) for one parameter vector."""
+def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: ModelSpec, n_families: int,
+                      n_proposals: int, n_out: int):
+    """α draws (F, n_out, K) and the effective sample sizes (F,) for one parameter vector.
+
+    The proposal is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
+    its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw;
+    the importance weights make the draws exact for this θ."""
     params = unpack(theta, spec)
     floors = jnp.asarray(spec.floors)
     K = spec.K
-    mode, H = family_modes(params, arrays, floors, n_families, spec.J)
-    S = sm.inv_lower_t(sm.cholesky(H)) * PROPOSAL_INFLATE  # (F, K, K)
+    mode = mode0 + jnp.einsum("fkd,d->fk", dmode, theta - center)
     k_z, k_u, k_r = jax.random.split(key, 3)
     z = jax.random.normal(k_z, (n_families, n_proposals, K))
     u = jax.random.chisquare(k_u, PROPOSAL_DF, (n_families, n_proposals, 1)) / PROPOSAL_DF
     t = z / jnp.sqrt(u)
-    alpha = mode[:, None, :] + jnp.einsum("fkl,fml->fmk", S, t)  # (F, M, K)
+    alpha = mode[:, None, :] + jnp.einsum("fkl,fml->fmk", scale, t)  # (F, M, K)
     ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families), in_axes=1, out_axes=1)(alpha)
-    log_q = _t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(S, axis1=1, axis2=2))), axis=1)[:, None]
+    log_q = _t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=1, axis2=2))),
+                                                    axis=1)[:, None]
     logw = ll + log_prior(alpha, params["corr_chol"]) - log_q
     logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
     w = jax.nn.softmax(logw, axis=1)  # (F, M)
@@ -75,20 +81,35 @@ def _one_family_draws(theta, key, arrays, spec: ModelSpec, n_families: int, n_pr
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
-def _family_draws(thetas, keys, arrays, spec, n_families, n_proposals, n_out):
+def _family_draws(center, thetas, keys, arrays, spec, n_families, n_proposals, n_out):
+    floors = jnp.asarray(spec.floors)
+
+    def modes(th):
+        return family_modes(unpack(th, spec), arrays, floors, n_families, spec.J)
+
+    mode0, H = modes(center)
+    # d mode / d θ (F, K, d), forward mode through the tracked Newton step (implicit derivative).
+    dmode = jax.jacfwd(lambda th: modes(th)[0])(center)
+    scale = sm.inv_lower_t(sm.cholesky(H)) * PROPOSAL_INFLATE  # (F, K, K)
     return jax.lax.map(
-        lambda tk: _one_family_draws(tk[0], tk[1], arrays, spec, n_families, n_proposals, n_out), (thetas, keys)
+        lambda tk: _one_family_draws(tk[0], tk[1], center, mode0, dmode, scale, arrays, spec, n_families,
+                                     n_proposals, n_out),
+        (thetas, keys),
     )
 
 
 def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: int,
-                 n_proposals: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 n_proposals: int | None = None, center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Posterior draws of every family's α in ``design``: (S, F, n_out, K), and the importance
-    sampling effective sample sizes (S, F) (of ``n_proposals``, default 5 × n_out)."""
-    n_proposals = n_proposals or 5 * n_out
+    sampling effective sample sizes (S, F) (of ``n_proposals``, default 4 × n_out). ``center``
+    (default: the mean of ``thetas``; θ̂ in practice) is where the modes and their derivatives are
+    computed; each parameter draw's proposal is centred at the mode linearized from there."""
+    n_proposals = n_proposals or 4 * n_out
+    thetas = np.asarray(thetas, float)
+    center = thetas.mean(axis=0) if center is None else np.asarray(center, float)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(thetas))
-    alpha, ess = _family_draws(jnp.asarray(thetas), keys, design.arrays(), spec, design.n_families,
-                               n_proposals, n_out)
+    alpha, ess = _family_draws(jnp.asarray(center), jnp.asarray(thetas), keys, design.arrays(), spec,
+                               design.n_families, n_proposals, n_out)
     return np.asarray(alpha), np.asarray(ess)
 
 
@@ -114,12 +135,14 @@ def _expected_scores(thetas, alpha, X, spec):
 
 
 def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: ModelSpec,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Expected scores μ and observed scores y ~ Beta(φμ, φ(1 − μ)), each (S, M, N, J), for N new
-    models with skills α (S, M, N, K) and covariates X (N, p). (NumPy's Beta sampler: many
-    times faster than JAX's on CPU.)"""
+                rng: np.random.Generator, n_rep: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Expected scores μ (S, M, N, J) and observed scores y ~ Beta(φμ, φ(1 − μ)), ``n_rep`` per μ
+    (n_rep·S, M, N, J), for N new models with skills α (S, M, N, K) and covariates X (N, p).
+    (NumPy's Beta sampler: many times faster than JAX's on CPU.)"""
     mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), spec)
     mu = np.asarray(mu)
     phi = np.asarray(phi)[:, None, None, :]
-    y = rng.beta(np.maximum(phi * mu, 1e-12), np.maximum(phi * (1.0 - mu), 1e-12))
-    return mu, y
+    a = np.maximum(phi * mu, 1e-12)
+    b = np.maximum(phi * (1.0 - mu), 1e-12)
+    y = rng.beta(a, b, size=(n_rep,) + mu.shape)
+    return mu, y.reshape((n_rep * mu.shape[0],) + mu.shape[1:])
