@@ -25,8 +25,8 @@ def plot_frontier(table: pd.DataFrame, fit=None, path: str | Path | None = None,
 
     if table.empty:
         raise ValueError("the allocation table is empty: nothing to plot")
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    ax_plane, ax_n, ax_d, ax_r = axes
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.5))
+    ax_plane, ax_n, ax_d, ax_r = axes.ravel()
     data = None if fit is None else fit.data
     if data is not None:
         ok = data["size"].notna() & data["tokens"].notna()
@@ -74,7 +74,7 @@ def plot_frontier(table: pd.DataFrame, fit=None, path: str | Path | None = None,
              title="tokens per parameter")
     ax_plane.legend(fontsize=7, loc="best")
     pct = f"{100 * float(table['level'].iloc[0]):g}"
-    fig.suptitle(title or f"Compute-optimal allocation (bands: {pct}% intervals; open markers: extrapolation; "
+    fig.suptitle(title or f"Compute-optimal allocation\n(bands: {pct}% intervals; open markers: extrapolation; "
                           "dotted: the data's range)", fontsize=10)
     fig.tight_layout()
     if path is not None:
