@@ -1,0 +1,190 @@
+"""Leave-family-group-out protocol: complete cases and the n + 1 rule, the split (n smallest per held-out
+family to training), no test score reaching any fit, group files, averaging, errors, parallel runs."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentscale.data import DataError, from_frame
+from latentscale.evaluation.crossval import (
+    ERROR_COLUMNS, METHODS, FamilyGroupResult, complete_cases, family_group_cv, load_groups, split_folds,
+)
+
+BENCH = ["b0", "b1", "b2", "b3"]
+
+
+def make_data(seed=0, n_families=14, per_family=4):
+    """Families f0..f{F-1} (groups of two families: g0 = f0, f1, ...), sizes increasing within a family
+    in a shuffled row order, scores from a smooth law plus noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(n_families):
+        skill = rng.normal(0, 0.5)
+        for i in rng.permutation(per_family):
+            size = 0.5 * 2.0 ** i * (1 + 0.1 * f)
+            tokens = 0.3 * (1 + i) * (1 + 0.05 * f)
+            x = np.log(size) + 0.5 * np.log(tokens) + skill
+            rows.append({"model": f"f{f}-m{i}", "family": f"f{f}", "group": f"g{f // 2}", "size": size,
+                         "tokens": tokens, **{b: float(np.clip(0.25 + 0.7 / (1 + np.exp(-(0.6 * x - 0.3 * j)))
+                                                               + rng.normal(0, 0.01), 0.01, 0.99))
+                                              for j, b in enumerate(BENCH)}})
+    df = pd.DataFrame(rows)
+    return from_frame(df, group="group", benchmarks=BENCH, floors={b: 0.25 for b in BENCH})
+
+
+FAST = ["flops-global", "flops-family", "size-tokens-family", "pca-flops", "sloth-d1"]
+
+
+def test_complete_cases_and_family_rule():
+    data = make_data()
+    frame = data.frame.copy()
+    frame.loc["f0-m0", "b2"] = np.nan  # f0 keeps 3 complete rows
+    frame.loc[["f1-m0", "f1-m1", "f1-m2"], "b1"] = np.nan  # f1 keeps 1 complete row
+    data = type(data)(frame=frame, benchmarks=data.benchmarks, floors=data.floors)
+    rows, dropped = complete_cases(data, BENCH, 1)
+    assert "f0-m0" not in rows.index and dropped == ["f1"]
+    rows2, dropped2 = complete_cases(data, BENCH, 3)
+    assert "f0" in dropped2 and "f1" in dropped2 and "f2" not in dropped2
+    assert rows2["family"].value_counts().min() >= 4
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_split_puts_the_n_smallest_of_each_held_out_family_in_training(n):
+    data = make_data()
+    rows, _ = complete_cases(data, BENCH, n)
+    folds = split_folds(rows, [["f3", "f4"], ["f7"]], n)
+    for fold in folds:
+        assert set(fold.train) | set(fold.test) == set(rows.index) and not set(fold.train) & set(fold.test)
+        for fam in fold.families:
+            fam_rows = rows[rows["family"] == fam].sort_values("size")
+            assert set(fam_rows.index[:n]) <= set(fold.train)
+            assert set(fam_rows.index[n:]) == {m for m in fold.test if rows.loc[m, "family"] == fam}
+        # every other family is entirely in training
+        assert set(rows.loc[list(fold.test), "family"]) == set(fold.families)
+
+
+@pytest.mark.slow
+def test_no_test_score_reaches_any_fit():
+    """Poison one fold's test scores (valid values, so complete cases do not change): that fold's
+    predictions stay exactly the same for every method, although the scored actuals change."""
+    data = make_data(seed=1, n_families=10)
+    groups = [["f2", "f3"], ["f8"]]
+    methods = FAST + ["sloth-d2", "latent-k1"]
+    run = lambda d, ms=methods: family_group_cv(d, benchmarks="all", n_train=1, methods=ms, groups=groups)
+    key = ["method", "model", "benchmark"]
+    base = run(data)
+    assert set(base.errors.columns) == set(ERROR_COLUMNS)
+    rng = np.random.default_rng(5)
+    for fold in (0, 1):
+        test_models = base.errors.loc[base.errors["fold"] == fold, "model"].unique()
+        frame = data.frame.copy()
+        frame.loc[test_models, BENCH] = rng.uniform(0.26, 0.99, (len(test_models), len(BENCH)))
+        poisoned = run(type(data)(frame=frame, benchmarks=data.benchmarks, floors=data.floors))
+        a = base.errors[base.errors["fold"] == fold].sort_values(key).reset_index(drop=True)
+        b = poisoned.errors[poisoned.errors["fold"] == fold].sort_values(key).reset_index(drop=True)
+        assert np.array_equal(a["model"], b["model"])
+        assert np.allclose(a["predicted"], b["predicted"], rtol=0, atol=1e-12)
+        assert not np.allclose(a["actual"], b["actual"])
+    # the family posterior does use the held-out family's training row: poisoning it moves the predictions
+    frame2 = data.frame.copy()
+    frame2.loc["f2-m0", BENCH] = 0.99  # f2's smallest model
+    moved = run(type(data)(frame=frame2, benchmarks=data.benchmarks, floors=data.floors), ["latent-k1"])
+    f2 = lambda r: r.errors[(r.errors["family"] == "f2") & (r.errors["method"] == "latent-k1")]["predicted"].to_numpy()
+    assert np.abs(f2(moved) - f2(base)).max() > 0.01
+
+
+def test_summary_averages_over_models_in_a_group_then_over_groups():
+    errors = pd.DataFrame({
+        "method": "m", "fold": [0, 0, 1], "group": ["A", "A", "B"], "family": ["a", "a", "b"],
+        "model": ["a1", "a2", "b1"], "benchmark": "x", "predicted": 0.0, "actual": [0.1, 0.3, 0.5],
+        "abs_error": [0.1, 0.3, 0.5]})
+    errors = pd.concat([errors, errors.assign(benchmark="y", abs_error=[0.0, 0.0, 0.1])], ignore_index=True)
+    r = FamilyGroupResult(errors=errors, benchmarks=("x", "y"), methods=("m",))
+    s = r.summary().set_index("benchmark")["mae_pp"]
+    assert s["x"] == pytest.approx(35.0)  # (mean(10, 30) + 50) / 2, not the model mean 30
+    assert s["y"] == pytest.approx(5.0)
+    assert s["average"] == pytest.approx(20.0)
+    assert list(r.table().columns) == ["x", "y", "average"]
+    assert r.to_records()[-1] == {"method": "m", "benchmark": "average", "mae_pp": pytest.approx(20.0)}
+    assert "m" in r.format()
+
+
+def test_group_files_and_default_groups(tmp_path):
+    nested = {"description": "test", "groups": {"1": {"v1": [["x"]], "all": [["f1"], ["f4", "f5"]]},
+                                                "2": {"all": [["f6"]]}}}
+    path = tmp_path / "groups.json"
+    path.write_text(json.dumps(nested))
+    assert load_groups(path, "all", 1) == [["f1"], ["f4", "f5"]]
+    assert load_groups(path, "all", 2) == [["f6"]]
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([["f1", "f2"]]))
+    assert load_groups(plain, "v2", 1) == [["f1", "f2"]]
+    with pytest.raises(DataError, match="no groups for n = 2, benchmark set 'v1'"):
+        load_groups(path, "v1", 2)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(DataError, match="lists of family names"):
+        load_groups(bad, "all", 1)
+    data = make_data(seed=2)
+    r = family_group_cv(data, benchmarks="all", n_train=1, methods=["flops-family"], groups=path)
+    assert sorted(r.folds["families"]) == ["f1", "f4,f5"]
+    default = family_group_cv(data, benchmarks="all", n_train=2, methods=["flops-global"])
+    assert len(default.folds) == 7  # every data group (two families each) held out once
+    assert set(default.errors["family"]) == {f"f{i}" for i in range(14)}
+    assert (default.errors.groupby("family")["model"].nunique() == 2).all()  # 4 rows, 2 kept
+
+
+def test_errors_name_what_is_wrong():
+    data = make_data()
+    with pytest.raises(DataError, match="f99"):
+        family_group_cv(data, methods=["flops-global"], groups=[["f1", "f99"]])
+    with pytest.raises(ValueError, match="unknown method"):
+        family_group_cv(data, methods=["lasso"], groups=[["f1"]])
+    with pytest.raises(ValueError, match="unknown benchmark set"):
+        family_group_cv(data, benchmarks="v3", methods=["flops-global"], groups=[["f1"]])
+    with pytest.raises(DataError, match="needs column"):
+        family_group_cv(data, benchmarks="v1", methods=["flops-global"], groups=[["f1"]])
+    with pytest.raises(ValueError, match="n_train"):
+        family_group_cv(data, n_train=0, methods=["flops-global"])
+    with pytest.raises(DataError, match="held out in one group only"):
+        family_group_cv(data, methods=["flops-global"], groups=[["f1"], ["f1", "f2"]])
+    with pytest.raises(DataError, match="no family has 9 or more rows"):
+        family_group_cv(data, n_train=8, methods=["flops-global"])
+    assert METHODS[-1] == "latent-k4" and "sloth-d3" in METHODS
+
+
+def test_parallel_gives_the_same_errors():
+    data = make_data(seed=3)
+    groups = [["f0"], ["f5"], ["f9", "f10"]]
+    serial = family_group_cv(data, methods=FAST, groups=groups, n_jobs=1)
+    parallel = family_group_cv(data, methods=FAST, groups=groups, n_jobs=2)
+    pd.testing.assert_frame_equal(serial.errors, parallel.errors)
+
+
+DATA_DIR = os.environ.get("LATENTSCALE_DATA_DIR")
+GROUPS = Path(DATA_DIR or ".").parent / "protocols" / "sloth_heldout_groups.json"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not DATA_DIR or not GROUPS.is_file(), reason="needs LATENTSCALE_DATA_DIR and the protocols folder")
+@pytest.mark.parametrize("benchmarks, n, n_groups", [("v1", 1, 19), ("v2", 1, 12), ("all", 1, 11),
+                                                     ("v1", 2, 15), ("v2", 2, 9), ("all", 2, 7)])
+def test_sloth_groups_resolve_on_the_real_data(benchmarks, n, n_groups):
+    import warnings
+
+    from latentscale.data import load_dataset
+    from latentscale.evaluation.crossval import benchmark_set, resolve_groups
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_dataset("sloth")
+    cols = benchmark_set(data, benchmarks)
+    rows, dropped = complete_cases(data, cols, n)
+    groups, notes = resolve_groups(data, rows, load_groups(GROUPS, benchmarks, n), dropped)
+    folds = split_folds(rows, groups, n)
+    assert len(folds) == n_groups and not notes
+    assert all(f.test for f in folds)
