@@ -227,3 +227,32 @@ def test_scaling_curve_rises_with_size_for_positive_effects(k1):
     assert chin["tokens"].iloc[0] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="not both"):
         scaling_curve(fit, "fam001", tokens=1.0, tokens_per_param=20)
+
+
+def test_padding_leaves_every_family_unchanged(k1):
+    """Designs are padded to power-of-two sizes (fewer compilations): the real families' log
+    likelihood terms and posteriors are exactly those of the unpadded design."""
+    import jax.numpy as jnp
+
+    from latentscale.model.likelihood import family_loglik_at
+    from latentscale.model.params import unpack
+    from latentscale.prediction.posterior import family_design
+
+    _, _, spec, fit = k1
+    design = family_design(fit, ["fam001", "fam002", "fam003"])
+    padded = design.padded()
+    assert padded.n_families >= design.n_families + 1 and padded.n_obs >= design.n_obs
+    assert padded.n_families & (padded.n_families - 1) == 0  # a power of two
+    params = unpack(jnp.asarray(fit.theta), spec)
+    alpha = np.random.default_rng(0).normal(size=(padded.n_families, spec.K))
+    floors = jnp.asarray(spec.floors)
+    a = family_loglik_at(jnp.asarray(alpha[: design.n_families]), params, design.arrays(), floors, design.n_families)
+    b = family_loglik_at(jnp.asarray(alpha), params, padded.arrays(), floors, padded.n_families)
+    np.testing.assert_allclose(np.asarray(b)[: design.n_families], np.asarray(a), rtol=1e-12)
+    # Posterior moments of a family alone and among others (different size buckets) agree.
+    alone = family_posteriors(fit, ["fam001"], parameter_uncertainty=False, n_samples=200)["fam001"]
+    among = family_posteriors(fit, [f"fam{i:03d}" for i in range(1, 21)], parameter_uncertainty=False,
+                              n_samples=200)["fam001"]
+    np.testing.assert_allclose(alone.mode, among.mode, atol=1e-9)
+    np.testing.assert_allclose(alone.mean, among.mean, atol=1e-9)
+    np.testing.assert_allclose(alone.cov, among.cov, atol=1e-9)

@@ -40,6 +40,31 @@ class Design:
     def n_models(self) -> int:
         return len(self.models)
 
+    def padded(self, minimum: int = 8) -> "Design":
+        """The same design padded to power-of-two sizes, so that compiled functions of it are
+        reused across calls with similar data (one compilation per size bucket, not per table).
+
+        Padding adds at least one family, with dummy models (covariates 0) and dummy scores
+        (0.5 on the first benchmark), all belonging to the added families: every original
+        family's posterior and likelihood term is unchanged. Slice per-family outputs to
+        ``[:n_families]`` of the original design."""
+        F = _bucket(self.n_families + 1, minimum)
+        M = _bucket(self.n_models + 1, minimum)
+        N = _bucket(self.n_obs, minimum)
+        pad_f, pad_m, pad_n = F - self.n_families, M - self.n_models, N - self.n_obs
+        first_pad = self.n_families
+        return Design(
+            y=np.concatenate([self.y, np.full(pad_n, 0.5)]),
+            obs_model=np.concatenate([self.obs_model, np.full(pad_n, self.n_models, np.int32)]).astype(np.int32),
+            obs_bench=np.concatenate([self.obs_bench, np.zeros(pad_n, np.int32)]).astype(np.int32),
+            obs_family=np.concatenate([self.obs_family, np.full(pad_n, first_pad, np.int32)]).astype(np.int32),
+            X=np.concatenate([self.X, np.zeros((pad_m, self.X.shape[1]))]),
+            model_family=np.concatenate([self.model_family, np.full(pad_m, first_pad, np.int32)]).astype(np.int32),
+            families=self.families + tuple(f"\x00pad{i}" for i in range(pad_f)),
+            models=self.models + tuple(f"\x00pad{i}" for i in range(pad_m)),
+            n_benchmarks=self.n_benchmarks,
+        )
+
     def arrays(self) -> dict:
         """The JAX arrays (a pytree) passed to jit-compiled likelihood functions."""
         return {
@@ -109,3 +134,8 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return rank[inverse], uniques[order]
+
+
+def _bucket(n: int, minimum: int) -> int:
+    """The smallest power of two ≥ max(n, minimum)."""
+    return max(minimum, 1 << (max(n, 1) - 1).bit_length())

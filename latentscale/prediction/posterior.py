@@ -10,6 +10,7 @@ seeded, so the same call gives the same draws.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -116,23 +117,28 @@ def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool) -> np.ndar
     return sampling.parameter_draws(fit.theta, cov, n, seed)
 
 
-def _quadrature_moments(fit, design):
-    """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂."""
+@partial(jax.jit, static_argnames=("spec", "n_families"))
+def _moments(theta, arrays, nodes, log_weights, spec, n_families):
     from latentscale.estimation.quadrature import family_modes
 
-    params = unpack(jnp.asarray(fit.theta), fit.spec)
-    arrays = design.arrays()
-    floors = jnp.asarray(fit.spec.floors)
-    rule = gauss_hermite_rule(fit.spec.K, fit.options.get("points") or default_points(fit.spec.K))
-    F = design.n_families
-    mode, _ = family_modes(params, arrays, floors, F, fit.spec.J)
-    alpha_q, terms, _ = family_nodes(params, arrays, floors, jnp.asarray(rule.nodes),
-                                     jnp.asarray(rule.log_weights), F, fit.spec.J)
+    params = unpack(theta, spec)
+    floors = jnp.asarray(spec.floors)
+    mode, _ = family_modes(params, arrays, floors, n_families, spec.J)
+    alpha_q, terms, _ = family_nodes(params, arrays, floors, nodes, log_weights, n_families, spec.J)
     w = jax.nn.softmax(terms, axis=1)  # (F, Q)
     mean = jnp.einsum("fq,fqk->fk", w, alpha_q)
     dev = alpha_q - mean[:, None, :]
     cov = jnp.einsum("fq,fqk,fql->fkl", w, dev, dev)
-    return np.asarray(mode), np.asarray(mean), np.asarray(cov)
+    return mode, mean, cov
+
+
+def _quadrature_moments(fit, design):
+    """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂."""
+    rule = gauss_hermite_rule(fit.spec.K, fit.options.get("points") or default_points(fit.spec.K))
+    padded = design.padded()  # compiled once per size bucket
+    out = _moments(jnp.asarray(fit.theta), padded.arrays(), jnp.asarray(rule.nodes), jnp.asarray(rule.log_weights),
+                   fit.spec, padded.n_families)
+    return tuple(np.asarray(a)[: design.n_families] for a in out)
 
 
 def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,

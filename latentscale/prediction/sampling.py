@@ -108,9 +108,11 @@ def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: 
     thetas = np.asarray(thetas, float)
     center = thetas.mean(axis=0) if center is None else np.asarray(center, float)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(thetas))
-    alpha, ess = _family_draws(jnp.asarray(center), jnp.asarray(thetas), keys, design.arrays(), spec,
-                               design.n_families, n_proposals, n_out)
-    return np.asarray(alpha), np.asarray(ess)
+    padded = design.padded()  # compiled once per size bucket, not once per table
+    alpha, ess = _family_draws(jnp.asarray(center), jnp.asarray(thetas), keys, padded.arrays(), spec,
+                               padded.n_families, n_proposals, n_out)
+    F = design.n_families
+    return np.asarray(alpha)[:, :F], np.asarray(ess)[:, :F]
 
 
 def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> np.ndarray:
