@@ -267,3 +267,18 @@ def test_save_overwrites_and_creates_folders(result, tmp_path):
     loaded = FitResult.load(path)
     assert loaded.spec.K == 1 and loaded.n_families == 6
     assert _leftovers(path.parent, path.name) == []
+
+
+def test_atomic_write_gives_the_usual_permissions(tmp_path):
+    """Files are created through mkstemp (mode 0600); the final file gets 0666 less the umask."""
+    import os
+    import stat
+
+    from latentscale.results.fit_result import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
