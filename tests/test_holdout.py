@@ -199,3 +199,31 @@ def test_evaluate_holdout_command(files):
     hold.write_text("not-a-model\n")
     res = CliRunner().invoke(app, ["evaluate", str(files["csv"]), "--holdout", str(hold), *files["floors"]])
     assert res.exit_code == 2 and "not-a-model" in res.stderr
+
+
+def test_evaluate_family_group_command(tmp_path):
+    """`evaluate --protocol family-group` on a small table: JSON rows method, benchmark, mae_pp (with the
+    average), the tidy errors as CSV, and bad options as exit 2."""
+    from test_crossval import BENCH, make_data
+
+    data = make_data()
+    csv = tmp_path / "groups.csv"
+    data.frame.reset_index().to_csv(csv, index=False)
+    floors = [a for b in BENCH for a in ("--floor", f"{b}=0.25")]
+    out = tmp_path / "errors.csv"
+    args = ["evaluate", str(csv), "--protocol", "family-group", "--group-col", "group", "--benchmarks", "all",
+            "--n-train", "1", "--methods", "flops-global,sloth-d1", *floors]
+    res = CliRunner().invoke(app, [*args, "--json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = pd.DataFrame(json.loads(res.stdout)["rows"])
+    assert set(rows["method"]) == {"flops-global", "sloth-d1"}
+    assert set(rows["benchmark"]) == set(BENCH) | {"average"}
+    assert (rows["mae_pp"] >= 0).all()
+    errors = pd.read_csv(out)
+    assert {"method", "fold", "model", "benchmark", "abs_error"} <= set(errors.columns)
+    # The average row is the mean of the per-benchmark rows.
+    for _, g in rows.groupby("method"):
+        per = g[g["benchmark"] != "average"]["mae_pp"].mean()
+        assert g[g["benchmark"] == "average"]["mae_pp"].iloc[0] == pytest.approx(per)
+    res = CliRunner().invoke(app, [*args[:-len(floors)], "--methods", "no-such-method", *floors])
+    assert res.exit_code == 2 and "no-such-method" in res.stderr
