@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/holdout_calibration.py simulated [--families 500] [--k 2] [--benchmarks 6] [--seed 0]
-  python benchmarks/holdout_calibration.py DATASET [--k 4]          # e.g. lvf-paper, lvf-paper-raw, sloth
+  python benchmarks/holdout_calibration.py DATASET [--k 4] [--anchors A,B,C,D]   # lvf-paper, lvf-paper-raw, sloth
 
 ``simulated`` draws a table from the model itself (1–4 models per family), holds out the largest
 model of every family with three or more, refits by maximum likelihood and predicts the held-out
@@ -23,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data")
     ap.add_argument("--k", type=int, default=None)
+    ap.add_argument("--anchors", default=None, help="comma-separated anchors (sloth: 'MATH Lvl 5,IFEval,HellaSwag,BBH')")
     ap.add_argument("--families", type=int, default=500)
     ap.add_argument("--benchmarks", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
@@ -40,7 +41,8 @@ def main() -> None:
 
         k = args.k or 4
         data = ls.load_dataset(args.data)
-    result = evaluate_holdout(data, k=k, progress=lambda m: print(f"[{time.perf_counter() - t0:6.1f}s] {m}",
+    anchors = args.anchors.split(",") if args.anchors else None
+    result = evaluate_holdout(data, k=k, anchors=anchors, progress=lambda m: print(f"[{time.perf_counter() - t0:6.1f}s] {m}",
                                                                   flush=True))
     print(result.format())
     if args.predictions:
