@@ -227,3 +227,19 @@ def test_evaluate_family_group_command(tmp_path):
         assert g[g["benchmark"] == "average"]["mae_pp"].iloc[0] == pytest.approx(per)
     res = CliRunner().invoke(app, [*args[:-len(floors)], "--methods", "no-such-method", *floors])
     assert res.exit_code == 2 and "no-such-method" in res.stderr
+
+
+def test_predict_se_choice_changes_the_parameter_draws(files):
+    """--se picks the covariance behind the parameter draws: the sandwich gives other intervals than
+    the observed information, the point of the option (same seed, same everything else)."""
+    tables = {}
+    for se in ("observed", "sandwich"):
+        out = files["dir"] / f"pred-{se}.csv"
+        res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(files["new"]), "--level", "0.9",
+                                       "--se", se, "-o", str(out), *FAST_ARGS])
+        assert res.exit_code == 0, res.output
+        tables[se] = pd.read_csv(out)
+    a, b = tables["observed"], tables["sandwich"]
+    assert not np.allclose(a["expected_upper"] - a["expected_lower"], b["expected_upper"] - b["expected_lower"])
+    res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(files["new"]), "--se", "bogus"])
+    assert res.exit_code == 2

@@ -13,6 +13,7 @@ from rich.text import Text
 from latentscale.cli import output
 from latentscale.cli.app import (
     BadInput,
+    CovKind,
     DataArg,
     FamilyCol,
     FitVerboseOpt,
@@ -38,6 +39,9 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the draws (same se
 NoParOpt = Annotated[bool, typer.Option(
     "--no-parameter-uncertainty",
     help="Condition on the estimate instead of integrating over its asymptotic covariance.")]
+SeOpt = Annotated[CovKind, typer.Option(
+    "--se", help="Covariance of the estimate behind the parameter draws: observed information, outer product of "
+                 "family scores (opg), or the sandwich (robust to a misspecified model).")]
 OutOpt = Annotated[Optional[Path], typer.Option("-o", "--output", metavar="OUT.csv", help="Save the table as CSV.",
                                                 show_default=False)]
 
@@ -106,6 +110,7 @@ def predict(
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     no_parameter_uncertainty: NoParOpt = False,
+    se: SeOpt = CovKind.observed,
     output_path: OutOpt = None,
     as_json: JsonOpt = False,
     verbose: FitVerboseOpt = False,
@@ -131,7 +136,7 @@ def predict(
             progress(f"predicting {len(new)} models ({samples} draws each, "
                      f"{'without' if no_parameter_uncertainty else 'with'} parameter uncertainty)")
             table = predict_models(fit, new, levels, rows=extra, n_samples=samples, seed=seed,
-                                   parameter_uncertainty=not no_parameter_uncertainty)
+                                   parameter_uncertainty=not no_parameter_uncertainty, se=se.value)
         for note in caught.messages():
             progress.warn(output.shorten(note))
     if as_json:
@@ -163,6 +168,7 @@ def posterior(
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     no_parameter_uncertainty: NoParOpt = False,
+    se: SeOpt = CovKind.observed,
     as_json: JsonOpt = False,
     verbose: FitVerboseOpt = False,
 ) -> None:
@@ -175,7 +181,8 @@ def posterior(
     with reporting(verbose, bad_input=(ValueError, KeyError, OSError)):
         _levels([level])
         fit = load_fit(fit_path)
-        options = dict(n_samples=samples, seed=seed, parameter_uncertainty=not no_parameter_uncertainty)
+        options = dict(n_samples=samples, seed=seed, parameter_uncertainty=not no_parameter_uncertainty,
+                       se=se.value)
         if compare is None:
             post = family_posterior(fit, family, **options)
             table = post.summary(level)
@@ -210,6 +217,7 @@ def curve(
     level: LevelOpt = None,
     samples: SamplesOpt = 2000,
     seed: SeedOpt = 0,
+    se: SeOpt = CovKind.observed,
     output_path: OutOpt = None,
     plot_path: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="FIG.png", help="Save the curves with their bands (png, pdf or svg).", show_default=False)
@@ -232,7 +240,7 @@ def curve(
         fit = load_fit(fit_path)
         progress(f"predicting {family} at {points} sizes")
         table = scaling_curve(fit, family, n_points=points, tokens=tokens, tokens_per_param=tokens_per_param,
-                              levels=levels, n_samples=samples, seed=seed)
+                              levels=levels, n_samples=samples, seed=seed, se=se.value)
     if as_json:
         output.print_json({"family": family, "rows": table.to_dict(orient="records")})
     elif output_path is None and plot_path is None:
@@ -272,6 +280,7 @@ def evaluate(
     level: LevelOpt = None,
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
+    se: SeOpt = CovKind.observed,
     bench_set: Annotated[str, typer.Option(
         "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL,
         help="Benchmark set (family-group).")] = "all",
@@ -320,7 +329,8 @@ def evaluate(
                 names = read_holdout_file(holdout) if holdout is not None else None
                 result = evaluate_holdout(scores, holdout=names, k=k, anchors=parse_list(anchors, "--anchors"),
                                           levels=_levels(level, LEVELS),
-                                          predict_options={"n_samples": samples, "seed": seed}, progress=progress)
+                                          predict_options={"n_samples": samples, "seed": seed, "se": se.value},
+                                          progress=progress)
                 tidy = result.predictions
             else:
                 from latentscale.evaluation.crossval import family_group_cv

@@ -104,13 +104,14 @@ def family_design(fit, families: list[str] | None = None, rows=None):
     return design
 
 
-def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool) -> np.ndarray:
+def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "observed") -> np.ndarray:
+    """Parameter draws from N(θ̂, Cov θ̂) with the covariance ``se`` (observed, opg, sandwich)."""
     cov = None
     if parameter_uncertainty:
         if fit.hessian is None:
             raise ValueError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
                              "refit, or pass parameter_uncertainty=False")
-        cov = fit.cov_params("observed")
+        cov = fit.cov_params(se)
         if not np.all(np.isfinite(cov)):
             raise ValueError("the fit's covariance is not finite (Hessian not negative definite); "
                              "pass parameter_uncertainty=False")
@@ -143,12 +144,14 @@ def _quadrature_moments(fit, design):
 
 def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,
                       seed: int = 0, parameter_uncertainty: bool = True,
-                      n_parameter_draws: int = 200) -> dict[str, FamilyPosterior]:
-    """Posteriors of several families at once (by name from the fit's rows, or from ``rows``)."""
+                      n_parameter_draws: int = 200, se: str = "observed") -> dict[str, FamilyPosterior]:
+    """Posteriors of several families at once (by name from the fit's rows, or from ``rows``).
+    ``se``: the covariance of θ̂ the parameter draws come from (``"observed"`` information,
+    ``"opg"``, or the misspecification-robust ``"sandwich"``)."""
     design = family_design(fit, families, rows)
     n_par = n_parameter_draws if parameter_uncertainty else 1
     per_draw = max(1, -(-n_samples // n_par))
-    thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty)
+    thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty, se)
     alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1,
                                        center=fit.theta)  # (S, F, M, K)
     mode, mean, cov = _quadrature_moments(fit, design)
@@ -179,7 +182,7 @@ def family_posterior(fit, family: str | None = None, rows=None, **options) -> Fa
 
 
 def compare_families(fit, a: str, b: str, level: float = 0.95, n_samples: int = 4000, seed: int = 0,
-                     parameter_uncertainty: bool = True) -> pd.DataFrame:
+                     parameter_uncertainty: bool = True, se: str = "observed") -> pd.DataFrame:
     """Skill by skill, the posterior of α_a − α_b: mean, sd, equal-tailed interval and P(α_a > α_b).
 
     The two posteriors are independent given θ; their draws share the parameter draws, so the
@@ -188,7 +191,7 @@ def compare_families(fit, a: str, b: str, level: float = 0.95, n_samples: int = 
     if a == b:
         raise ValueError(f"compare two different families; got {a!r} twice")
     posts = family_posteriors(fit, [a, b], n_samples=n_samples, seed=seed,
-                              parameter_uncertainty=parameter_uncertainty)
+                              parameter_uncertainty=parameter_uncertainty, se=se)
     diff = posts[a].samples - posts[b].samples
     lo, hi = _tails(level)
     sd = diff.std(axis=0, ddof=1)

@@ -69,7 +69,8 @@ def _summaries(thetas, alpha, X, rng, qs, spec, n_rep):
 
 def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *, rows=None,
             n_samples: int = 4000, n_parameter_draws: int = 200, n_skill_draws: int = 1000,
-            parameter_uncertainty: bool = True, seed: int = 0, chunk: int = 200) -> pd.DataFrame:
+            parameter_uncertainty: bool = True, se: str = "observed", seed: int = 0,
+            chunk: int = 200) -> pd.DataFrame:
     """Predictive mean, median and intervals of every benchmark for new models.
 
     ``models``: one row per model with ``model, family, size, tokens``. A family in the fit's
@@ -80,7 +81,9 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
 
     Draws: ``n_parameter_draws`` parameter vectors θ; per family ``n_skill_draws`` skill
     vectors α in all (spread over the θ draws); ``n_samples`` observed scores per model (each
-    α serving several Beta draws). Only the families of ``models`` are integrated.
+    α serving several Beta draws). Only the families of ``models`` are integrated. ``se``: the
+    covariance of θ̂ behind the parameter draws (``"observed"``, ``"opg"``, or ``"sandwich"``,
+    robust to a misspecified likelihood and somewhat wider on the real data).
     """
     levels = [float(x) for x in levels]
     if not levels:
@@ -89,7 +92,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         _tails(level)
     new = new_models_frame(models)
     spec = fit.spec
-    thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty)
+    thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty, se)
     S = len(thetas)
     M = max(1, -(-min(n_samples, n_skill_draws) // S))  # skill draws per parameter draw
     n_rep = max(1, -(-n_samples // (S * M)))  # observed-score draws per skill draw
