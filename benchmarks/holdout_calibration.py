@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--families", type=int, default=500)
     ap.add_argument("--benchmarks", type=int, default=6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--se", default="observed", help="covariance behind the parameter draws: observed, opg, sandwich")
     ap.add_argument("--predictions", default=None, help="save the per-score table as CSV")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -42,7 +43,7 @@ def main() -> None:
         k = args.k or 4
         data = ls.load_dataset(args.data)
     anchors = args.anchors.split(",") if args.anchors else None
-    result = evaluate_holdout(data, k=k, anchors=anchors, progress=lambda m: print(f"[{time.perf_counter() - t0:6.1f}s] {m}",
+    result = evaluate_holdout(data, k=k, anchors=anchors, predict_options={"se": args.se}, progress=lambda m: print(f"[{time.perf_counter() - t0:6.1f}s] {m}",
                                                                   flush=True))
     print(result.format())
     if args.predictions:

@@ -40,8 +40,8 @@ NoParOpt = Annotated[bool, typer.Option(
     "--no-parameter-uncertainty",
     help="Condition on the estimate instead of integrating over its asymptotic covariance.")]
 SeOpt = Annotated[CovKind, typer.Option(
-    "--se", help="Covariance of the estimate behind the parameter draws: observed information, outer product of "
-                 "family scores (opg), or the sandwich (robust to a misspecified model).")]
+    "--se", help="Covariance of the estimate behind the parameter draws: the sandwich (robust to a misspecified "
+                 "model), observed information, or outer product of family scores (opg).")]
 OutOpt = Annotated[Optional[Path], typer.Option("-o", "--output", metavar="OUT.csv", help="Save the table as CSV.",
                                                 show_default=False)]
 
@@ -110,7 +110,7 @@ def predict(
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     no_parameter_uncertainty: NoParOpt = False,
-    se: SeOpt = CovKind.observed,
+    se: SeOpt = CovKind.sandwich,
     output_path: OutOpt = None,
     as_json: JsonOpt = False,
     verbose: FitVerboseOpt = False,
@@ -168,7 +168,7 @@ def posterior(
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     no_parameter_uncertainty: NoParOpt = False,
-    se: SeOpt = CovKind.observed,
+    se: SeOpt = CovKind.sandwich,
     as_json: JsonOpt = False,
     verbose: FitVerboseOpt = False,
 ) -> None:
@@ -217,7 +217,7 @@ def curve(
     level: LevelOpt = None,
     samples: SamplesOpt = 2000,
     seed: SeedOpt = 0,
-    se: SeOpt = CovKind.observed,
+    se: SeOpt = CovKind.sandwich,
     output_path: OutOpt = None,
     plot_path: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="FIG.png", help="Save the curves with their bands (png, pdf or svg).", show_default=False)
@@ -280,7 +280,7 @@ def evaluate(
     level: LevelOpt = None,
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
-    se: SeOpt = CovKind.observed,
+    se: SeOpt = CovKind.sandwich,
     bench_set: Annotated[str, typer.Option(
         "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL,
         help="Benchmark set (family-group).")] = "all",

@@ -104,13 +104,21 @@ def family_design(fit, families: list[str] | None = None, rows=None):
     return design
 
 
-def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "observed") -> np.ndarray:
-    """Parameter draws from N(θ̂, Cov θ̂) with the covariance ``se`` (observed, opg, sandwich)."""
+def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "sandwich") -> np.ndarray:
+    """Parameter draws from N(θ̂, Cov θ̂) with the covariance ``se`` (observed, opg, sandwich; the
+    sandwich falls back to the observed information, with a warning, for a fit without
+    per-family scores)."""
     cov = None
     if parameter_uncertainty:
         if fit.hessian is None:
             raise ValueError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
                              "refit, or pass parameter_uncertainty=False")
+        if se == "sandwich" and fit.score_outer is None:
+            import warnings
+
+            warnings.warn("this fit carries no per-family scores, so the sandwich covariance is not available; "
+                          "using the observed information for the parameter draws", UserWarning, stacklevel=3)
+            se = "observed"
         cov = fit.cov_params(se)
         if not np.all(np.isfinite(cov)):
             raise ValueError("the fit's covariance is not finite (Hessian not negative definite); "
@@ -144,10 +152,10 @@ def _quadrature_moments(fit, design):
 
 def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,
                       seed: int = 0, parameter_uncertainty: bool = True,
-                      n_parameter_draws: int = 200, se: str = "observed") -> dict[str, FamilyPosterior]:
+                      n_parameter_draws: int = 200, se: str = "sandwich") -> dict[str, FamilyPosterior]:
     """Posteriors of several families at once (by name from the fit's rows, or from ``rows``).
-    ``se``: the covariance of θ̂ the parameter draws come from (``"observed"`` information,
-    ``"opg"``, or the misspecification-robust ``"sandwich"``)."""
+    ``se``: the covariance of θ̂ the parameter draws come from: the misspecification-robust
+    ``"sandwich"`` (default), ``"observed"`` information or ``"opg"``."""
     design = family_design(fit, families, rows)
     n_par = n_parameter_draws if parameter_uncertainty else 1
     per_draw = max(1, -(-n_samples // n_par))
@@ -182,7 +190,7 @@ def family_posterior(fit, family: str | None = None, rows=None, **options) -> Fa
 
 
 def compare_families(fit, a: str, b: str, level: float = 0.95, n_samples: int = 4000, seed: int = 0,
-                     parameter_uncertainty: bool = True, se: str = "observed") -> pd.DataFrame:
+                     parameter_uncertainty: bool = True, se: str = "sandwich") -> pd.DataFrame:
     """Skill by skill, the posterior of α_a − α_b: mean, sd, equal-tailed interval and P(α_a > α_b).
 
     The two posteriors are independent given θ; their draws share the parameter draws, so the
