@@ -10,6 +10,7 @@ Intervals are equal-tailed quantiles of those draws: ``lower``/``upper`` for an 
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Sequence
 
@@ -120,16 +121,25 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     lo_hi = [q for level in levels for q in _tails(level)]
     qs = np.asarray([0.5] + lo_hi)
     X = fit.scaler.transform(new["size"], new["tokens"])
-    means, qy, qmu = [], [], []
-    rng = np.random.default_rng([seed, 3])
-    for start in range(0, len(new), chunk):
-        part = new.iloc[start:start + chunk]
-        alpha = np.stack([family_alpha[f] for f in part["family"]], axis=2)  # (S, M, n, K)
-        m, a, b = _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec, n_rep)
-        means.append(m); qy.append(a); qmu.append(b)
-    mean = np.concatenate(means, axis=0)  # (N, J)
-    qy = np.concatenate(qy, axis=1)  # (Q, N, J)
-    qmu = np.concatenate(qmu, axis=1)
+    families = new["family"].to_numpy()
+
+    def one_chunk(start: int):
+        # Each chunk has its own seeded generator: the same numbers whatever the thread count.
+        alpha = np.stack([family_alpha[f] for f in families[start:start + chunk]], axis=2)  # (S, M, n, K)
+        rng = np.random.default_rng([seed, 3, start])
+        return _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec, n_rep)
+
+    starts = range(0, len(new), chunk)
+    if len(starts) > 1:  # NumPy's samplers and sorts release the GIL: chunks run on every core
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+            parts = list(pool.map(one_chunk, starts))
+    else:
+        parts = [one_chunk(0)]
+    mean = np.concatenate([p[0] for p in parts], axis=0)  # (N, J)
+    qy = np.concatenate([p[1] for p in parts], axis=1)  # (Q, N, J)
+    qmu = np.concatenate([p[2] for p in parts], axis=1)
     return _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families))
 
 
