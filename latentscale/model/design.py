@@ -40,28 +40,32 @@ class Design:
     def n_models(self) -> int:
         return len(self.models)
 
-    def padded(self, minimum: int = 8) -> "Design":
-        """The same design padded to power-of-two sizes, so that compiled functions of it are
-        reused across calls with similar data (one compilation per size bucket, not per table).
+    def padded(self, n_obs: int | None = None, n_models: int | None = None, n_families: int | None = None,
+               minimum: int = 8) -> "Design":
+        """The same design padded to a fixed shape, so that compiled functions of it are reused
+        across calls (cross-validation folds, predictions for different families): to the given
+        sizes, or by default to the next powers of two (one compilation per size bucket).
 
-        Padding adds at least one family, with dummy models (covariates 0) and dummy scores
-        (0.5 on the first benchmark), all belonging to the added families: every original
-        family's posterior and likelihood term is unchanged. Slice per-family outputs to
-        ``[:n_families]`` of the original design."""
-        F = _bucket(self.n_families + 1, minimum)
-        M = _bucket(self.n_models + 1, minimum)
-        N = _bucket(self.n_obs, minimum)
+        Padding observations carry an out-of-range family index, which the likelihood's segment
+        sums drop; padding families have no observations and contribute exactly 0; padding models
+        are referenced by no observation. So ℓ, its gradient and every family's posterior are
+        unchanged. Slice per-family outputs to ``[:n_families]`` of the original design."""
+        F = _bucket(self.n_families, minimum) if n_families is None else n_families
+        M = _bucket(self.n_models, minimum) if n_models is None else n_models
+        N = _bucket(self.n_obs, minimum) if n_obs is None else n_obs
         pad_f, pad_m, pad_n = F - self.n_families, M - self.n_models, N - self.n_obs
-        first_pad = self.n_families
+        if min(pad_f, pad_m, pad_n) < 0:
+            raise ValueError(f"cannot pad a design of shape ({self.n_obs}, {self.n_models}, {self.n_families}) "
+                             f"to the smaller ({N}, {M}, {F})")
         return Design(
             y=np.concatenate([self.y, np.full(pad_n, 0.5)]),
-            obs_model=np.concatenate([self.obs_model, np.full(pad_n, self.n_models, np.int32)]).astype(np.int32),
+            obs_model=np.concatenate([self.obs_model, np.zeros(pad_n, np.int32)]).astype(np.int32),
             obs_bench=np.concatenate([self.obs_bench, np.zeros(pad_n, np.int32)]).astype(np.int32),
-            obs_family=np.concatenate([self.obs_family, np.full(pad_n, first_pad, np.int32)]).astype(np.int32),
+            obs_family=np.concatenate([self.obs_family, np.full(pad_n, F, np.int32)]).astype(np.int32),
             X=np.concatenate([self.X, np.zeros((pad_m, self.X.shape[1]))]),
-            model_family=np.concatenate([self.model_family, np.full(pad_m, first_pad, np.int32)]).astype(np.int32),
-            families=self.families + tuple(f"\x00pad{i}" for i in range(pad_f)),
-            models=self.models + tuple(f"\x00pad{i}" for i in range(pad_m)),
+            model_family=np.concatenate([self.model_family, np.full(pad_m, F - 1, np.int32)]).astype(np.int32),
+            families=self.families + tuple(f"__pad{i}" for i in range(pad_f)),
+            models=self.models + tuple(f"__pad{i}" for i in range(pad_m)),
             n_benchmarks=self.n_benchmarks,
         )
 

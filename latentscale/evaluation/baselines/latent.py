@@ -9,9 +9,8 @@ family's posterior mode, weights proportional to the posterior): the family post
 on that family's training rows only; a family without training rows uses the prior N(0, Σ).
 
 Speed for many refits: ``pad=(n_obs, n_models, n_families)`` pads the long-form design to a fixed
-shape (padding observations carry an out-of-range family index, which JAX's segment sums drop;
-padding families have no observations and contribute exactly 0), so every fold of a
-cross-validation reuses the same compiled likelihood, gradient and posterior functions.
+shape (:meth:`~latentscale.model.design.Design.padded`: ℓ, gradient and posteriors unchanged), so
+every fold of a cross-validation reuses the same compiled likelihood, gradient and posterior functions.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from latentscale.data.dataset import ScoreData
 from latentscale.estimation.init import initial_params
 from latentscale.estimation.objective import MarginalLikelihood
 from latentscale.estimation.quadrature import default_points, family_nodes, gauss_hermite_rule
-from latentscale.model.design import Design, build_design
+from latentscale.model.design import build_design
 from latentscale.model.params import ModelSpec, pack, parameter_bounds, unpack
 
 
@@ -40,25 +39,6 @@ def _posterior_rule(theta, arrays, nodes, log_weights, spec, n_families):
     params = unpack(theta, spec)
     alpha_q, terms, _ = family_nodes(params, arrays, jnp.asarray(spec.floors), nodes, log_weights, n_families, spec.J)
     return alpha_q, jax.nn.softmax(terms, axis=1)
-
-
-def pad_design(design: Design, n_obs: int, n_models: int, n_families: int) -> Design:
-    """``design`` padded to a fixed shape without changing ℓ, its gradient or the posteriors (module docstring)."""
-    extra_obs, extra_models, extra_fam = n_obs - design.n_obs, n_models - design.n_models, n_families - design.n_families
-    if min(extra_obs, extra_models, extra_fam) < 0:
-        raise ValueError(f"cannot pad a design of shape ({design.n_obs}, {design.n_models}, {design.n_families}) "
-                         f"to the smaller ({n_obs}, {n_models}, {n_families})")
-    return Design(
-        y=np.concatenate([design.y, np.full(extra_obs, 0.5)]),
-        obs_model=np.concatenate([design.obs_model, np.zeros(extra_obs, np.int32)]).astype(np.int32),
-        obs_bench=np.concatenate([design.obs_bench, np.zeros(extra_obs, np.int32)]).astype(np.int32),
-        obs_family=np.concatenate([design.obs_family, np.full(extra_obs, n_families, np.int32)]).astype(np.int32),
-        X=np.vstack([design.X, np.zeros((extra_models, design.X.shape[1]))]),
-        model_family=np.concatenate([design.model_family, np.full(extra_models, n_families - 1, np.int32)]).astype(np.int32),
-        families=design.families + tuple(f"__pad{i}" for i in range(extra_fam)),
-        models=design.models + tuple(f"__pad{i}" for i in range(extra_models)),
-        n_benchmarks=design.n_benchmarks,
-    )
 
 
 class LatentMethod:
@@ -106,7 +86,7 @@ class LatentMethod:
                                       floors=tuple(float(floors[b]) for b in benchmarks), clip=self.clip)
         design, self.scaler_ = build_design(data, benchmarks, self.clip)
         self.design_ = design
-        padded = pad_design(design, *self.pad) if self.pad is not None else design
+        padded = design.padded(*self.pad) if self.pad is not None else design
         ml = MarginalLikelihood.build(spec, padded, points=self.points)
         lo, hi = np.array(parameter_bounds(spec)).T
         warm = self.start is not None and np.size(self.start) == spec.n_params
