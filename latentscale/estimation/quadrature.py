@@ -11,12 +11,14 @@ deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from latentscale.estimation import smallmat as sm
+from latentscale.model.params import unpack
 from latentscale.model.likelihood import (
     LOG_2PI,
     beta_eta_derivatives,
@@ -90,7 +92,7 @@ _STEP_SIZES = np.array([1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0078125, 0.001
 
 
 def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max_iter: int = 50,
-                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1, init=None):
+                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1):
     """Posterior modes α̂_f (F, K) and the curvature there (F, K, K): the Fisher information of
     the family's scores plus Σ⁻¹, positive definite and smooth in the parameters (the
     quadrature's scale; any smooth positive-definite scale gives a valid rule).
@@ -99,7 +101,6 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
     ``tol``; then two tracked Newton steps from the converged point carry the exact
     derivatives of the mode (implicit function theorem; two steps keep second derivatives
     exact as well, since Newton's error is quadratic).
-    ``init`` (F, K) warm-starts the iterations (default: α = 0).
     """
     K = params["loadings"].shape[0]
     _, _, lam_obs = obs_terms(params, arrays, floors)
@@ -149,8 +150,7 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
         alpha, norm = newton(p_const, alpha)
         return i + 1, alpha, jnp.max(norm)
 
-    start = jnp.zeros((n_families, K)) if init is None else jax.lax.stop_gradient(init)
-    _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), start, jnp.asarray(jnp.inf)))
+    _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros((n_families, K)), jnp.asarray(jnp.inf)))
     alpha = jax.lax.stop_gradient(alpha)
     for _ in range(tracked_steps):
         alpha = newton(params, alpha, damped=False)[0]
@@ -160,9 +160,9 @@ def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max
 
 
 def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
-    """The adaptive rule of every family: nodes α_fq (F, Q, K) and log terms (F, Q) whose
-    log-sum-exp, plus the log-determinant (F,) of the node map, is log p(y_f). Normalized, the
-    terms are the posterior weights of the nodes."""
+    """The adaptive rule of every family: its centre (the posterior mode, F × K), nodes α_fq
+    (F, Q, K) and log terms (F, Q) whose log-sum-exp, plus the log-determinant (F,) of the node
+    map, is log p(y_f). Normalized, the terms are the posterior weights of the nodes."""
     alpha, H = family_modes(params, arrays, floors, n_families, n_benchmarks)
     R = sm.cholesky(H)  # H = R Rᵀ
     K = R.shape[-1]
@@ -180,10 +180,20 @@ def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_
     log_phi_z = -0.5 * jnp.sum(nodes**2, axis=1) - 0.5 * K * LOG_2PI  # (Q,)
     log_det_S = -jnp.sum(jnp.log(jnp.diagonal(R, axis1=1, axis2=2)), axis=1)
     terms = log_weights[None, :] + ll_fam + lp - log_phi_z[None, :]
-    return alpha_q, terms, log_det_S
+    return alpha, alpha_q, terms, log_det_S
 
 
 def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
     """Adaptive Gauss–Hermite log marginal likelihood of each family, shape (F,)."""
-    _, terms, log_det_S = family_nodes(params, arrays, floors, nodes, log_weights, n_families, n_benchmarks)
+    _, _, terms, log_det_S = family_nodes(params, arrays, floors, nodes, log_weights, n_families, n_benchmarks)
     return log_det_S + jax.scipy.special.logsumexp(terms, axis=1)
+
+
+@partial(jax.jit, static_argnames=("spec", "n_families"))
+def posterior_rule(theta, arrays, nodes, log_weights, spec, n_families: int):
+    """At the unconstrained parameters ``theta``: every family's posterior mode (F, K), the
+    adaptive nodes α_fq (F, Q, K) and their normalized posterior weights (F, Q)."""
+    params = unpack(theta, spec)
+    mode, alpha_q, terms, _ = family_nodes(params, arrays, jnp.asarray(spec.floors), nodes, log_weights,
+                                           n_families, spec.J)
+    return mode, alpha_q, jax.nn.softmax(terms, axis=1)

@@ -10,16 +10,13 @@ seeded, so the same call gives the same draws.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from latentscale.estimation.quadrature import default_points, family_nodes, gauss_hermite_rule
+from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, posterior_rule
 from latentscale.model.design import build_design
-from latentscale.model.params import unpack
 from latentscale.prediction import sampling
 
 
@@ -126,28 +123,16 @@ def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = 
     return sampling.parameter_draws(fit.theta, cov, n, seed)
 
 
-@partial(jax.jit, static_argnames=("spec", "n_families"))
-def _moments(theta, arrays, nodes, log_weights, spec, n_families):
-    from latentscale.estimation.quadrature import family_modes
-
-    params = unpack(theta, spec)
-    floors = jnp.asarray(spec.floors)
-    mode, _ = family_modes(params, arrays, floors, n_families, spec.J)
-    alpha_q, terms, _ = family_nodes(params, arrays, floors, nodes, log_weights, n_families, spec.J)
-    w = jax.nn.softmax(terms, axis=1)  # (F, Q)
-    mean = jnp.einsum("fq,fqk->fk", w, alpha_q)
-    dev = alpha_q - mean[:, None, :]
-    cov = jnp.einsum("fq,fqk,fql->fkl", w, dev, dev)
-    return mode, mean, cov
-
-
 def _quadrature_moments(fit, design):
     """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂."""
     rule = gauss_hermite_rule(fit.spec.K, fit.options.get("points") or default_points(fit.spec.K))
     padded = design.padded()  # compiled once per size bucket
-    out = _moments(jnp.asarray(fit.theta), padded.arrays(), jnp.asarray(rule.nodes), jnp.asarray(rule.log_weights),
-                   fit.spec, padded.n_families)
-    return tuple(np.asarray(a)[: design.n_families] for a in out)
+    mode, alpha_q, w = (np.asarray(a)[: design.n_families] for a in posterior_rule(
+        jnp.asarray(fit.theta), padded.arrays(), jnp.asarray(rule.nodes), jnp.asarray(rule.log_weights), fit.spec,
+        padded.n_families))
+    mean = np.einsum("fq,fqk->fk", w, alpha_q)
+    dev = alpha_q - mean[:, None, :]
+    return mode, mean, np.einsum("fq,fqk,fql->fkl", w, dev, dev)
 
 
 def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,

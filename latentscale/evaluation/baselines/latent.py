@@ -16,9 +16,7 @@ every fold of a cross-validation reuses the same compiled likelihood, gradient a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -28,17 +26,9 @@ from scipy.special import expit
 from latentscale.data.dataset import ScoreData
 from latentscale.estimation.init import initial_params
 from latentscale.estimation.objective import MarginalLikelihood
-from latentscale.estimation.quadrature import default_points, family_nodes, gauss_hermite_rule
+from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, posterior_rule
 from latentscale.model.design import build_design
 from latentscale.model.params import ModelSpec, pack, parameter_bounds, unpack
-
-
-@partial(jax.jit, static_argnames=("spec", "n_families"))
-def _posterior_rule(theta, arrays, nodes, log_weights, spec, n_families):
-    """Adaptive-quadrature nodes α_fq (F, Q, K) and normalized posterior weights (F, Q)."""
-    params = unpack(theta, spec)
-    alpha_q, terms, _ = family_nodes(params, arrays, jnp.asarray(spec.floors), nodes, log_weights, n_families, spec.J)
-    return alpha_q, jax.nn.softmax(terms, axis=1)
 
 
 class LatentMethod:
@@ -111,8 +101,8 @@ class LatentMethod:
         self.iterations_ = int(steps)
         self.converged_ = bool(res.success)
         rule = ml.rule
-        alpha_q, w = _posterior_rule(jnp.asarray(self.theta_), padded.arrays(), jnp.asarray(rule.nodes),
-                                     jnp.asarray(rule.log_weights), spec, padded.n_families)
+        _, alpha_q, w = posterior_rule(jnp.asarray(self.theta_), padded.arrays(), jnp.asarray(rule.nodes),
+                                       jnp.asarray(rule.log_weights), spec, padded.n_families)
         F = design.n_families
         self.posterior_nodes_ = np.asarray(alpha_q)[:F]
         self.posterior_weights_ = np.asarray(w)[:F]
