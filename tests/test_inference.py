@@ -118,16 +118,22 @@ def test_fd_hessian_matches_second_differences_of_the_value(fitted):
         assert H[i, i] == pytest.approx(second, rel=1e-4, abs=1e-4 * np.abs(np.diag(H)).max())
 
 
-def test_family_scores_match_automatic_differentiation(fitted):
+def test_exact_hessian_and_scores_match_differences_of_the_gradient(fitted):
     data, r = fitted
     design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
     ml = MarginalLikelihood.build(r.spec, design, points=1)
     theta = r.theta + 0.02
-    S = fd_family_scores(ml, theta)
-    S_ad = ml.family_scores(theta)
-    np.testing.assert_allclose(S, S_ad, rtol=1e-5, atol=1e-6 * np.abs(S_ad).max())
+    H_fd, S_fd = fd_hessian(ml, theta, with_scores=True)
+    H, S = ml.hessian_and_scores(theta)
+    scale = np.abs(H).max()
+    np.testing.assert_allclose(H, H_fd, rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(S, S_fd, rtol=1e-4, atol=1e-6 * np.abs(S).max())
+    np.testing.assert_allclose(fd_family_scores(ml, theta), S_fd, rtol=1e-5, atol=1e-8 * np.abs(S).max())
     _, g = ml.value_and_grad(theta)
-    np.testing.assert_allclose(S.sum(axis=0), g, rtol=1e-5, atol=1e-5 * np.abs(g).max())
+    np.testing.assert_allclose(S.sum(axis=0), g, rtol=1e-8, atol=1e-8 * np.abs(g).max())
+    # Directions in batches give the same matrix as all at once.
+    H2, _ = ml.hessian_and_scores(theta, batch=7)
+    np.testing.assert_allclose(H2, H, rtol=1e-10, atol=1e-10 * scale)
 
 
 def test_summary_and_json_carry_standard_errors(fitted):

@@ -299,3 +299,48 @@ def test_invariant_to_row_order_and_family_labels(problem, request):
         back = {name: got[relabel[name] if "relabeled" in case else name] for name in base}
         for name in base:
             assert back[name] == pytest.approx(base[name], abs=1e-9), (case, name)
+
+
+@pytest.mark.parametrize("problem", ["k1", "k2"])
+def test_family_chunks_give_the_same_likelihood_gradient_and_hessian(problem, request):
+    """Cut into chunks of whole families (padded to one shape), ℓ, its gradient, the per-family
+    values and the exact Hessian are those of the whole design."""
+    data, spec, design, theta = request.getfixturevalue(problem)[:4]
+    whole = MarginalLikelihood.build(spec, design, points=3)
+    chunked = MarginalLikelihood.build(spec, design, points=3, chunk_cells=3 ** spec.K * 7)
+    assert whole.n_chunks == 1 and chunked.n_chunks >= 3
+    v, g, per = whole.value_grad_families(theta)
+    v2, g2, per2 = chunked.value_grad_families(theta)
+    np.testing.assert_allclose(per2, per, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g2, g, rtol=1e-10, atol=1e-10 * np.abs(g).max())
+    H, S = whole.hessian_and_scores(theta)
+    H2, S2 = chunked.hessian_and_scores(theta)
+    np.testing.assert_allclose(H2, H, rtol=1e-9, atol=1e-9 * np.abs(H).max())
+    np.testing.assert_allclose(S2, S, rtol=1e-9, atol=1e-9 * np.abs(S).max())
+
+
+def test_warm_started_modes_do_not_change_the_likelihood(k2):
+    """The mode search starts from the last evaluation's modes; values do not depend on it."""
+    _, spec, design, theta = k2
+    ml = MarginalLikelihood.build(spec, design, points=3)
+    cold = ml.value_grad_families(theta)
+    ml.value_grad_families(theta + 0.3)  # leaves modes of a distant point behind
+    warm = ml.value_grad_families(theta)
+    ml.reset()
+    again = ml.value_grad_families(theta)
+    assert warm[0] == pytest.approx(cold[0], abs=1e-10)
+    np.testing.assert_allclose(warm[1], cold[1], rtol=1e-8, atol=1e-8 * np.abs(cold[1]).max())
+    np.testing.assert_array_equal(again[2], cold[2])  # reset: bit-for-bit the cold evaluation
+
+
+def test_subset_of_families_keeps_their_scores(k1):
+    data, spec, design, theta, _ = k1
+    idx = np.array([0, 3, 4, 17, design.n_families - 1])
+    sub = design.subset_families(idx)
+    assert sub.families == tuple(design.families[i] for i in idx)
+    whole = dict(zip(design.families, MarginalLikelihood.build(spec, design, points=5).per_family(theta)))
+    part = MarginalLikelihood.build(spec, sub, points=5).per_family(theta)
+    np.testing.assert_allclose(part, [whole[design.families[i]] for i in idx], rtol=1e-12)
+    keep = np.isin(design.obs_family, idx)
+    assert sub.n_obs == keep.sum()
+    np.testing.assert_array_equal(np.sort(sub.y), np.sort(design.y[keep]))

@@ -4,17 +4,23 @@ Stages, each deterministic:
 
 1. several starts (a moment-based one and fixed-seed perturbations of it), each run for
    ``screen_iter`` L-BFGS-B iterations on the Laplace approximation (cheap: one node per
-   family), within box bounds that stop runaway line searches;
+   family), within box bounds that stop runaway line searches; with many families, on an
+   evenly spread subset of them (and the best taken to that subset's optimum);
 2. from the best, quasi-Newton steps on the Laplace objective to its optimum: the Hessian is
-   computed once by central differences of the exact gradient and then kept current by BFGS
-   updates (safeguarded: an update that would break positive definiteness is skipped);
+   computed once by central differences of the exact gradient (of the subset's, scaled to
+   all families, when there is one) and then kept current by BFGS updates (safeguarded: an
+   update that would break positive definiteness is skipped);
 3. the same on the adaptive Gauss–Hermite objective, whose optimum lies close, starting from
-   the Laplace Hessian at the Laplace optimum; every step backtracks and stays inside the bounds;
-4. the Hessian at the optimum by central differences of the exact gradient, of the Laplace
-   objective by default (seconds) or of the full objective (``hessian="full"``: about ten
-   times slower, and used anyway when the Laplace one is not negative definite), for the
-   positive-definiteness check and standard errors.
+   the Laplace curvature at the Laplace optimum; every step backtracks and stays inside the
+   bounds;
+4. the Hessian at the optimum and the per-family scores (for the OPG and sandwich
+   covariances), of the Laplace objective by default (fast) or of the full objective
+   (``hessian="full"``; used anyway when the Laplace one is not negative definite): by
+   central differences of the exact gradient, or with more than ``screen_families`` families
+   exactly by automatic differentiation (one call instead of 2P, after a longer compilation).
 
+Each objective warm-starts its per-family mode search from the modes of its previous
+evaluation, so an evaluation near the last one costs two or three Newton iterations.
 The adaptive-quadrature objective compiles in a background thread while stage 1 runs, so
 on a cold start the two compilations overlap with useful work.
 """
@@ -76,12 +82,14 @@ def fit_mle(
     screen_iter: int = 50,
     gtol: float = 1e-6,
     hessian: str = "laplace",
+    screen_families: int = 4000,
     progress: Progress | None = None,
 ) -> MLEOutcome:
     """Maximize the marginal log-likelihood; returns the unconstrained optimum and diagnostics.
 
     ``maxiter`` bounds the quasi-Newton steps of stages 2 and 3 each; ``gtol`` is the
-    largest gradient entry accepted as converged in them.
+    largest gradient entry accepted as converged in them. With more than ``screen_families``
+    families the starts are screened on an evenly spread subset of that many.
     """
     if hessian not in ("laplace", "full"):
         raise ValueError(f"hessian must be 'laplace' or 'full', got {hessian!r}")
@@ -91,46 +99,64 @@ def fit_mle(
     bounds = parameter_bounds(spec)
     lo, hi = np.array(bounds).T
     starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
-    warm = _compile_in_background(full, starts[0]) if full.rule.size > 1 else None
+    # The exact (automatic-differentiation) Hessian pays off with many families; it compiles
+    # in the background, like the full objective, while the screening runs.
+    exact = design.n_families > screen_families
+    warm = [_compile_in_background(laplace.warm_up, starts[0], hessian=exact and hessian == "laplace")]
+    if full.rule.size > 1:
+        warm.append(_compile_in_background(full.warm_up, starts[0], hessian=exact and hessian == "full"))
 
+    # Many families: the starts are screened (and the best refined) on an evenly spread
+    # subset of them; its optimum is a few Newton steps from the optimum on all of them.
+    subset = screen_subset(design, screen_families)
+    screen = laplace if subset is None else MarginalLikelihood.build(spec, subset, points=1)
+    on = "" if subset is None else f" (on {subset.n_families} of {design.n_families} families)"
     n_eval = [0]
-    f_lap = _negated(laplace, n_eval)
+    f_lap = _negated(screen, n_eval)
     results = []
     for s, x0 in enumerate(starts):
+        screen.reset()
         if not np.isfinite(f_lap(x0)[0]):
             say(f"start {s + 1}/{n_starts}: not finite, skipped")
             continue
         r = minimize(f_lap, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                      options={"maxiter": screen_iter, "gtol": gtol, "ftol": 1e-13, "maxcor": 30})
         results.append(r)
-        say(f"start {s + 1}/{n_starts}: Laplace log-likelihood {-r.fun:.3f} after {r.nit} iterations")
+        say(f"start {s + 1}/{n_starts}: Laplace log-likelihood {-r.fun:.3f}{on} after {r.nit} iterations")
     if not results:
         raise RuntimeError("no starting point gave a finite likelihood; check the data")
     best = min(results, key=lambda r: r.fun)
     iterations = int(sum(r.nit for r in results))
-    say(f"best start: Laplace log-likelihood {-best.fun:.3f}; quasi-Newton steps from its Hessian")
-    H0 = fd_hessian(laplace, best.x)
-    theta, _, n_lap = quasi_newton(laplace, best.x, H0, lo, hi, gtol, maxiter)
+    theta = best.x
+    scale = 1.0 if subset is None else design.n_families / subset.n_families
+    if subset is not None:
+        say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
+        theta, _, n_sub = quasi_newton(screen, theta, fd_hessian(screen, theta), lo, hi, gtol, maxiter)
+        iterations += n_sub
+    # Starting curvature: differences of the gradient (of the subset's, scaled up, with many
+    # families); BFGS updates refine it.
+    say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")
+    theta, _, n_lap = quasi_newton(laplace, theta, scale * fd_hessian(screen, theta), lo, hi, gtol, maxiter)
     iterations += n_lap
     ll_lap = laplace.value_and_grad(theta)[0]
     if full.rule.size > 1:
         say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with "
             f"{full.rule.size}-node adaptive Gauss–Hermite quadrature")
-        if warm is not None:
-            warm.join()
-        H_lap = fd_hessian(laplace, theta)
-        theta, _, n_full = quasi_newton(full, theta, H_lap, lo, hi, gtol, maxiter)
+        theta, _, n_full = quasi_newton(full, theta, scale * fd_hessian(screen, theta), lo, hi, gtol, maxiter)
         iterations += n_full
+    for thread in warm:
+        thread.join()
     value, grad = full.value_and_grad(theta)
     curvature = full if hessian == "full" else laplace
-    H, S = fd_hessian(curvature, theta, with_scores=True)
+    H, S = hessian_and_scores(curvature, theta, exact)
     if hessian == "laplace" and full.rule.size > 1 and not np.all(np.linalg.eigvalsh(-H) > 0):
         # The Laplace surface can be flat or bent the wrong way in a weakly identified
         # direction where the quadrature objective is not: use the exact Hessian then.
         say("the Laplace Hessian is not negative definite at the optimum; computing the full one")
-        H, S = fd_hessian(full, theta, with_scores=True)
+        H, S = hessian_and_scores(full, theta, exact)
         hessian = "full"
-    say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian by differences of the gradient")
+    how = "automatic differentiation" if exact else "differences of the gradient"
+    say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian by {how}")
     diagnostics = {
         "grad_norm": float(np.linalg.norm(grad)),
         "grad_max": float(np.max(np.abs(grad))),
@@ -147,12 +173,12 @@ def fit_mle(
                       score_outer=S.T @ S)
 
 
-def _compile_in_background(ml: MarginalLikelihood, theta: np.ndarray) -> threading.Thread:
-    """Compile ``ml``'s value-and-gradient in a daemon thread (XLA compiles without the GIL)."""
+def _compile_in_background(warm_up: Callable, *args, **kwargs) -> threading.Thread:
+    """Run a stateless ``warm_up`` (compilation) in a daemon thread (XLA compiles without the GIL)."""
 
     def work():
         try:
-            ml.value_and_grad(theta)
+            warm_up(*args, **kwargs)
         except Exception:  # noqa: BLE001 - the foreground call will raise it properly
             pass
 
@@ -186,9 +212,24 @@ def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4
     return (H, S) if with_scores else H
 
 
+def hessian_and_scores(ml: MarginalLikelihood, theta: np.ndarray, exact: bool):
+    """The Hessian of ℓ and the per-family scores at ``theta``: exact (automatic
+    differentiation: one call, but a long compilation) or by differences of the gradient
+    (2 × P gradient calls, nothing more to compile)."""
+    ml.per_family(theta)  # modes converged at theta: the differences start from them
+    return ml.hessian_and_scores(theta) if exact else fd_hessian(ml, theta, with_scores=True)
+
+
 def fd_family_scores(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
     """(F, P) gradients of each family's log-likelihood, by central differences of the values."""
     return fd_hessian(ml, theta, rel_step, with_scores=True)[1]
+
+
+def screen_subset(design: Design, n: int) -> Design | None:
+    """An evenly spread subset of ``n`` families (every k-th), or None when there are not more."""
+    if design.n_families <= n:
+        return None
+    return design.subset_families(np.linspace(0, design.n_families - 1, n).round().astype(int))
 
 
 def quasi_newton(ml: MarginalLikelihood, theta, H0, lo, hi, gtol: float, max_iter: int):

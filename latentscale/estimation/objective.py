@@ -3,11 +3,16 @@
 Functions are compiled once per (spec, data shape, rule size): the data arrays and quadrature
 nodes are arguments, never constants baked into the trace, so refits on data of the same
 shape (folds, restarts, bootstrap) reuse the compiled code.
+
+Large designs are cut into chunks of whole families, padded to one common shape (one
+compilation), evaluated one after the other and summed: memory is bounded by the chunk, not by
+the data, and grows linearly with the number of observed scores. Each chunk keeps the family
+modes of its last evaluation and warm-starts the next mode search from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -18,56 +23,127 @@ from latentscale.estimation.quadrature import QuadratureRule, default_points, fa
 from latentscale.model.design import Design
 from latentscale.model.params import ModelSpec, unpack
 
+#: Default bound on observed scores × quadrature nodes per chunk (memory per chunk ~ 1–2 GB at most).
+CHUNK_CELLS = 1 << 22
 
-@partial(jax.jit, static_argnames=("spec", "n_families"))
-def _family_ll(theta, arrays, nodes, log_weights, spec, n_families):
+
+def _family_ll_modes(theta, arrays, nodes, log_weights, alpha0, spec, n_families, tracked_steps=1, search=True):
     params = unpack(theta, spec)
     floors = jnp.asarray(spec.floors)
-    return family_loglik(params, arrays, floors, nodes, log_weights, n_families, spec.J)
+    return family_loglik(params, arrays, floors, nodes, log_weights, n_families, spec.J, alpha0, tracked_steps,
+                         search)
 
 
-def _total(theta, arrays, nodes, log_weights, spec, n_families):
-    return jnp.sum(_family_ll(theta, arrays, nodes, log_weights, spec, n_families))
+_family_ll = jax.jit(_family_ll_modes, static_argnames=("spec", "n_families", "tracked_steps"))
 
 
-def _total_and_families(theta, arrays, nodes, log_weights, spec, n_families):
-    per = _family_ll(theta, arrays, nodes, log_weights, spec, n_families)
-    return jnp.sum(per), per
+def _total_and_aux(theta, arrays, nodes, log_weights, alpha0, spec, n_families):
+    per, modes = _family_ll_modes(theta, arrays, nodes, log_weights, alpha0, spec, n_families)
+    return jnp.sum(per), (per, modes)
 
 
-# One compiled executable gives ℓ, its gradient and the per-family values (aux output), so
-# finite-difference Hessians and per-family scores come from the same evaluations.
-_value_and_grad = jax.jit(jax.value_and_grad(_total_and_families, has_aux=True),
-                          static_argnames=("spec", "n_families"))
-_family_jac = jax.jit(jax.jacrev(_family_ll), static_argnames=("spec", "n_families"))
+# One compiled executable gives ℓ, its gradient, the per-family values and the modes (aux).
+_value_and_grad = jax.jit(jax.value_and_grad(_total_and_aux, has_aux=True), static_argnames=("spec", "n_families"))
+
+
+@partial(jax.jit, static_argnames=("spec", "n_families", "batch"))
+def _hessian_and_scores(theta, arrays, nodes, log_weights, alpha0, spec, n_families, batch):
+    """Exact Hessian of ℓ (P, P) and per-family scores (F, P), by forward-mode derivatives of
+    the reverse-mode gradient, ``batch`` directions at a time. ``alpha0`` must be the converged
+    modes at ``theta``: two tracked Newton steps from them keep the mode's second derivatives
+    exact, and the mode search is left out of the differentiated program."""
+
+    def grad_and_per(th):
+        def total(t):
+            per, _ = _family_ll_modes(t, arrays, nodes, log_weights, alpha0, spec, n_families, tracked_steps=2,
+                                      search=False)
+            return jnp.sum(per), per
+
+        g, per = jax.grad(total, has_aux=True)(th)
+        return g, per
+
+    def directional(v):
+        return jax.jvp(grad_and_per, (theta,), (v,))[1]
+
+    H, S = jax.lax.map(directional, jnp.eye(theta.size, dtype=theta.dtype), batch_size=batch)
+    return (H + H.T) / 2.0, S.T
+
+
+def family_chunks(design: Design, max_obs: int) -> list[tuple[Design, int]]:
+    """Cut a design into chunks of consecutive whole families with at most ``max_obs`` observed
+    scores each (a larger family gets a chunk of its own), all padded to one shape. Returns
+    (padded chunk, number of its real families) pairs; one unpadded chunk if all fit."""
+    if design.n_obs <= max_obs:
+        return [(design, design.n_families)]
+    per_family = np.bincount(design.obs_family, minlength=design.n_families)
+    bounds, start, count = [], 0, 0
+    for f, n in enumerate(per_family):
+        if count + n > max_obs and f > start:
+            bounds.append((start, f))
+            start, count = f, 0
+        count += n
+    bounds.append((start, design.n_families))
+    pieces = [design.family_slice(a, b) for a, b in bounds]
+    F = max(p.n_families for p in pieces)
+    M = max(p.n_models for p in pieces)
+    N = max(p.n_obs for p in pieces)
+    return [(p.padded(N, M, F), p.n_families) for p in pieces]
 
 
 @dataclass
 class MarginalLikelihood:
-    """ℓ(θ) = Σ_f log ∫ p(y_f | α) N(α; 0, Σ) dα for one design, by adaptive Gauss–Hermite quadrature."""
+    """ℓ(θ) = Σ_f log ∫ p(y_f | α) N(α; 0, Σ) dα for one design, by adaptive Gauss–Hermite quadrature.
+
+    ``chunk_cells`` bounds observed scores × nodes per compiled call (the design is cut into
+    chunks of whole families beyond it).
+    """
 
     spec: ModelSpec
     design: Design
     rule: QuadratureRule
+    chunk_cells: int = CHUNK_CELLS
+    _chunks: list = field(init=False, repr=False)
 
     @classmethod
-    def build(cls, spec: ModelSpec, design: Design, points: int | None = None, prune: float = 0.0):
+    def build(cls, spec: ModelSpec, design: Design, points: int | None = None, prune: float = 0.0,
+              chunk_cells: int = CHUNK_CELLS):
         points = default_points(spec.K) if points is None else points
-        return cls(spec, design, gauss_hermite_rule(spec.K, points, prune))
+        return cls(spec, design, gauss_hermite_rule(spec.K, points, prune), chunk_cells)
 
     def __post_init__(self):
-        self._cached = (
-            self.design.arrays(),
-            jnp.asarray(self.rule.nodes),
-            jnp.asarray(self.rule.log_weights),
-        )
+        nodes, log_weights = jnp.asarray(self.rule.nodes), jnp.asarray(self.rule.log_weights)
+        max_obs = max(1, self.chunk_cells // self.rule.size)
+        self._chunks = []
+        for chunk, n_real in family_chunks(self.design, max_obs):
+            zeros = jnp.zeros((chunk.n_families, self.spec.K))
+            self._chunks.append({"arrays": chunk.arrays(), "n_families": chunk.n_families, "n_real": n_real,
+                                 "nodes": nodes, "log_weights": log_weights, "modes": zeros})
 
-    def _args(self):
-        return self._cached
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    def reset(self) -> None:
+        """Forget the warm-start modes (the next mode search starts from 0)."""
+        for c in self._chunks:
+            c["modes"] = jnp.zeros_like(c["modes"])
+
+    def _args(self, c):
+        return c["arrays"], c["nodes"], c["log_weights"], c["modes"]
+
+    def _keep_modes(self, c, modes):
+        if bool(jnp.all(jnp.isfinite(modes))):
+            c["modes"] = modes
 
     def per_family(self, theta) -> np.ndarray:
         """Log marginal likelihood of each family, (F,)."""
-        return np.asarray(_family_ll(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families))
+        theta = jnp.asarray(theta)
+        out = []
+        for c in self._chunks:
+            per, modes = _family_ll(theta, *self._args(c), self.spec, c["n_families"])
+            self._keep_modes(c, modes)
+            out.append(np.asarray(per)[: c["n_real"]])
+        return np.concatenate(out)
 
     def value(self, theta) -> float:
         return float(self.per_family(theta).sum())
@@ -77,10 +153,48 @@ class MarginalLikelihood:
         return v, g
 
     def value_grad_families(self, theta) -> tuple[float, np.ndarray, np.ndarray]:
-        """ℓ, its gradient and the (F,) per-family log-likelihoods, from one compiled call."""
-        (v, per), g = _value_and_grad(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families)
-        return float(v), np.asarray(g), np.asarray(per)
+        """ℓ, its gradient and the (F,) per-family log-likelihoods (one compiled call per chunk)."""
+        theta = jnp.asarray(theta)
+        value, grad, per_all = 0.0, np.zeros(theta.size), []
+        for c in self._chunks:
+            (v, (per, modes)), g = _value_and_grad(theta, *self._args(c), self.spec, c["n_families"])
+            self._keep_modes(c, modes)
+            value += float(v)
+            grad += np.asarray(g)
+            per_all.append(np.asarray(per)[: c["n_real"]])
+        return value, grad, np.concatenate(per_all)
 
-    def family_scores(self, theta) -> np.ndarray:
-        """(F, n_params) gradients of each family's log-likelihood (for the sandwich estimator)."""
-        return np.asarray(_family_jac(jnp.asarray(theta), *self._args(), self.spec, self.design.n_families))
+    def hessian_and_scores(self, theta, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact Hessian of ℓ (P, P) and the per-family scores (F, P) at ``theta``, by
+        automatic differentiation (forward over reverse), ``batch`` parameter directions at a
+        time (default: as many as keep a chunk's working set near ``chunk_cells``)."""
+        theta = jnp.asarray(theta)
+        P = theta.size
+        H, S = np.zeros((P, P)), []
+        self.per_family(theta)  # the converged modes at theta, for every chunk
+        for c in self._chunks:
+            b = batch or self._batch(c, P)
+            h, s = _hessian_and_scores(theta, *self._args(c), self.spec, c["n_families"], b)
+            H += np.asarray(h)
+            S.append(np.asarray(s)[: c["n_real"]])
+        return H, np.concatenate(S)
+
+    def warm_up(self, theta, hessian: bool = False) -> None:
+        """Compile the value-and-gradient (and with ``hessian`` the Hessian) for this design's
+        chunk shape by evaluating them on the first chunk; the warm-start modes are left alone
+        (safe to run in a background thread)."""
+        c, theta = self._chunks[0], jnp.asarray(theta)
+        jax.block_until_ready(_value_and_grad(theta, *self._args(c), self.spec, c["n_families"]))
+        if hessian:
+            jax.block_until_ready(_hessian_and_scores(theta, *self._args(c), self.spec, c["n_families"],
+                                                      self._batch(c, theta.size)))
+
+    def _batch(self, c, n_params: int) -> int:
+        """Parameter directions per forward pass of the Hessian: as many as keep the working set
+        near ``chunk_cells`` (all of them on small data)."""
+        cells = c["arrays"]["y"].shape[0] * self.rule.size
+        return int(np.clip(self.chunk_cells // max(cells, 1), 1, n_params))
+
+    def hessian(self, theta) -> np.ndarray:
+        """The exact Hessian of ℓ at ``theta`` (see :meth:`hessian_and_scores`)."""
+        return self.hessian_and_scores(theta)[0]

@@ -87,83 +87,93 @@ def _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_
     return H, G @ lam.T, prec
 
 
-#: Step sizes tried by the mode finder's line search, largest first; the last (0) always passes.
-_STEP_SIZES = np.array([1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.0078125, 0.001953125, 0.0])
-
-
-def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max_iter: int = 50,
-                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1):
+def family_modes(params, arrays, floors, n_families: int, n_benchmarks: int, max_iter: int = 60,
+                 tol: float = 1e-10, max_step: float = 2.0, tracked_steps: int = 1, alpha0=None,
+                 search: bool = True):
     """Posterior modes α̂_f (F, K) and the curvature there (F, K, K): the Fisher information of
     the family's scores plus Σ⁻¹, positive definite and smooth in the parameters (the
     quadrature's scale; any smooth positive-definite scale gives a valid rule).
 
-    Damped Newton iterations run without gradient tracking until the largest step is below
-    ``tol``; then two tracked Newton steps from the converged point carry the exact
-    derivatives of the mode (implicit function theorem; two steps keep second derivatives
-    exact as well, since Newton's error is quadratic).
+    Damped Newton iterations, vectorized over families, run without gradient tracking from
+    ``alpha0`` (a warm start, e.g. the modes at nearby parameters; default 0) until every
+    family's Newton step is below ``tol``. Each iteration tries one step per family: a family
+    whose step fails the sufficient-increase test keeps its point and halves its step length
+    in the next iteration (backtracking spread over iterations, so an iteration costs one
+    derivative and one density evaluation per score). A family stops when its step is below
+    ``tol`` or its predicted gain is within rounding of its log joint. Then ``tracked_steps`` plain Newton
+    steps from the converged point carry the exact derivatives of the mode (implicit function
+    theorem; two steps keep second derivatives exact as well, since Newton's error is
+    quadratic: use two where the objective is differentiated twice). ``search=False`` skips
+    the search: ``alpha0`` must then already be the converged modes (a smaller program to
+    differentiate, e.g. for exact Hessians).
     """
     K = params["loadings"].shape[0]
-    _, _, lam_obs = obs_terms(params, arrays, floors)
     fam = arrays["obs_family"]
-
     log_y, log1m_y = arrays["log_y"], arrays["log1m_y"]
-    c_obs, log_phi_obs, _ = obs_terms(params, arrays, floors)
-    c_obs, log_phi_obs = jax.lax.stop_gradient(c_obs), jax.lax.stop_gradient(log_phi_obs)
+    p_const = jax.lax.stop_gradient(params)
+    c_obs, log_phi_obs, lam_c = obs_terms(p_const, arrays, floors)
+    eta0_c = fixed_eta(p_const, arrays)
 
-    def newton(p, alpha, damped=True):
-        lam_p = obs_terms(p, arrays, floors)[2]
-        eta = fixed_eta(p, arrays) + jnp.sum(lam_p * alpha[fam], axis=1)
+    def newton_step(p, alpha, lam_p, eta0):
+        eta = eta0 + jnp.sum(lam_p * alpha[fam], axis=1)
         H, g, prec = _neg_hessians(p, arrays, floors, eta, n_families, n_benchmarks)
         grad = g - alpha @ prec
-        step = sm.cho_solve(sm.cholesky(H), grad)
-        if not damped:  # the tracked steps at the converged mode: plain Newton, smooth in p
-            return alpha + step, None
-        # Backtracking line search on the log joint, vectorized over families and step sizes:
-        # η is linear along the step, the prior quadratic.
-        norm = jnp.sqrt(jnp.sum(step**2, axis=1, keepdims=True))
-        step = step * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300))
-        t = jnp.asarray(_STEP_SIZES)  # (S,)
-        d_eta = jnp.sum(lam_p * step[fam], axis=1)  # (n_obs,)
-        ll = beta_logpdf(eta[:, None] + d_eta[:, None] * t[None, :], log_y[:, None], log1m_y[:, None],
-                         c_obs[:, None], log_phi_obs[:, None])
-        ll_fam = jax.ops.segment_sum(ll, fam, num_segments=n_families)  # (F, S)
-        a_t = alpha[:, None, :] + t[None, :, None] * step[:, None, :]  # (F, S, K)
-        quad = jnp.einsum("fsk,kl,fsl->fs", a_t, prec, a_t)
-        joint = ll_fam - 0.5 * quad
-        joint0 = joint[:, -1]  # t = 0
-        slope = jnp.sum(grad * step, axis=1)  # > 0: an ascent direction
-        ok = joint >= joint0[:, None] + 1e-4 * t[None, :] * slope[:, None]
-        ok = ok & jnp.isfinite(joint)
-        first = jnp.argmax(ok, axis=1)  # largest acceptable step (t decreasing; t = 0 always ok)
-        t_f = t[first]
-        moved = t_f[:, None] * step
-        return alpha + moved, jnp.sqrt(jnp.sum(moved**2, axis=1))
+        return sm.cho_solve(sm.cholesky(H), grad), grad
 
-    p_const = jax.lax.stop_gradient(params)
+    prec_c = jax.scipy.linalg.cho_solve((p_const["corr_chol"], True), jnp.eye(K))
+
+    def joint(alpha):  # log p(y_f | α_f) + log N(α_f; 0, Σ) up to a constant, (F,)
+        eta = eta0_c + jnp.sum(lam_c * alpha[fam], axis=1)
+        ll = beta_logpdf(eta, log_y, log1m_y, c_obs, log_phi_obs)
+        ll_fam = jax.ops.segment_sum(ll, fam, num_segments=n_families)
+        return ll_fam - 0.5 * jnp.einsum("fk,kl,fl->f", alpha, prec_c, alpha)
 
     def cond(state):
-        i, _, size = state
-        return (i < max_iter) & (size > tol)
+        i, _, _, _, active = state
+        return (i < max_iter) & jnp.any(active)
 
     def body(state):
-        i, alpha, _ = state
-        alpha, norm = newton(p_const, alpha)
-        return i + 1, alpha, jnp.max(norm)
+        i, alpha, j0, t, _ = state
+        step, grad = newton_step(p_const, alpha, lam_c, eta0_c)
+        norm = jnp.sqrt(jnp.sum(step**2, axis=1))
+        step = step * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-300))[:, None]
+        trial = alpha + t[:, None] * step
+        j1 = joint(trial)
+        slope = jnp.sum(grad * step, axis=1)
+        ok = (j1 >= j0 + 1e-4 * t * slope) & jnp.isfinite(j1)
+        alpha = jnp.where(ok[:, None], trial, alpha)
+        j0 = jnp.where(ok, j1, j0)
+        t = jnp.where(ok, 1.0, 0.5 * t)
+        # Converged: a step below ``tol``, or a Newton decrement (the predicted gain) within
+        # rounding of the log joint, where the sufficient-increase test is only noise.
+        active = (norm > tol) & (slope > 1e-13 * (1.0 + jnp.abs(j0))) & (t > 1e-3)
+        return i + 1, alpha, j0, t, active
 
-    _, alpha, _ = jax.lax.while_loop(cond, body, (jnp.asarray(0), jnp.zeros((n_families, K)), jnp.asarray(jnp.inf)))
+    a0 = jnp.zeros((n_families, K)) if alpha0 is None else jax.lax.stop_gradient(jnp.asarray(alpha0))
+    ones = jnp.ones(n_families)
+    if search:
+        _, alpha, _, _, _ = jax.lax.while_loop(
+            cond, body, (jnp.asarray(0), a0, joint(a0), ones, jnp.ones(n_families, dtype=bool)))
+    else:
+        alpha = a0
     alpha = jax.lax.stop_gradient(alpha)
-    for _ in range(tracked_steps):
-        alpha = newton(params, alpha, damped=False)[0]
-    eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[fam], axis=1)
+    _, _, lam_obs = obs_terms(params, arrays, floors)
+    eta0 = fixed_eta(params, arrays)
+    for _ in range(tracked_steps):  # plain Newton steps at the converged mode: smooth in the parameters
+        alpha = alpha + newton_step(params, alpha, lam_obs, eta0)[0]
+    eta = eta0 + jnp.sum(lam_obs * alpha[fam], axis=1)
     H, _, _ = _neg_hessians(params, arrays, floors, eta, n_families, n_benchmarks, fisher_only=True)
     return alpha, H
 
 
-def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
+def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int,
+                 alpha0=None, tracked_steps: int = 1, search: bool = True):
     """The adaptive rule of every family: its centre (the posterior mode, F × K), nodes α_fq
     (F, Q, K) and log terms (F, Q) whose log-sum-exp, plus the log-determinant (F,) of the node
-    map, is log p(y_f). Normalized, the terms are the posterior weights of the nodes."""
-    alpha, H = family_modes(params, arrays, floors, n_families, n_benchmarks)
+    map, is log p(y_f). Normalized, the terms are the posterior weights of the nodes.
+    ``alpha0``, ``tracked_steps`` and ``search`` as in :func:`family_modes`."""
+    alpha, H = family_modes(params, arrays, floors, n_families, n_benchmarks, alpha0=alpha0,
+                            tracked_steps=tracked_steps, search=search)
     R = sm.cholesky(H)  # H = R Rᵀ
     K = R.shape[-1]
     S = sm.inv_lower_t(R)  # S Sᵀ = H⁻¹
@@ -183,10 +193,12 @@ def family_nodes(params, arrays, floors, nodes, log_weights, n_families: int, n_
     return alpha, alpha_q, terms, log_det_S
 
 
-def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int):
-    """Adaptive Gauss–Hermite log marginal likelihood of each family, shape (F,)."""
-    _, _, terms, log_det_S = family_nodes(params, arrays, floors, nodes, log_weights, n_families, n_benchmarks)
-    return log_det_S + jax.scipy.special.logsumexp(terms, axis=1)
+def family_loglik(params, arrays, floors, nodes, log_weights, n_families: int, n_benchmarks: int,
+                  alpha0=None, tracked_steps: int = 1, search: bool = True):
+    """Adaptive Gauss–Hermite log marginal likelihood of each family (F,), and the modes (F, K)."""
+    mode, _, terms, log_det_S = family_nodes(params, arrays, floors, nodes, log_weights, n_families, n_benchmarks,
+                                             alpha0, tracked_steps, search)
+    return log_det_S + jax.scipy.special.logsumexp(terms, axis=1), mode
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families"))

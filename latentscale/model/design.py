@@ -69,6 +69,31 @@ class Design:
             n_benchmarks=self.n_benchmarks,
         )
 
+    def family_slice(self, start: int, stop: int) -> "Design":
+        """The sub-design of families ``start:stop`` (see :meth:`subset_families`)."""
+        return self.subset_families(np.arange(start, stop))
+
+    def subset_families(self, index) -> "Design":
+        """The sub-design of the families ``index`` (increasing), re-indexed from 0 in that
+        order, with their models and scores."""
+        index = np.asarray(index, dtype=np.int64)
+        new_family = np.full(self.n_families + 1, -1, np.int64)
+        new_family[index] = np.arange(index.size)
+        fam_of_model, fam_of_obs = new_family[self.model_family], new_family[np.minimum(self.obs_family, self.n_families)]
+        keep_m, keep_o = fam_of_model >= 0, fam_of_obs >= 0
+        new_row = np.cumsum(keep_m) - 1
+        return Design(
+            y=self.y[keep_o],
+            obs_model=new_row[self.obs_model[keep_o]].astype(np.int32),
+            obs_bench=self.obs_bench[keep_o],
+            obs_family=fam_of_obs[keep_o].astype(np.int32),
+            X=self.X[keep_m],
+            model_family=fam_of_model[keep_m].astype(np.int32),
+            families=tuple(self.families[i] for i in index),
+            models=tuple(np.asarray(self.models, dtype=object)[keep_m]),
+            n_benchmarks=self.n_benchmarks,
+        )
+
     def arrays(self) -> dict:
         """The JAX arrays (a pytree) passed to jit-compiled likelihood functions."""
         return {
