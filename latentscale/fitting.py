@@ -32,7 +32,11 @@ class LatentScalingModel:
     clip : scores are clipped to [low, high] before the Beta density (None: no clipping, then
         exact 0 or 1 is an error). Default (0.001, 0.999), as in the reference analysis.
     floors : random-guess floors by benchmark, overriding the known ones.
-    points : quadrature nodes per skill dimension (default by K).
+    points : quadrature nodes per skill dimension of the product rule (default by K).
+    grid : the quadrature grid of ``aghq``: ``"auto"`` (product Gauss–Hermite up to K = 4,
+        or whenever ``points`` is given; the degree-5 Smolyak sparse grid from K = 5),
+        ``"product"`` or ``"sparse"`` (49 nodes at K = 4 instead of 256: about five times
+        faster on very large data, log-likelihood within a few tenths on the paper data).
     n_starts : number of starting points (the moment-based one and fixed-seed perturbations).
     seed : seed of the perturbed starts (and of the Monte Carlo draws of ``psga``).
     method_options : extra options of the estimator (for ``psga``: steps, draws, ...).
@@ -47,6 +51,7 @@ class LatentScalingModel:
         clip: tuple[float, float] | None = (0.001, 0.999),
         floors: dict[str, float] | None = None,
         points: int | None = None,
+        grid: str = "auto",
         n_starts: int = 3,
         seed: int = 0,
         method_options: dict | None = None,
@@ -60,7 +65,12 @@ class LatentScalingModel:
         self.method = method
         self.clip = clip
         self.floors = floors
+        if grid not in ("auto", "product", "sparse"):
+            raise ValueError(f"unknown grid {grid!r}; choose auto, product or sparse")
+        if grid == "sparse" and points is not None:
+            raise ValueError("points sets the product grid; leave it out with grid='sparse'")
         self.points = points
+        self.grid = grid
         self.n_starts = n_starts
         self.seed = seed
         self.method_options = dict(method_options or {})
@@ -101,8 +111,15 @@ class LatentScalingModel:
         else:
             from latentscale.estimation.mle import fit_mle
 
+            from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, sparse_rule
+
             points = 1 if self.method == "laplace" else self.points
-            outcome = fit_mle(design, spec, points=points, n_starts=self.n_starts, seed=self.seed,
+            rule = None
+            if self.method == "aghq" and self.grid == "sparse":
+                rule = sparse_rule(self.k)
+            elif self.method == "aghq" and self.grid == "product" and points is None:
+                rule = gauss_hermite_rule(self.k, default_points(self.k))
+            outcome = fit_mle(design, spec, points=points, rule=rule, n_starts=self.n_starts, seed=self.seed,
                               progress=progress, **self.method_options)
         diagnostics = dict(outcome.diagnostics)
         diagnostics["seconds"] = time.perf_counter() - t0
@@ -120,7 +137,7 @@ class LatentScalingModel:
             data_name=data.name,
             options={
                 "k": self.k, "anchors": list(spec.anchors), "clip": None if self.clip is None else list(self.clip),
-                "points": self.points, "n_starts": self.n_starts, "seed": self.seed,
+                "points": self.points, "grid": self.grid, "n_starts": self.n_starts, "seed": self.seed,
                 "method_options": self.method_options,
             },
             diagnostics=diagnostics,

@@ -218,6 +218,10 @@ def fit(
     points: Annotated[Optional[int], typer.Option(
         "--points", min=1, help="Quadrature nodes per skill dimension for aghq (default by K).", show_default=False)
     ] = None,
+    grid: Annotated[str, typer.Option(
+        "--grid", help="Quadrature grid of aghq: auto (product Gauss-Hermite up to K = 4, sparse beyond), product, "
+                       "or sparse (Smolyak, degree 5: 49 nodes at K = 4 instead of 256; for very large data).")
+    ] = "auto",
     hessian: Annotated[HessianKind, typer.Option(
         "--hessian", help="Hessian behind the standard errors (aghq, laplace): laplace: of the Laplace objective at "
                           "the optimum (seconds; B's SEs within a few % of full); full: of the adaptive-quadrature "
@@ -251,7 +255,7 @@ def fit(
                 raise BadInput(f"--output {output_path} is a folder; give a file name such as fit.json")
             model = LatentScalingModel(
                 k, parse_list(anchors, "--anchors"), method=method.value, clip=parse_clip(clip, no_clip),
-                points=points, n_starts=starts, seed=seed,
+                points=points, grid=grid, n_starts=starts, seed=seed,
                 **({"method_options": {"hessian": (hessian or HessianKind.laplace).value}}
                    if method != Method.psga else {}),
             )

@@ -36,6 +36,7 @@ from scipy.optimize import minimize
 
 from latentscale.estimation.init import initial_params
 from latentscale.estimation.objective import MarginalLikelihood
+from latentscale.estimation.quadrature import QuadratureRule
 from latentscale.model.design import Design
 from latentscale.model.params import ModelSpec, pack, parameter_bounds, parameter_names
 
@@ -82,20 +83,22 @@ def fit_mle(
     screen_iter: int = 50,
     gtol: float = 1e-6,
     hessian: str = "laplace",
-    screen_families: int = 4000,
+    screen_families: int = 2000,
+    rule: QuadratureRule | None = None,
     progress: Progress | None = None,
 ) -> MLEOutcome:
     """Maximize the marginal log-likelihood; returns the unconstrained optimum and diagnostics.
 
     ``maxiter`` bounds the quasi-Newton steps of stages 2 and 3 each; ``gtol`` is the
     largest gradient entry accepted as converged in them. With more than ``screen_families``
-    families the starts are screened on an evenly spread subset of that many.
+    families the starts are screened on an evenly spread subset of that many. ``rule``
+    overrides the quadrature rule of the final stage (default: by K and ``points``).
     """
     if hessian not in ("laplace", "full"):
         raise ValueError(f"hessian must be 'laplace' or 'full', got {hessian!r}")
     say = progress or (lambda msg: None)
     laplace = MarginalLikelihood.build(spec, design, points=1)
-    full = MarginalLikelihood.build(spec, design, points=points)
+    full = MarginalLikelihood.build(spec, design, points=points, rule=rule)
     bounds = parameter_bounds(spec)
     lo, hi = np.array(bounds).T
     starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
@@ -128,21 +131,25 @@ def fit_mle(
     best = min(results, key=lambda r: r.fun)
     iterations = int(sum(r.nit for r in results))
     theta = best.x
-    scale = 1.0 if subset is None else design.n_families / subset.n_families
     if subset is not None:
+        # Curvature of the subset at its optimum (BFGS-refined), scaled to all families: the
+        # starting curvature of both stages on all of them.
         say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
-        theta, _, n_sub = quasi_newton(screen, theta, fd_hessian(screen, theta), lo, hi, gtol, maxiter)
+        theta, B_sub, n_sub = quasi_newton(screen, theta, fd_hessian(screen, theta), lo, hi, gtol, maxiter)
         iterations += n_sub
-    # Starting curvature: differences of the gradient (of the subset's, scaled up, with many
-    # families); BFGS updates refine it.
+        H_start = -(design.n_families / subset.n_families) * B_sub
+    else:
+        H_start = fd_hessian(laplace, theta)  # differences of the exact gradient; BFGS refines it
     say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")
-    theta, _, n_lap = quasi_newton(laplace, theta, scale * fd_hessian(screen, theta), lo, hi, gtol, maxiter)
+    theta, _, n_lap = quasi_newton(laplace, theta, H_start, lo, hi, gtol, maxiter)
     iterations += n_lap
     ll_lap = laplace.value_and_grad(theta)[0]
     if full.rule.size > 1:
         say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with "
             f"{full.rule.size}-node adaptive Gauss–Hermite quadrature")
-        theta, _, n_full = quasi_newton(full, theta, scale * fd_hessian(screen, theta), lo, hi, gtol, maxiter)
+        if subset is None:
+            H_start = fd_hessian(laplace, theta)
+        theta, _, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
     for thread in warm:
         thread.join()

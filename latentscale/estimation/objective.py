@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.estimation.quadrature import QuadratureRule, default_points, family_loglik, gauss_hermite_rule
+from latentscale.estimation.quadrature import QuadratureRule, default_rule, family_loglik, gauss_hermite_rule
 from latentscale.model.design import Design
 from latentscale.model.params import ModelSpec, unpack
 
@@ -30,8 +30,9 @@ CHUNK_CELLS = 1 << 22
 def _family_ll_modes(theta, arrays, nodes, log_weights, alpha0, spec, n_families, tracked_steps=1, search=True):
     params = unpack(theta, spec)
     floors = jnp.asarray(spec.floors)
-    return family_loglik(params, arrays, floors, nodes, log_weights, n_families, spec.J, alpha0, tracked_steps,
-                         search)
+    log_w, signs = log_weights  # signs: None for positive rules
+    return family_loglik(params, arrays, floors, nodes, log_w, n_families, spec.J, alpha0, tracked_steps,
+                         search, signs)
 
 
 _family_ll = jax.jit(_family_ll_modes, static_argnames=("spec", "n_families", "tracked_steps"))
@@ -106,12 +107,17 @@ class MarginalLikelihood:
 
     @classmethod
     def build(cls, spec: ModelSpec, design: Design, points: int | None = None, prune: float = 0.0,
-              chunk_cells: int = CHUNK_CELLS):
-        points = default_points(spec.K) if points is None else points
-        return cls(spec, design, gauss_hermite_rule(spec.K, points, prune), chunk_cells)
+              chunk_cells: int = CHUNK_CELLS, rule: QuadratureRule | None = None):
+        """With ``rule`` None: the default rule for K (:func:`default_rule`), or the product
+        Gauss–Hermite rule with ``points`` nodes per dimension."""
+        if rule is None:
+            rule = default_rule(spec.K) if points is None else gauss_hermite_rule(spec.K, points, prune)
+        return cls(spec, design, rule, chunk_cells)
 
     def __post_init__(self):
-        nodes, log_weights = jnp.asarray(self.rule.nodes), jnp.asarray(self.rule.log_weights)
+        nodes = jnp.asarray(self.rule.nodes)
+        signs = None if self.rule.signs is None else jnp.asarray(self.rule.signs)
+        log_weights = (jnp.asarray(self.rule.log_weights), signs)
         max_obs = max(1, self.chunk_cells // self.rule.size)
         self._chunks = []
         for chunk, n_real in family_chunks(self.design, max_obs):
