@@ -105,7 +105,9 @@ def fit_mle(
     # The exact (automatic-differentiation) Hessian pays off with many families; it compiles
     # in the background, like the full objective, while the screening runs.
     exact = design.n_families > screen_families
-    warm = [_compile_in_background(laplace.warm_up, starts[0], hessian=exact and hessian == "laplace")]
+    # (Never two threads compiling one function: the Laplace objective warms up in the
+    # background only for the exact Hessian of a large design, whose screening uses a subset.)
+    warm = [_compile_in_background(laplace.warm_up, starts[0], hessian=True)] if exact and hessian == "laplace" else []
     if full.rule.size > 1:
         warm.append(_compile_in_background(full.warm_up, starts[0], hessian=exact and hessian == "full"))
 
