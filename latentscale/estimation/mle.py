@@ -225,8 +225,10 @@ def hessian_and_scores(ml: MarginalLikelihood, theta: np.ndarray, exact: bool):
     """The Hessian of ℓ and the per-family scores at ``theta``: exact (automatic
     differentiation: one call, but a long compilation) or by differences of the gradient
     (2 × P gradient calls, nothing more to compile)."""
+    if exact:
+        return ml.hessian_and_scores(theta)  # converges the modes at theta itself
     ml.per_family(theta)  # modes converged at theta: the differences start from them
-    return ml.hessian_and_scores(theta) if exact else fd_hessian(ml, theta, with_scores=True)
+    return fd_hessian(ml, theta, with_scores=True)
 
 
 def fd_family_scores(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4) -> np.ndarray:
