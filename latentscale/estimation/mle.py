@@ -21,13 +21,10 @@ Stages, each deterministic:
 
 Each objective warm-starts its per-family mode search from the modes of its previous
 evaluation, so an evaluation near the last one costs two or three Newton iterations.
-The adaptive-quadrature objective compiles in a background thread while stage 1 runs, so
-on a cold start the two compilations overlap with useful work.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -102,14 +99,10 @@ def fit_mle(
     bounds = parameter_bounds(spec)
     lo, hi = np.array(bounds).T
     starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
-    # The exact (automatic-differentiation) Hessian pays off with many families; it compiles
-    # in the background, like the full objective, while the screening runs.
+    # The exact (automatic-differentiation) Hessian pays off with many families. Everything
+    # compiles in the foreground: compiling in a background thread while the foreground
+    # compiled too aborted the process inside JAX's persistent-cache write (CI, twice).
     exact = design.n_families > screen_families
-    # (Never two threads compiling one function: the Laplace objective warms up in the
-    # background only for the exact Hessian of a large design, whose screening uses a subset.)
-    warm = [_compile_in_background(laplace.warm_up, starts[0], hessian=True)] if exact and hessian == "laplace" else []
-    if full.rule.size > 1:
-        warm.append(_compile_in_background(full.warm_up, starts[0], hessian=exact and hessian == "full"))
 
     # Many families: the starts are screened (and the best refined) on an evenly spread
     # subset of them; its optimum is a few Newton steps from the optimum on all of them.
@@ -153,8 +146,6 @@ def fit_mle(
             H_start = fd_hessian(laplace, theta)
         theta, _, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
-    for thread in warm:
-        thread.join()
     value, grad = full.value_and_grad(theta)
     curvature = full if hessian == "full" else laplace
     H, S = hessian_and_scores(curvature, theta, exact)
@@ -180,20 +171,6 @@ def fit_mle(
     }
     return MLEOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H,
                       score_outer=S.T @ S)
-
-
-def _compile_in_background(warm_up: Callable, *args, **kwargs) -> threading.Thread:
-    """Run a stateless ``warm_up`` (compilation) in a daemon thread (XLA compiles without the GIL)."""
-
-    def work():
-        try:
-            warm_up(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - the foreground call will raise it properly
-            pass
-
-    thread = threading.Thread(target=work, name="latentscale-compile", daemon=True)
-    thread.start()
-    return thread
 
 
 def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4, with_scores: bool = False):

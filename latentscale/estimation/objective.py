@@ -185,16 +185,6 @@ class MarginalLikelihood:
             S.append(np.asarray(s)[: c["n_real"]])
         return H, np.concatenate(S)
 
-    def warm_up(self, theta, hessian: bool = False) -> None:
-        """Compile the value-and-gradient (and with ``hessian`` the Hessian) for this design's
-        chunk shape by evaluating them on the first chunk; the warm-start modes are left alone
-        (safe to run in a background thread)."""
-        c, theta = self._chunks[0], jnp.asarray(theta)
-        jax.block_until_ready(_value_and_grad(theta, *self._args(c), self.spec, c["n_families"]))
-        if hessian:
-            jax.block_until_ready(_hessian_and_scores(theta, *self._args(c), self.spec, c["n_families"],
-                                                      self._batch(c, theta.size)))
-
     def _batch(self, c, n_params: int) -> int:
         """Parameter directions per forward pass of the Hessian: as many as keep the working set
         near ``chunk_cells`` (all of them on small data)."""
