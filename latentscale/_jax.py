@@ -19,3 +19,36 @@ def enable_x64() -> None:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
         except Exception:  # an older JAX without the option: compile every time
             pass
+
+
+#: Share of the per-process memory-map limit above which compiled code is released.
+MAP_SHARE = 0.5
+
+
+def _map_counts() -> tuple[int, int] | None:
+    """(memory maps of this process, the kernel's per-process limit), or None off Linux."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f), limit
+    except (OSError, ValueError):
+        return None
+
+
+def release_compiled_if_crowded(share: float = MAP_SHARE) -> bool:
+    """Drop JAX's in-memory compiled code when this process nears its memory-map limit.
+
+    XLA's CPU backend maps three memory regions per compiled kernel (about 2,500 per fitted
+    shape), and Linux allows a process ``vm.max_map_count`` maps (65,530 by default). A
+    long-lived process that fits many shapes (K sweeps, test suites, notebooks) would reach it
+    after some 25 shapes, and the next compilation then aborts the whole process ("LLVM
+    compilation error: Cannot allocate memory"). Called before each fit and prediction: above
+    ``share`` of the limit the caches are cleared (code still in use is unaffected; later calls
+    recompile, or reload from the persistent cache). Returns whether it cleared them.
+    """
+    counts = _map_counts()
+    if counts is None or counts[0] < share * counts[1]:
+        return False
+    jax.clear_caches()
+    return True

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from latentscale._jax import release_compiled_if_crowded
 from latentscale.data import ScoreData, from_frame, load_dataset
 from latentscale.model.design import build_design
 from latentscale.model.params import ModelSpec
@@ -102,6 +103,7 @@ class LatentScalingModel:
             progress = None
         data = as_score_data(data, **frame_options)
         spec = self.spec_for(data)
+        release_compiled_if_crowded()
         t0 = time.perf_counter()
         design, scaler = build_design(data, spec.benchmarks, spec.clip)
         if self.method == "psga":

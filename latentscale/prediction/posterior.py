@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from latentscale._jax import release_compiled_if_crowded
 from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, posterior_rule
 from latentscale.model.design import build_design
 from latentscale.prediction import sampling
@@ -143,6 +144,7 @@ def family_posteriors(fit, families: list[str] | None = None, rows=None, n_sampl
     ``"sandwich"`` (default), ``"observed"`` information or ``"opg"``."""
     design = family_design(fit, families, rows)
     n_par = n_parameter_draws if parameter_uncertainty else 1
+    release_compiled_if_crowded()
     per_draw = max(1, -(-n_samples // n_par))
     thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty, se)
     alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1,

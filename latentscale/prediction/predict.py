@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from latentscale._jax import release_compiled_if_crowded
 from latentscale.data.validate import DataError, name_rows
 from latentscale.prediction import sampling
 from latentscale.prediction.posterior import _tails, _theta_draws, family_design
@@ -94,6 +95,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         _tails(level)
     new = new_models_frame(models)
     spec = fit.spec
+    release_compiled_if_crowded()
     thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty, se)
     S = len(thetas)
     M = max(1, -(-min(n_samples, n_skill_draws) // S))  # skill draws per parameter draw
