@@ -1,5 +1,5 @@
-"""The large-data path of the default estimator (screening on a subset of families, the subset's
-quadrature offset, the exact AD Hessian) reaches the same optimum and standard errors as the
+"""The large-data path of the default estimator (screening on a subset of families, its curvature
+scaled to all of them, the exact AD Hessian) reaches the same optimum and standard errors as the
 direct path."""
 
 import numpy as np

@@ -11,8 +11,8 @@ Stages, each deterministic:
    all families, when there is one) and then kept current by BFGS updates (safeguarded: an
    update that would break positive definiteness is skipped);
 3. the same on the adaptive Gauss–Hermite objective, whose optimum lies close, starting from
-   the Laplace curvature at the Laplace optimum (with a subset: moved by the offset between the
-   two optima on the subset); every step backtracks and stays inside the bounds;
+   the Laplace curvature at the Laplace optimum; every step backtracks and stays inside the
+   bounds;
 4. the Hessian at the optimum and the per-family scores (for the OPG and sandwich
    covariances), of the Laplace objective by default (fast) or of the full objective
    (``hessian="full"``; used anyway when the Laplace one is not negative definite): by
@@ -133,17 +133,6 @@ def fit_mle(
         theta, B_sub, n_sub = quasi_newton(screen, theta, fd_hessian(screen, theta), lo, hi, gtol, maxiter)
         iterations += n_sub
         H_start = -(design.n_families / subset.n_families) * B_sub
-        if full.rule.size > 1:
-            # The quadrature optimum lies a small, data-size-free offset from the Laplace one:
-            # measured on the subset (padded to the full design's chunk shape, so the compiled
-            # code is shared), it moves the start of the last stage on all families.
-            shape = full.chunk_shape
-            fits = subset.n_obs <= shape[0] and subset.n_models <= shape[1] and subset.n_families <= shape[2]
-            sub_full = MarginalLikelihood.build(spec, subset.padded(*shape) if fits else subset, rule=full.rule)
-            theta_q, _, n_q = quasi_newton(sub_full, theta, -B_sub, lo, hi, gtol, maxiter)
-            iterations += n_q
-            shift = theta_q - theta
-            say(f"{full.rule.size}-node quadrature optimum{on}: {n_q} steps")
     else:
         H_start = fd_hessian(laplace, theta)  # differences of the exact gradient; BFGS refines it
     say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")
@@ -155,8 +144,6 @@ def fit_mle(
             f"{full.rule.size}-node adaptive Gauss–Hermite quadrature")
         if subset is None:
             H_start = fd_hessian(laplace, theta)
-        else:
-            theta = np.clip(theta + shift, lo, hi)
         theta, _, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
     value, grad = full.value_and_grad(theta)

@@ -123,17 +123,11 @@ class MarginalLikelihood:
         for chunk, n_real in family_chunks(self.design, max_obs):
             zeros = jnp.zeros((chunk.n_families, self.spec.K))
             self._chunks.append({"arrays": chunk.arrays(), "n_families": chunk.n_families, "n_real": n_real,
-                                 "nodes": nodes, "log_weights": log_weights, "modes": zeros,
-                                 "shape": (chunk.n_obs, chunk.n_models, chunk.n_families)})
+                                 "nodes": nodes, "log_weights": log_weights, "modes": zeros})
 
     @property
     def n_chunks(self) -> int:
         return len(self._chunks)
-
-    @property
-    def chunk_shape(self) -> tuple[int, int, int]:
-        """(scores, models, families) of one compiled call: a design padded to it shares the code."""
-        return self._chunks[0]["shape"]
 
     def reset(self) -> None:
         """Forget the warm-start modes (the next mode search starts from 0)."""
