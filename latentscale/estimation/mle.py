@@ -99,9 +99,7 @@ def fit_mle(
     bounds = parameter_bounds(spec)
     lo, hi = np.array(bounds).T
     starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
-    # The exact (automatic-differentiation) Hessian pays off with many families. Everything
-    # compiles in the foreground: compiling in a background thread while the foreground
-    # compiled too aborted the process inside JAX's persistent-cache write (CI, twice).
+    # The exact (automatic-differentiation) Hessian pays off with many families.
     exact = design.n_families > screen_families
 
     # Many families: the starts are screened (and the best refined) on an evenly spread
