@@ -190,7 +190,3 @@ class MarginalLikelihood:
         near ``chunk_cells`` (all of them on small data)."""
         cells = c["arrays"]["y"].shape[0] * self.rule.size
         return int(np.clip(self.chunk_cells // max(cells, 1), 1, n_params))
-
-    def hessian(self, theta) -> np.ndarray:
-        """The exact Hessian of ℓ at ``theta`` (see :meth:`hessian_and_scores`)."""
-        return self.hessian_and_scores(theta)[0]

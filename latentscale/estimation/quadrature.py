@@ -39,9 +39,6 @@ class QuadratureRule:
     log_weights: np.ndarray
     signs: np.ndarray | None = None
 
-    def signs_or_ones(self) -> np.ndarray:
-        return np.ones(self.size) if self.signs is None else self.signs
-
     @property
     def size(self) -> int:
         return int(self.nodes.shape[0])
