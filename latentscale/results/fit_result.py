@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from latentscale.model.covariates import COVARIATES, CovariateScaler
-from latentscale.model.params import ModelSpec, pack, unpack
+from latentscale.model.params import ModelSpec, pack, parameter_names, unpack
 from latentscale.results.jsonable import to_json
 from latentscale.results.inference import coefficient_block, format_table, params_table, theta_covariance
 
@@ -125,15 +125,30 @@ class FitResult:
                          floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
 
     # ---- inference ----------------------------------------------------------------
+    @property
+    def at_bounds(self) -> list[str]:
+        """Parameters whose estimate lies on the edge of the optimizer's box (the boundary of
+        the parameter space: a skill correlation of ±1, an intercept running off to −∞ for a
+        benchmark whose scores sit at its floor). They are held fixed in the covariance."""
+        return list(self.diagnostics.get("at_bounds", []))
+
+    def _held(self) -> np.ndarray | None:
+        held = set(self.at_bounds)
+        if not held:
+            return None
+        return np.array([n in held for n in parameter_names(self.spec)])
+
     def cov_params(self, kind: str = "observed") -> np.ndarray:
         """Asymptotic covariance of the unconstrained estimate: ``"observed"`` information,
-        ``"opg"`` (outer product of family scores) or ``"sandwich"`` (robust)."""
-        return theta_covariance(self.hessian, self.score_outer, kind)
+        ``"opg"`` (outer product of family scores) or ``"sandwich"`` (robust). Coordinates
+        on the boundary (:attr:`at_bounds`) are held fixed: their rows and columns are zero."""
+        return theta_covariance(self.hessian, self.score_outer, kind, held=self._held())
 
     def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:
         """Estimate, SE, z, p-value and Wald interval of every reported quantity (delta method);
-        see :func:`latentscale.results.inference.params_table`."""
-        return params_table(self.theta, self.spec, self.scaler, self.cov_params(kind), level)
+        see :func:`latentscale.results.inference.params_table`. Quantities that depend on a
+        parameter on the boundary (:attr:`at_bounds`) get no standard error."""
+        return params_table(self.theta, self.spec, self.scaler, self.cov_params(kind), level, held=self._held())
 
     def benchmark_table(self) -> pd.DataFrame:
         """One row per benchmark: floor, intercept, precision and the loadings."""
@@ -187,6 +202,13 @@ class FitResult:
             f"time {d.get('seconds', float('nan')):.1f} s",
             "",
         ]
+        if self.at_bounds:
+            lines += [
+                f"On the boundary of the parameter space (held fixed, no standard errors): {', '.join(self.at_bounds)}. "
+                "A correlation there is within 0.002 of ±1 (two skills that the data do not tell apart: fewer skills may do); "
+                "an intercept there runs off to -inf (the benchmark's scores sit at or below its floor).",
+                "",
+            ]
         table = self._safe_table(kind, level)
         if table is None:
             lines += [

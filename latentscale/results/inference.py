@@ -36,8 +36,14 @@ class NotPositiveDefiniteWarning(UserWarning):
 
 
 def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None = None,
-                     kind: str = "observed") -> np.ndarray:
+                     kind: str = "observed", held: np.ndarray | None = None) -> np.ndarray:
     """Asymptotic covariance of θ̂ (see the module docstring); NaN where it cannot be had.
+
+    ``held``: a boolean mask of coordinates that lie on the edge of the optimizer's box (an
+    estimate on the boundary of the parameter space, e.g. a skill correlation of ±1). Wald
+    asymptotics do not hold there; the covariance is that of the other coordinates with the
+    held ones fixed (their rows and columns are zero), and :func:`params_table` reports no
+    standard error for a quantity that depends on them.
 
     Warns (:class:`NotPositiveDefiniteWarning`) and returns NaNs when the matrix to invert
     is not positive definite: a non-identified or non-converged fit.
@@ -52,8 +58,16 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
         info = np.asarray(score_outer, float)
     else:
         info = -np.asarray(hessian, float)
-    info = (info + info.T) / 2.0
     n = info.shape[0]
+    free = np.ones(n, dtype=bool) if held is None else ~np.asarray(held, dtype=bool)
+    if not free.all():
+        sub = theta_covariance(None if hessian is None else np.asarray(hessian, float)[np.ix_(free, free)],
+                               None if score_outer is None else np.asarray(score_outer, float)[np.ix_(free, free)],
+                               kind)
+        out = np.zeros((n, n))
+        out[np.ix_(free, free)] = sub
+        return out
+    info = (info + info.T) / 2.0
     w = np.linalg.eigvalsh(info)
     if not np.all(np.isfinite(w)) or w.min() <= 1e-10 * max(abs(w.max()), 1.0):
         warnings.warn(
@@ -101,12 +115,13 @@ def _labels(spec: ModelSpec) -> pd.DataFrame:
 
 
 def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, cov_theta: np.ndarray,
-                 level: float = 0.95) -> pd.DataFrame:
+                 level: float = 0.95, held: np.ndarray | None = None) -> pd.DataFrame:
     """Estimate, SE, z, p-value and Wald interval of every reported quantity.
 
     Index: ``block``, ``row``, ``column`` (e.g. ``("B_raw", "log_size", "math")``,
     ``("loading", "gsm8k", "math")``, ``("precision", "mmlu", "")``). Loadings fixed at zero
-    by the anchor structure are left out.
+    by the anchor structure are left out. A quantity that depends on a ``held`` coordinate
+    (on the boundary, see :func:`theta_covariance`) gets no standard error (NaN).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -118,6 +133,8 @@ def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, co
     cov = J @ np.asarray(cov_theta, float) @ J.T
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     se[~np.isfinite(np.diag(cov))] = np.nan
+    if held is not None and np.any(held):
+        se[np.any(J[:, np.asarray(held, dtype=bool)] != 0, axis=1)] = np.nan
     lab = _labels(spec)
     q = stats.norm.ppf(0.5 + level / 2.0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,0 +1,139 @@
+"""The projected quasi-Newton stage, its stopping rules, and estimates on the boundary of the box."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import latentscale as ls
+from latentscale.estimation.mle import (
+    convergence_diagnostics,
+    free_coordinates,
+    projected_gradient,
+    quasi_newton,
+)
+from latentscale.model.params import parameter_names
+from latentscale.model.simulate import random_params, simulate
+from latentscale.results.inference import theta_covariance
+
+
+class Quadratic:
+    """ℓ(θ) = −½ (θ − c)ᵀ A (θ − c): a stand-in for MarginalLikelihood (value_and_grad only)."""
+
+    def __init__(self, A, c):
+        self.A, self.c, self.calls = np.asarray(A, float), np.asarray(c, float), 0
+
+    def value_and_grad(self, theta):
+        self.calls += 1
+        d = np.asarray(theta) - self.c
+        return -0.5 * d @ self.A @ d, -self.A @ d
+
+
+def box_maximum(q: Quadratic, lo, hi) -> np.ndarray:
+    """The constrained maximum by L-BFGS-B run to tight tolerances (a reference)."""
+    r = minimize(lambda t: tuple(-v for v in q.value_and_grad(t)), np.clip(np.zeros_like(q.c), lo, hi),
+                 jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)), options={"gtol": 1e-12, "ftol": 1e-15})
+    return r.x
+
+
+def test_projected_newton_reaches_a_maximum_on_the_bound_with_coupled_curvature():
+    # The unconstrained maximum (2, −1) lies outside x1 ≤ 0. From (0, 0) the full Newton step
+    # (2, −1) clipped to the box is (0, −1), which goes downhill (g = (1.1, 0.8)): clipping a
+    # coupled Newton step fails here, holding x1 and stepping in x2 alone does not.
+    A = np.array([[1.0, 0.9], [0.9, 1.0]])
+    q = Quadratic(A, [2.0, -1.0])
+    lo, hi = np.array([-5.0, -5.0]), np.array([0.0, 5.0])
+    theta, B, steps = quasi_newton(q, np.zeros(2), -A, lo, hi, gtol=1e-10, max_iter=50)
+    np.testing.assert_allclose(theta, [0.0, 0.8], atol=1e-10)  # x2 = c2 − A12 (x1 − c1) / A22
+    np.testing.assert_allclose(theta, box_maximum(q, lo, hi), atol=1e-7)
+    assert steps <= 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_projected_quasi_newton_matches_a_reference_in_random_boxes(seed):
+    rng = np.random.default_rng(seed)
+    n = 8
+    M = rng.normal(size=(n, n))
+    A = M @ M.T + 0.5 * np.eye(n)
+    q = Quadratic(A, rng.normal(scale=3.0, size=n))
+    lo, hi = -np.ones(n), np.ones(n)
+    # A rough starting curvature: BFGS has to correct it on the way.
+    theta, _, _ = quasi_newton(q, np.zeros(n), -np.diag(np.diag(A)), lo, hi, gtol=1e-9, max_iter=500)
+    ref = box_maximum(q, lo, hi)
+    assert q.value_and_grad(theta)[0] >= q.value_and_grad(ref)[0] - 1e-9
+    np.testing.assert_allclose(theta, ref, atol=1e-5)
+    assert np.max(np.abs(projected_gradient(theta, q.value_and_grad(theta)[1], lo, hi))) < 1e-6
+
+
+def test_stops_when_nothing_is_left_to_gain():
+    # A flat direction (curvature 1e-12): its gradient entry stays near 1e-4 · 1e-8 scale
+    # forever, but the predicted gain is far below ftol, so the stage stops early.
+    A = np.diag([1.0, 1e-12])
+    q = Quadratic(A, [1.0, 1e8])
+    lo, hi = -np.full(2, 1e9), np.full(2, 1e9)
+    theta, _, steps = quasi_newton(q, np.zeros(2), -A, lo, hi, gtol=0.0, max_iter=200, ftol=1e-9)
+    assert steps < 200
+    assert abs(theta[0] - 1.0) < 1e-8
+
+
+def test_free_coordinates_hold_only_bounds_the_gradient_pushes_against():
+    lo, hi = np.array([0.0, 0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0])
+    theta = np.array([0.0, 0.0, 1.0, 0.5])
+    grad = np.array([-1.0, 1.0, 1.0, 5.0])  # out, in, out, interior
+    np.testing.assert_array_equal(free_coordinates(theta, grad, lo, hi), [False, True, False, True])
+    np.testing.assert_array_equal(projected_gradient(theta, grad, lo, hi), [0.0, 1.0, 0.0, 5.0])
+
+
+def test_convergence_diagnostics():
+    lo, hi = -np.ones(3), np.ones(3)
+    H = -np.diag([1.0, 1e6, 4.0])
+    names = ["a", "b", "c"]
+    # A gradient entry of 1e-2 in a very stiff direction: the decrement (1e-10) says converged.
+    d = convergence_diagnostics(np.zeros(3), np.array([0.0, 1e-2, 0.0]), H, lo, hi, names)
+    assert d["converged"] and d["grad_max"] == pytest.approx(1e-2) and d["newton_decrement"] == pytest.approx(1e-10)
+    # The same entry in a soft direction is not converged.
+    d = convergence_diagnostics(np.zeros(3), np.array([1e-2, 0.0, 0.0]), H, lo, hi, names)
+    assert not d["converged"]
+    # A coordinate held by its bound is left out of both measures and named.
+    d = convergence_diagnostics(np.array([1.0, 0.0, 0.0]), np.array([3.0, 0.0, 1e-6]), H, lo, hi, names)
+    assert d["converged"] and d["at_bounds"] == ["a"] and d["grad_max"] == pytest.approx(1e-6)
+    # Indefinite on the free block: not positive definite, and only the gradient test can pass.
+    d = convergence_diagnostics(np.zeros(3), np.array([0.0, 0.0, 1e-3]), -np.diag([1.0, -1.0, 1.0]), lo, hi, names)
+    assert not d["hessian_pd"] and not d["converged"] and np.isnan(d["newton_decrement"])
+
+
+def test_covariance_with_held_coordinates_is_the_conditional_one():
+    rng = np.random.default_rng(1)
+    M = rng.normal(size=(4, 4))
+    info = M @ M.T + np.eye(4)
+    held = np.array([False, True, False, False])
+    cov = theta_covariance(-info, None, "observed", held=held)
+    free = ~held
+    np.testing.assert_allclose(cov[np.ix_(free, free)], np.linalg.inv(info[np.ix_(free, free)]), rtol=1e-12)
+    assert np.all(cov[held] == 0) and np.all(cov[:, held] == 0)
+    # An indefinite entry confined to the held coordinate no longer spoils the rest.
+    bad = info.copy()
+    bad[1, 1] = -5.0
+    cov = theta_covariance(-bad, None, "observed", held=held)
+    assert np.all(np.isfinite(cov))
+
+
+@pytest.mark.slow
+def test_overspecified_fit_converges_with_a_correlation_on_the_boundary():
+    # Data from K = 2 skills that are all but one and the same (correlation 0.999), fitted with K = 2:
+    # the correlation estimate sits on the edge of the box. Before the projected steps, such a
+    # fit ended unconverged where the clipped Newton step stopped climbing (gradient 1.8).
+    params = random_params(2, 6, seed=4)
+    rho = 0.999
+    params["corr_chol"] = np.array([[1.0, 0.0], [rho, np.sqrt(1.0 - rho**2)]])
+    data, _, _ = simulate(params, k=2, n_benchmarks=6, n_families=150, family_sizes=2, seed=4)
+    fit = ls.fit(data, k=2)
+    assert fit.converged
+    assert fit.skill_corr.iloc[1, 0] > 0.97
+    table = fit.params_table()
+    corr_se = table.loc[("corr", fit.skills[1], fit.skills[0]), "se"]
+    assert fit.at_bounds == [parameter_names(fit.spec)[-1]]  # the correlation's coordinate
+    assert np.isnan(corr_se)
+    assert "boundary" in fit.summary()
+    assert np.all(np.isfinite(table.xs("B", level="block")["se"]))
