@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentscale.cli.app import app
-from latentscale.evaluation.simstudy import BLOCKS, StudyConfig, run_replication, simulation_study
+from latentscale.evaluation.simstudy import BLOCKS, GUARD_CLIP, StudyConfig, run_replication, simulation_study
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,26 @@ def test_replication_is_deterministic():
     np.testing.assert_allclose(a["params"]["estimate"], b["params"]["estimate"], rtol=1e-10)
 
 
+def test_the_clip_of_the_scores_and_the_fits(monkeypatch):
+    # Default: scores as drawn and fits that clip only at the float64 guard; with a clip, both.
+    import latentscale.fitting as fitting
+
+    seen = []
+    real_fit = fitting.LatentScalingModel.fit
+
+    def spy(self, data, *a, **kw):
+        seen.append((self.clip, float(np.nanmin(data.frame[list(data.benchmarks)].to_numpy()))))
+        return real_fit(self, data, *a, **kw)
+
+    monkeypatch.setattr(fitting.LatentScalingModel, "fit", spy)
+    base = dict(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, compare_k=(1, 2))
+    a = run_replication(0, StudyConfig(**base))
+    b = run_replication(0, StudyConfig(**base, clip=(0.05, 0.95)))
+    assert [c for c, _ in seen] == [GUARD_CLIP, GUARD_CLIP, (0.05, 0.95), (0.05, 0.95)]
+    assert seen[0][1] < 0.05 and seen[2][1] >= 0.05  # the default scores reach below the clip
+    assert a["log_likelihood_k1"] != b["log_likelihood_k1"] and set(a) >= {"log_likelihood_k1", "log_likelihood_k2"}
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="replications"):
         simulation_study(StudyConfig(k=1, n_benchmarks=3), 0)
@@ -74,6 +94,7 @@ def test_cli_simulate_json_and_files(tmp_path):
     (["--missing", "2"], "--missing"),
     (["--family-sizes", "x"], "--family-sizes"),
     (["-k", "4", "-J", "3"], "exceed"),
+    (["--clip", "0.9,0.1"], "--clip"),
 ])
 def test_cli_simulate_bad_input(args, match):
     res = CliRunner().invoke(app, ["simulate", "--reps", "1", *args])

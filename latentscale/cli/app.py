@@ -463,6 +463,10 @@ def simulate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the true parameters and of the design.")] = 0,
     redraw_design: Annotated[bool, typer.Option(
         "--redraw-design", help="Draw a new design (sizes, tokens, missing cells) in every replication.")] = False,
+    clip: Annotated[Optional[str], typer.Option(
+        "--clip", metavar="LOW,HIGH", help="Clip the simulated scores and the fits into LOW,HIGH (e.g. the reference "
+        "analysis's 0.001,0.999). Default: scores as drawn, a correctly specified likelihood.",
+        show_default=False)] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")] = -1,
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", metavar="ADDRESS", help="Run the replications on this Dask scheduler instead.",
@@ -498,7 +502,8 @@ def simulate(
                     raise BadInput(f"{p} is a folder; give a file name")
             config = StudyConfig(k=k, n_benchmarks=n_benchmarks, n_families=families, family_sizes=sizes,
                                  missing=miss, level=level, compare_k=others, param_seed=seed, design_seed=seed,
-                                 fixed_design=not redraw_design)
+                                 fixed_design=not redraw_design,
+                                 clip=None if clip is None else parse_clip(clip, False))
         where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
         progress(f"{reps} replications of K = {k}, J = {n_benchmarks}, {families} families on {where}")
         with reporting(verbose):

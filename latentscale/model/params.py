@@ -46,7 +46,9 @@ class ModelSpec:
             raise ValueError(f"anchors must be distinct, got {list(self.anchors)}")
         if not 1 <= len(self.anchors) <= len(self.benchmarks):
             raise ValueError("need 1 <= K <= number of benchmarks")
-        if self.clip is not None and not (0.0 < self.clip[0] < self.clip[1] < 1.0):
+        if self.clip is not None:  # any pair (a list from JSON, say) becomes a hashable tuple
+            object.__setattr__(self, "clip", tuple(float(c) for c in self.clip))
+        if self.clip is not None and (len(self.clip) != 2 or not (0.0 < self.clip[0] < self.clip[1] < 1.0)):
             raise ValueError(f"clip must satisfy 0 < low < high < 1, got {self.clip}")
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
 
