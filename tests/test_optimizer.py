@@ -137,3 +137,46 @@ def test_overspecified_fit_converges_with_a_correlation_on_the_boundary():
     assert np.isnan(corr_se)
     assert "boundary" in fit.summary()
     assert np.all(np.isfinite(table.xs("B", level="block")["se"]))
+
+
+@pytest.mark.parametrize("P,batch", [(78, 26), (89, 23), (10, 10), (27, 14), (1, 1)])
+def test_direction_batch_splits_the_parameters_evenly(P, batch):
+    from latentscale.estimation.objective import direction_batch
+
+    assert direction_batch(P) == batch
+    passes = -(-P // batch)
+    assert passes * batch >= P > (passes - 1) * batch and batch <= 26
+
+
+def test_repeated_evaluation_at_the_same_point_is_free(monkeypatch):
+    import latentscale.estimation.objective as objective
+    from latentscale.estimation.objective import MarginalLikelihood
+    from latentscale.model.design import build_design
+
+    data, _, spec = simulate(k=1, n_benchmarks=3, n_families=40, family_sizes=2, seed=0)
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    ml = MarginalLikelihood.build(spec, design, points=5)
+    theta = objective_start(design, spec)
+    v, g, per = ml.value_grad_families(theta)
+
+    def refuse(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(objective, "_value_and_grad", refuse)
+    monkeypatch.setattr(objective, "_family_ll", refuse)
+    v2, g2, per2 = ml.value_grad_families(theta.copy())
+    assert v2 == v and np.array_equal(g2, g) and np.array_equal(per2, per)
+    assert ml.value(theta) == pytest.approx(v, abs=1e-9)
+    g2[0] += 1.0  # the caller's copy: the cache is not changed through it
+    assert np.array_equal(ml.value_and_grad(theta)[1], g)
+    with pytest.raises(AssertionError, match="recomputed"):
+        ml.value_and_grad(theta + 1e-3)
+    ml.reset()
+    with pytest.raises(AssertionError, match="recomputed"):
+        ml.per_family(theta)
+
+
+def objective_start(design, spec):
+    from latentscale.estimation.mle import start_points
+
+    return start_points(design, spec, 1, 0)[0]

@@ -50,7 +50,10 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
             loadings[:, j] = 0.1
     resid = theta - X @ B
     fam = design.model_family
-    fam_mean = np.array([resid[fam == f].mean(axis=0) for f in range(design.n_families)])
+    counts = np.bincount(fam, minlength=design.n_families)[:, None]
+    fam_sum = np.zeros((design.n_families, K))
+    np.add.at(fam_sum, fam, resid)
+    fam_mean = fam_sum / np.maximum(counts, 1)  # every family has a model
     C = np.corrcoef(fam_mean.T) if K > 1 else np.ones((1, 1))
     C = 0.5 * np.nan_to_num(C) + 0.5 * np.eye(K)
     np.fill_diagonal(C, 1.0)

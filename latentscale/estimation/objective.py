@@ -25,6 +25,15 @@ from latentscale.model.params import ModelSpec, unpack
 
 #: Default bound on observed scores × quadrature nodes per chunk (memory per chunk ~ 1–2 GB at most).
 CHUNK_CELLS = 1 << 22
+#: Parameter directions per forward pass of the exact Hessian (about; P is split evenly).
+HESSIAN_BATCH = 26
+
+
+def direction_batch(n_params: int, target: int = HESSIAN_BATCH) -> int:
+    """Directions per pass of the exact Hessian: P split into passes of at most ``target``,
+    evenly (78 → 3 × 26; 89 → 4 × 23, padded to 92)."""
+    passes = max(1, -(-n_params // target))
+    return -(-n_params // passes)
 
 
 def _family_ll_modes(theta, arrays, nodes, log_weights, alpha0, spec, n_families, tracked_steps=1, search=True):
@@ -66,8 +75,12 @@ def _hessian_and_scores(theta, arrays, nodes, log_weights, alpha0, spec, n_famil
     def directional(v):
         return jax.jvp(grad_and_per, (theta,), (v,))[1]
 
-    H, S = jax.lax.map(directional, jnp.eye(theta.size, dtype=theta.dtype), batch_size=batch)
-    return (H + H.T) / 2.0, S.T
+    P = theta.size
+    n_dir = -(-P // batch) * batch  # padded with zero directions to whole batches: one vmapped body
+    dirs = jnp.concatenate([jnp.eye(P, dtype=theta.dtype), jnp.zeros((n_dir - P, P), dtype=theta.dtype)])
+    H, S = jax.lax.map(directional, dirs, batch_size=batch)
+    H = H[:P]
+    return (H + H.T) / 2.0, S[:P].T
 
 
 def family_chunks(design: Design, max_obs: int) -> list[tuple[Design, int]]:
@@ -104,6 +117,9 @@ class MarginalLikelihood:
     rule: QuadratureRule
     chunk_cells: int = CHUNK_CELLS
     _chunks: list = field(init=False, repr=False)
+    # The last evaluation (θ, per-family values, gradient or None): asking again at the same θ
+    # costs nothing, and the stored modes are then the ones converged at θ.
+    _last: tuple | None = field(init=False, repr=False, default=None)
 
     @classmethod
     def build(cls, spec: ModelSpec, design: Design, points: int | None = None, prune: float = 0.0,
@@ -131,8 +147,15 @@ class MarginalLikelihood:
 
     def reset(self) -> None:
         """Forget the warm-start modes (the next mode search starts from 0)."""
+        self._last = None
         for c in self._chunks:
             c["modes"] = jnp.zeros_like(c["modes"])
+
+    def _cached(self, theta: np.ndarray, need_grad: bool):
+        last = self._last
+        if last is None or (need_grad and last[2] is None) or not np.array_equal(last[0], theta):
+            return None
+        return last
 
     def _args(self, c):
         return c["arrays"], c["nodes"], c["log_weights"], c["modes"]
@@ -143,13 +166,19 @@ class MarginalLikelihood:
 
     def per_family(self, theta) -> np.ndarray:
         """Log marginal likelihood of each family, (F,)."""
-        theta = jnp.asarray(theta)
+        key = np.array(theta, dtype=float)
+        hit = self._cached(key, need_grad=False)
+        if hit is not None:
+            return hit[1].copy()
+        theta = jnp.asarray(key)
         out = []
         for c in self._chunks:
             per, modes = _family_ll(theta, *self._args(c), self.spec, c["n_families"])
             self._keep_modes(c, modes)
             out.append(np.asarray(per)[: c["n_real"]])
-        return np.concatenate(out)
+        per = np.concatenate(out)
+        self._last = (key, per, None)
+        return per.copy()
 
     def value(self, theta) -> float:
         return float(self.per_family(theta).sum())
@@ -160,7 +189,11 @@ class MarginalLikelihood:
 
     def value_grad_families(self, theta) -> tuple[float, np.ndarray, np.ndarray]:
         """ℓ, its gradient and the (F,) per-family log-likelihoods (one compiled call per chunk)."""
-        theta = jnp.asarray(theta)
+        key = np.array(theta, dtype=float)
+        hit = self._cached(key, need_grad=True)
+        if hit is not None:
+            return hit[3], hit[2].copy(), hit[1].copy()
+        theta = jnp.asarray(key)
         value, grad, per_all = 0.0, np.zeros(theta.size), []
         for c in self._chunks:
             (v, (per, modes)), g = _value_and_grad(theta, *self._args(c), self.spec, c["n_families"])
@@ -168,25 +201,35 @@ class MarginalLikelihood:
             value += float(v)
             grad += np.asarray(g)
             per_all.append(np.asarray(per)[: c["n_real"]])
-        return value, grad, np.concatenate(per_all)
+        per = np.concatenate(per_all)
+        self._last = (key, per, grad, value)
+        return value, grad.copy(), per.copy()
 
     def hessian_and_scores(self, theta, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The exact Hessian of ℓ (P, P) and the per-family scores (F, P) at ``theta``, by
-        automatic differentiation (forward over reverse), ``batch`` parameter directions at a
-        time (default: as many as keep a chunk's working set near ``chunk_cells``)."""
+        automatic differentiation (forward over reverse), ``batch`` parameter directions per
+        pass (default :func:`direction_batch`). The design is cut for it into chunks of whole
+        families with at most ``chunk_cells`` scores × nodes × directions each, so that each
+        chunk's likelihood and reverse pass are computed once per batch of directions (one
+        chunk of all the data with a few directions per pass recomputed them for every batch:
+        about a third slower)."""
         theta = jnp.asarray(theta)
         P = theta.size
-        H, S = np.zeros((P, P)), []
-        self.per_family(theta)  # the converged modes at theta, for every chunk
-        for c in self._chunks:
-            b = batch or self._batch(c, P)
-            h, s = _hessian_and_scores(theta, *self._args(c), self.spec, c["n_families"], b)
+        batch = int(batch or direction_batch(P))
+        modes = self.converged_modes(theta)
+        max_obs = max(1, self.chunk_cells // (self.rule.size * batch))
+        nodes, log_weights = self._chunks[0]["nodes"], self._chunks[0]["log_weights"]
+        H, S, start = np.zeros((P, P)), [], 0
+        for chunk, n_real in family_chunks(self.design, max_obs):
+            alpha0 = jnp.zeros((chunk.n_families, self.spec.K)).at[:n_real].set(modes[start:start + n_real])
+            h, s = _hessian_and_scores(theta, chunk.arrays(), nodes, log_weights, alpha0, self.spec,
+                                       chunk.n_families, batch)
             H += np.asarray(h)
-            S.append(np.asarray(s)[: c["n_real"]])
+            S.append(np.asarray(s)[:n_real])
+            start += n_real
         return H, np.concatenate(S)
 
-    def _batch(self, c, n_params: int) -> int:
-        """Parameter directions per forward pass of the Hessian: as many as keep the working set
-        near ``chunk_cells`` (all of them on small data)."""
-        cells = c["arrays"]["y"].shape[0] * self.rule.size
-        return int(np.clip(self.chunk_cells // max(cells, 1), 1, n_params))
+    def converged_modes(self, theta) -> np.ndarray:
+        """Every family's posterior mode (F, K) at ``theta``, converged there."""
+        self.per_family(theta)  # free when the last evaluation was at theta
+        return np.concatenate([np.asarray(c["modes"])[: c["n_real"]] for c in self._chunks])
