@@ -6,12 +6,13 @@ import sys
 import time
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from latentscale._jax import release_compiled_if_crowded
 from latentscale.data import ScoreData, from_frame, load_dataset
 from latentscale.model.design import build_design
-from latentscale.model.params import ModelSpec
+from latentscale.model.params import ModelSpec, parameter_bounds
 from latentscale.results.fit_result import FitResult
 
 METHODS = ("aghq", "laplace", "psga")
@@ -93,10 +94,13 @@ class LatentScalingModel:
             clip=self.clip,
         )
 
-    def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | bool | None = None, **frame_options) -> FitResult:
+    def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | bool | None = None,
+            start_params: FitResult | np.ndarray | None = None, **frame_options) -> FitResult:
         """Fit by marginal maximum likelihood. ``data``: a ScoreData, a DataFrame (column
         mapping in ``frame_options``, see :func:`latentscale.data.from_frame`), or a registry
-        name or file path."""
+        name or file path. ``start_params``: where the optimizer starts instead of the
+        moment-based start (a fit of the same K and benchmarks, or its unconstrained ``theta``);
+        the other ``n_starts - 1`` starts perturb it."""
         if progress is True:
             progress = _print_progress
         elif progress is False:
@@ -106,6 +110,7 @@ class LatentScalingModel:
         release_compiled_if_crowded()
         t0 = time.perf_counter()
         design, scaler = build_design(data, spec.benchmarks, spec.clip)
+        start = _start_vector(start_params, spec, self.method)
         if self.method == "psga":
             from latentscale.estimation.psga import fit_psga
 
@@ -122,9 +127,10 @@ class LatentScalingModel:
             elif self.method == "aghq" and self.grid == "product" and points is None:
                 rule = gauss_hermite_rule(self.k, default_points(self.k))
             outcome = fit_mle(design, spec, points=points, rule=rule, n_starts=self.n_starts, seed=self.seed,
-                              progress=progress, **self.method_options)
+                              progress=progress, start=start, **self.method_options)
         diagnostics = dict(outcome.diagnostics)
         diagnostics["seconds"] = time.perf_counter() - t0
+        diagnostics["start_given"] = start is not None
         return FitResult(
             spec=spec,
             scaler=scaler,
@@ -147,6 +153,28 @@ class LatentScalingModel:
             score_outer=getattr(outcome, "score_outer", None),
             data=data.frame.loc[list(design.models), ["family", "group", "size", "tokens", *spec.benchmarks]],
         )
+
+
+def _start_vector(start_params, spec: ModelSpec, method: str) -> np.ndarray | None:
+    """The unconstrained start vector from a FitResult or an array (None: the default start)."""
+    if start_params is None:
+        return None
+    if method == "psga":
+        raise ValueError("start_params applies to method 'aghq' or 'laplace'; psga starts from its own schedule")
+    if isinstance(start_params, FitResult):
+        other = start_params.spec
+        if (other.benchmarks, other.anchors) != (spec.benchmarks, spec.anchors):
+            raise ValueError(
+                f"start_params is a fit with K = {other.K}, anchors {list(other.anchors)} and benchmarks "
+                f"{list(other.benchmarks)}; this fit has K = {spec.K}, anchors {list(spec.anchors)} and benchmarks "
+                f"{list(spec.benchmarks)}: start from a fit of the same K, anchors and benchmarks")
+        return np.asarray(start_params.theta, dtype=float)
+    theta = np.asarray(start_params, dtype=float)
+    n = len(parameter_bounds(spec))
+    if theta.shape != (n,):
+        raise ValueError(f"start_params must be a FitResult or {n} numbers (the unconstrained parameter vector for "
+                         f"K = {spec.K} and {spec.J} benchmarks, as in FitResult.theta), got shape {theta.shape}")
+    return theta
 
 
 def _print_progress(message: str) -> None:

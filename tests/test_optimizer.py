@@ -180,3 +180,37 @@ def objective_start(design, spec):
     from latentscale.estimation.mle import start_points
 
     return start_points(design, spec, 1, 0)[0]
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    data, _, _ = simulate(k=2, n_benchmarks=5, n_families=60, family_sizes=2, seed=11)
+    return data, ls.LatentScalingModel(k=2, n_starts=1).fit(data)
+
+
+def test_start_params_from_the_optimum_returns_it(small_fit):
+    data, fit = small_fit
+    again = ls.LatentScalingModel(k=2, n_starts=1).fit(data, start_params=fit)
+    assert again.diagnostics["start_given"] and not fit.diagnostics["start_given"]
+    assert again.llf == pytest.approx(fit.llf, abs=1e-6)
+    np.testing.assert_allclose(again.theta, fit.theta, atol=1e-3)
+    # a start far from the optimum (every coordinate moved) climbs back to the same ℓ
+    rng = np.random.default_rng(0)
+    moved = ls.LatentScalingModel(k=2, n_starts=1).fit(data, start_params=fit.theta + rng.normal(0, 0.3, fit.theta.size))
+    assert moved.llf == pytest.approx(fit.llf, abs=1e-4)
+
+
+def test_start_params_errors(small_fit):
+    data, fit = small_fit
+    with pytest.raises(ValueError, match=r"must be a FitResult or \d+ numbers"):
+        ls.LatentScalingModel(k=2).fit(data, start_params=fit.theta[:-1])
+    with pytest.raises(ValueError, match="same K, anchors and benchmarks"):
+        ls.LatentScalingModel(k=1).fit(data, start_params=fit)
+    with pytest.raises(ValueError, match="psga"):
+        ls.LatentScalingModel(k=2, method="psga").fit(data, start_params=fit)
+    with pytest.raises(ValueError, match="finite"):
+        from latentscale.estimation.mle import fit_mle
+        from latentscale.model.design import build_design
+
+        design, _ = build_design(data, fit.spec.benchmarks, fit.spec.clip)
+        fit_mle(design, fit.spec, start=np.full(fit.theta.size, np.nan))

@@ -63,9 +63,12 @@ def _negated(ml: MarginalLikelihood, counter: list[int]):
     return fun
 
 
-def start_points(design: Design, spec: ModelSpec, n_starts: int, seed: int, scale: float = 0.3) -> list[np.ndarray]:
-    """The moment-based start and ``n_starts - 1`` perturbations of it (fixed seed)."""
-    base = pack(initial_params(design, spec), spec)
+def start_points(design: Design, spec: ModelSpec, n_starts: int, seed: int, scale: float = 0.3,
+                 base: np.ndarray | None = None) -> list[np.ndarray]:
+    """The moment-based start (or ``base``) and ``n_starts - 1`` perturbations of it, normal
+    with sd ``scale`` on the unconstrained scale (fixed seed)."""
+    if base is None:
+        base = pack(initial_params(design, spec), spec)
     rng = np.random.default_rng(seed)
     return [base] + [base + rng.normal(0.0, scale, size=base.shape) for _ in range(n_starts - 1)]
 
@@ -84,6 +87,8 @@ def fit_mle(
     screen_families: int = 2000,
     rule: QuadratureRule | None = None,
     progress: Progress | None = None,
+    start: np.ndarray | None = None,
+    start_scale: float = 0.3,
 ) -> MLEOutcome:
     """Maximize the marginal log-likelihood; returns the unconstrained optimum and diagnostics.
 
@@ -91,6 +96,8 @@ def fit_mle(
     largest gradient entry accepted as converged in them. With more than ``screen_families``
     families the starts are screened on an evenly spread subset of that many. ``rule``
     overrides the quadrature rule of the final stage (default: by K and ``points``).
+    ``start`` (unconstrained θ) replaces the moment-based start; the other starts perturb it
+    by normal steps of sd ``start_scale``.
     """
     if hessian not in ("laplace", "full"):
         raise ValueError(f"hessian must be 'laplace' or 'full', got {hessian!r}")
@@ -99,7 +106,12 @@ def fit_mle(
     full = MarginalLikelihood.build(spec, design, points=points, rule=rule)
     bounds = parameter_bounds(spec)
     lo, hi = np.array(bounds).T
-    starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed)]
+    if start is not None:
+        start = np.asarray(start, dtype=float)
+        if start.shape != lo.shape or not np.all(np.isfinite(start)):
+            raise ValueError(f"start must be {lo.size} finite numbers (the unconstrained parameter vector of "
+                             f"this K and benchmark set), got shape {start.shape}")
+    starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed, start_scale, start)]
     # The exact (automatic-differentiation) Hessian pays off with many families.
     exact = design.n_families > screen_families
 
