@@ -29,9 +29,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import latentscale as ls
-    from latentscale.estimation.init import initial_params
+    from latentscale.estimation.mle import start_points
     from latentscale.model.design import build_design
-    from latentscale.model.params import pack
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the loader's notes on the published table
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
           f"{time.perf_counter() - t:.1f} s", flush=True)
     spec = model.spec_for(data)
     design, _ = build_design(data, spec.benchmarks, spec.clip)
-    base = pack(initial_params(design, spec), spec)
+    base = start_points(design, spec, 1, 0)[0]  # the moment-based start
 
     lls = []
     for i in range(args.starts):
