@@ -1,19 +1,47 @@
 """latentscale: latent-variable scaling laws for LLM families and benchmarks.
 
-Data flow: :mod:`latentscale.data` (registry, loading, validation) →
-:mod:`latentscale.model` (covariates, parameters, likelihood) →
-:mod:`latentscale.estimation` (marginal maximum likelihood) →
-:mod:`latentscale.results` (fit results, save/load) → :mod:`latentscale.cli`.
+Data flow: :mod:`latentscale.data` (registry, loading, validation) → :mod:`latentscale.model`
+(covariates, parameter blocks, observation model, design, simulation) →
+:mod:`latentscale.estimation` (the marginal likelihood and its estimators) →
+:mod:`latentscale.results` (fit results, inference, save/load) → :mod:`latentscale.prediction`,
+:mod:`latentscale.allocation`, :mod:`latentscale.evaluation` → :mod:`latentscale.cli` and
+:mod:`latentscale.report`.
+
+Importing the package changes no global setting: JAX runs in float64 inside latentscale's own
+calls only (:mod:`latentscale.config`). Names are imported lazily, so ``import latentscale`` is cheap.
 """
 
-from latentscale._jax import enable_x64 as _enable_x64
+from __future__ import annotations
 
-_enable_x64()
+import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from latentscale.data import ScoreData, list_datasets, load_dataset, read_scores  # noqa: E402
-from latentscale.fitting import LatentScalingModel, fit  # noqa: E402
-from latentscale.results.fit_result import FitResult  # noqa: E402
+_EXPORTS = {
+    "ScoreData": "latentscale.data",
+    "list_datasets": "latentscale.data",
+    "load_dataset": "latentscale.data",
+    "read_scores": "latentscale.data",
+    "DataError": "latentscale.data",
+    "InputError": "latentscale.errors",
+    "LatentScalingModel": "latentscale.fitting",
+    "fit": "latentscale.fitting",
+    "FitResult": "latentscale.results.fit_result",
+    "ModelSpec": "latentscale.model.spec",
+    "QuadratureSpec": "latentscale.estimation.quadrature",
+    "MarginalLikelihood": "latentscale.estimation.likelihood",
+}
 
-__all__ = ["FitResult", "LatentScalingModel", "ScoreData", "fit", "list_datasets", "load_dataset", "read_scores"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'latentscale' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

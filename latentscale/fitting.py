@@ -1,4 +1,4 @@
-"""Public entry point: fit the latent-variable scaling model to a score table."""
+"""Public entry point: the model as an estimator object (scikit-learn / lifelines style)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from latentscale._jax import release_compiled_if_crowded
+from latentscale.config import float64, release_compiled_if_crowded
 from latentscale.data import ScoreData, from_frame, load_dataset
+from latentscale.errors import InputError
+from latentscale.estimation.estimators import METHODS, estimate, method_quadrature
+from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import build_design
-from latentscale.model.params import ModelSpec, parameter_bounds
+from latentscale.model.params import layout
+from latentscale.model.spec import DEFAULT_CLIP, ModelSpec
 from latentscale.results.fit_result import FitResult
-
-METHODS = ("aghq", "laplace", "psga")
-
 
 class LatentScalingModel:
     """The latent-variable scaling law of Cai, Cui, Maia Polo et al. (arXiv:2512.06553).
@@ -24,24 +25,29 @@ class LatentScalingModel:
     Options are constructor arguments, data are :meth:`fit` arguments (scikit-learn style);
     :meth:`fit` returns a :class:`~latentscale.results.FitResult`.
 
-    Parameters
-    ----------
+    Model options
+    -------------
     k : number of latent skills K.
     anchors : K benchmark names; anchor k loads only on skill k (default: the first K benchmarks).
-    method : ``"aghq"`` (default; adaptive Gauss–Hermite marginal likelihood), ``"laplace"``
-        (one node per family: fast, less accurate) or ``"psga"`` (the paper's projected
-        stochastic gradient ascent, for comparison).
-    clip : scores are clipped to [low, high] before the Beta density (None: no clipping, then
-        exact 0 or 1 is an error). Default (0.001, 0.999), as in the reference analysis.
+    clip : scores are clipped to [low, high] before the Beta density (None: no clipping; exact 0 or
+        1 is then an error). Default (0.001, 0.999), as in the reference analysis.
+    logit_clip : None (default: the model of the paper's text), or L: the linear predictor is
+        clamped to [−L, L] before the sigmoid, as the reference code behind the paper's figures
+        does (4.5).
+    covariates : ``"paper"`` (log N, log D and their product; default), ``"size-tokens"`` or ``"flops"``.
     floors : random-guess floors by benchmark, overriding the known ones.
-    points : quadrature nodes per skill dimension of the product rule (default by K).
-    grid : the quadrature grid of ``aghq``: ``"auto"`` (product Gauss–Hermite up to K = 4,
-        or whenever ``points`` is given; the degree-5 Smolyak sparse grid from K = 5),
-        ``"product"`` or ``"sparse"`` (49 nodes at K = 4 instead of 256: about five times
-        faster on very large data, log-likelihood within a few tenths on the paper data).
-    n_starts : number of starting points (the moment-based one and fixed-seed perturbations).
-    seed : seed of the perturbed starts (and of the Monte Carlo draws of ``psga``).
-    method_options : extra options of the estimator (for ``psga``: steps, draws, ...).
+
+    Estimation options
+    ------------------
+    method : ``"aghq"`` (default; adaptive quadrature marginal likelihood), ``"laplace"`` (one node
+        per family: fast, less accurate) or ``"psga"`` (the paper's projected stochastic gradient
+        ascent, for comparison).
+    quadrature : a :class:`~latentscale.estimation.quadrature.QuadratureSpec` (or its dict or grid
+        name); ``points`` and ``grid`` are shorthands for ``QuadratureSpec(grid, points)``. The spec
+        is stored on the fit and used by its posteriors, predictions and evaluations too.
+    n_starts, seed : starting points (the moment-based one and fixed-seed perturbations).
+    hessian : ``"laplace"`` (default), ``"full"`` or None (no standard errors: faster refits).
+    method_options : further options of the estimator (for ``psga``: steps, draws, ...).
     """
 
     def __init__(
@@ -50,109 +56,139 @@ class LatentScalingModel:
         anchors: Sequence[str] | None = None,
         *,
         method: str = "aghq",
-        clip: tuple[float, float] | None = (0.001, 0.999),
+        clip: tuple[float, float] | None = DEFAULT_CLIP,
+        logit_clip: float | None = None,
+        covariates: str = "paper",
         floors: dict[str, float] | None = None,
+        quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
-        grid: str = "auto",
+        grid: str | None = None,
         n_starts: int = 3,
         seed: int = 0,
+        hessian: str | None = "laplace",
         method_options: dict | None = None,
     ):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        self.k = k
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if int(k) != k or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        if int(n_starts) != n_starts or n_starts < 1:
+            raise InputError(f"n_starts must be a positive integer, got {n_starts!r}")
+        if hessian not in ("laplace", "full", None):
+            raise InputError(f"hessian must be 'laplace', 'full' or None, got {hessian!r}")
+        if quadrature is not None and (points is not None or grid is not None):
+            raise InputError("give quadrature= or its shorthands points= / grid=, not both")
+        self.k = int(k)
         self.anchors = None if anchors is None else tuple(anchors)
         self.method = method
-        self.clip = clip
+        self.clip = None if clip is None else tuple(clip)
+        self.logit_clip = logit_clip
+        self.covariates = covariates
         self.floors = floors
-        if grid not in ("auto", "product", "sparse"):
-            raise ValueError(f"unknown grid {grid!r}; choose auto, product or sparse")
-        if grid == "sparse" and points is not None:
-            raise ValueError("points sets the product grid; leave it out with grid='sparse'")
-        self.points = points
-        self.grid = grid
-        self.n_starts = n_starts
-        self.seed = seed
+        self.quadrature = (QuadratureSpec.coerce(quadrature) if quadrature is not None
+                           else QuadratureSpec(grid=grid or "auto", points=points))
+        self.n_starts = int(n_starts)
+        self.seed = int(seed)
+        self.hessian = hessian
         self.method_options = dict(method_options or {})
+        if "hessian" in self.method_options:  # older spelling
+            self.hessian = self.method_options.pop("hessian")
 
+    @classmethod
+    def paper(cls, k: int = 4, **options) -> "LatentScalingModel":
+        """Everything the reference code behind the paper's figures used (:data:`PAPER_SETTINGS`):
+        the logit clamp at ±4.5, the exact BBH and MuSR floors, the clip of the scores to
+        [0.001, 0.999] and the anchor order math, ifeval, hellaswag, bbh, mmlu-pro, mmlu, arc,
+        truthfulqa, gsm8k, winogrande, gpqa, musr (the first K). ``options`` override."""
+        settings = {**PAPER_SETTINGS, "anchors": list(PAPER_ANCHORS[:k]), "floors": dict(PAPER_FLOORS), **options}
+        return cls(k, **settings)
+
+    # ---- the model for a data set --------------------------------------------------------------
     def spec_for(self, data: ScoreData) -> ModelSpec:
-        """The model specification for a data set (anchors, floors, clipping)."""
+        """The model specification for a data set (anchors, floors, clip and the model options)."""
+        if self.k > len(data.benchmarks):
+            raise InputError(f"k = {self.k} exceeds the number of benchmarks ({len(data.benchmarks)})")
         anchors = self.anchors if self.anchors is not None else tuple(data.benchmarks[: self.k])
         if len(anchors) != self.k:
-            raise ValueError(f"k = {self.k} needs {self.k} anchors, got {len(anchors)}: {list(anchors)}")
-        if self.k > len(data.benchmarks):
-            raise ValueError(f"k = {self.k} exceeds the number of benchmarks ({len(data.benchmarks)})")
+            raise InputError(f"k = {self.k} needs {self.k} anchors, got {len(anchors)}: {list(anchors)}")
+        unknown = [a for a in anchors if a not in data.benchmarks]
+        if unknown:
+            raise InputError(f"anchor(s) {unknown} are not benchmarks of the data; its benchmarks are "
+                             f"{', '.join(data.benchmarks)}")
         floors = dict(data.floors)
         if self.floors:
+            unknown = [b for b in self.floors if b not in floors]
+            if unknown:
+                raise InputError(f"floors given for unknown benchmark(s) {unknown}; the data's benchmarks are "
+                                 f"{', '.join(data.benchmarks)}")
             floors.update(self.floors)
-        return ModelSpec(
-            benchmarks=tuple(data.benchmarks),
-            anchors=tuple(anchors),
-            floors=tuple(float(floors[b]) for b in data.benchmarks),
-            clip=self.clip,
-        )
+        return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
+                         floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
+                         logit_clip=self.logit_clip, covariates=self.covariates)
 
+    def likelihood(self, data, **frame_options):
+        """The marginal likelihood of this model on ``data`` (the fit's rule), a
+        :class:`~latentscale.estimation.likelihood.MarginalLikelihood`: ``loglike(θ)``, ``score``,
+        ``hessian``, per-family values, for checks and searches of your own."""
+        from latentscale.estimation.likelihood import MarginalLikelihood
+
+        data = as_score_data(data, **frame_options)
+        spec = self.spec_for(data)
+        design, _ = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates)
+        return MarginalLikelihood(spec, design, method_quadrature(self.method, self.quadrature))
+
+    # ---- fitting -------------------------------------------------------------------------------
+    @float64
     def fit(self, data: ScoreData | pd.DataFrame | str, progress: Callable[[str], None] | bool | None = None,
             start_params: FitResult | np.ndarray | None = None, **frame_options) -> FitResult:
-        """Fit by marginal maximum likelihood. ``data``: a ScoreData, a DataFrame (column
-        mapping in ``frame_options``, see :func:`latentscale.data.from_frame`), or a registry
-        name or file path. ``start_params``: where the optimizer starts instead of the
-        moment-based start (a fit of the same K and benchmarks, or its unconstrained ``theta``);
-        the other ``n_starts - 1`` starts perturb it."""
-        if progress is True:
-            progress = _print_progress
-        elif progress is False:
-            progress = None
+        """Fit by marginal maximum likelihood. ``data``: a ScoreData, a DataFrame (column mapping
+        in ``frame_options``, see :func:`latentscale.data.from_frame`), or a registry name or file
+        path. ``start_params``: where the optimizer starts instead of the moment-based start (a fit
+        of the same model, or its unconstrained ``theta``); the other ``n_starts - 1`` starts
+        perturb it. ``progress``: True prints stage lines on stderr, or a callable gets them."""
+        say = _print_progress if progress is True else (progress or None)
         data = as_score_data(data, **frame_options)
         spec = self.spec_for(data)
         release_compiled_if_crowded()
         t0 = time.perf_counter()
-        design, scaler = build_design(data, spec.benchmarks, spec.clip)
+        design, scaler = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates)
         start = _start_vector(start_params, spec, self.method)
-        if self.method == "psga":
-            from latentscale.estimation.psga import fit_psga
-
-            outcome = fit_psga(design, spec, seed=self.seed, progress=progress, **self.method_options)
-        else:
-            from latentscale.estimation.mle import fit_mle
-
-            from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, sparse_rule
-
-            points = 1 if self.method == "laplace" else self.points
-            rule = None
-            if self.method == "aghq" and self.grid == "sparse":
-                rule = sparse_rule(self.k)
-            elif self.method == "aghq" and self.grid == "product" and points is None:
-                rule = gauss_hermite_rule(self.k, default_points(self.k))
-            outcome = fit_mle(design, spec, points=points, rule=rule, n_starts=self.n_starts, seed=self.seed,
-                              progress=progress, start=start, **self.method_options)
+        quadrature = method_quadrature(self.method, self.quadrature)
+        outcome = estimate(self.method, design, spec, quadrature, n_starts=self.n_starts, seed=self.seed,
+                           hessian=self.hessian, start=start, progress=say, options=self.method_options)
         diagnostics = dict(outcome.diagnostics)
         diagnostics["seconds"] = time.perf_counter() - t0
         diagnostics["start_given"] = start is not None
         return FitResult(
-            spec=spec,
-            scaler=scaler,
-            theta=outcome.theta,
-            log_likelihood=outcome.log_likelihood,
-            method=self.method,
-            n_obs=design.n_obs,
-            n_models=design.n_models,
-            n_families=design.n_families,
-            families=design.families,
-            models=design.models,
-            data_name=data.name,
-            options={
-                "k": self.k, "anchors": list(spec.anchors), "clip": None if self.clip is None else list(self.clip),
-                "points": self.points, "grid": self.grid, "n_starts": self.n_starts, "seed": self.seed,
-                "method_options": self.method_options,
-            },
-            diagnostics=diagnostics,
-            hessian=outcome.hessian,
-            score_outer=getattr(outcome, "score_outer", None),
+            spec=spec, scaler=scaler, theta=outcome.theta, log_likelihood=outcome.log_likelihood, method=self.method,
+            n_obs=design.n_obs, n_models=design.n_models, n_families=design.n_families, families=design.families,
+            models=design.models, data_name=data.name, quadrature=quadrature, options=self.get_params(),
+            diagnostics=diagnostics, hessian=outcome.hessian, score_outer=outcome.score_outer,
             data=data.frame.loc[list(design.models), ["family", "group", "size", "tokens", *spec.benchmarks]],
         )
+
+    def get_params(self) -> dict:
+        """The constructor's options, as plain values (scikit-learn's ``get_params``)."""
+        return {
+            "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
+            "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
+            "covariates": self.covariates, "floors": self.floors, "quadrature": self.quadrature.to_dict(),
+            "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
+            "method_options": self.method_options,
+        }
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.get_params().items() if v not in (None, {}, [])}
+        return "LatentScalingModel(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+#: The anchor order of the reference code (the first K anchor the K-skill model).
+PAPER_ANCHORS = ("math", "ifeval", "hellaswag", "bbh", "mmlu-pro", "mmlu", "arc", "truthfulqa", "gsm8k",
+                 "winogrande", "gpqa", "musr")
+#: The reference code's exact floors where ours are rounded.
+PAPER_FLOORS = {"bbh": 0.28850361, "musr": 0.34329806}
+#: The settings :meth:`LatentScalingModel.paper` uses besides anchors and floors.
+PAPER_SETTINGS = {"logit_clip": 4.5, "clip": DEFAULT_CLIP}
 
 
 def _start_vector(start_params, spec: ModelSpec, method: str) -> np.ndarray | None:
@@ -160,19 +196,19 @@ def _start_vector(start_params, spec: ModelSpec, method: str) -> np.ndarray | No
     if start_params is None:
         return None
     if method == "psga":
-        raise ValueError("start_params applies to method 'aghq' or 'laplace'; psga starts from its own schedule")
+        raise InputError("start_params applies to method 'aghq' or 'laplace'; psga starts from its own schedule")
     if isinstance(start_params, FitResult):
         other = start_params.spec
-        if (other.benchmarks, other.anchors) != (spec.benchmarks, spec.anchors):
-            raise ValueError(
+        if (other.benchmarks, other.anchors, other.block_names) != (spec.benchmarks, spec.anchors, spec.block_names):
+            raise InputError(
                 f"start_params is a fit with K = {other.K}, anchors {list(other.anchors)} and benchmarks "
                 f"{list(other.benchmarks)}; this fit has K = {spec.K}, anchors {list(spec.anchors)} and benchmarks "
-                f"{list(spec.benchmarks)}: start from a fit of the same K, anchors and benchmarks")
+                f"{list(spec.benchmarks)}: start from a fit of the same model")
         return np.asarray(start_params.theta, dtype=float)
     theta = np.asarray(start_params, dtype=float)
-    n = len(parameter_bounds(spec))
+    n = layout(spec).size
     if theta.shape != (n,):
-        raise ValueError(f"start_params must be a FitResult or {n} numbers (the unconstrained parameter vector for "
+        raise InputError(f"start_params must be a FitResult or {n} numbers (the unconstrained parameter vector for "
                          f"K = {spec.K} and {spec.J} benchmarks, as in FitResult.theta), got shape {theta.shape}")
     return theta
 
@@ -184,6 +220,8 @@ def _print_progress(message: str) -> None:
 def as_score_data(data, **frame_options) -> ScoreData:
     """A ScoreData from a ScoreData, a DataFrame, a registry name or a file path."""
     if isinstance(data, ScoreData):
+        if frame_options:
+            raise InputError(f"column options {sorted(frame_options)} apply to frames and files, not to a ScoreData")
         return data
     if isinstance(data, pd.DataFrame):
         return from_frame(data, **frame_options)
@@ -193,4 +231,5 @@ def as_score_data(data, **frame_options) -> ScoreData:
 def fit(data, k: int = 4, anchors: Sequence[str] | None = None, **options) -> FitResult:
     """Shorthand for ``LatentScalingModel(k, anchors, **options).fit(data)``."""
     progress = options.pop("progress", None)
-    return LatentScalingModel(k, anchors, **options).fit(data, progress=progress)
+    start_params = options.pop("start_params", None)
+    return LatentScalingModel(k, anchors, **options).fit(data, progress=progress, start_params=start_params)

@@ -31,10 +31,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from latentscale.model.params import unpack
+from latentscale.errors import InputError
+from latentscale.model.covariates import FLOPS_UNIT
 
-#: C = 6 · (N·1e9) · (D·1e12): FLOPs of one unit (N = 1 billion, D = 1 trillion) of log N + log D.
-FLOPS_UNIT = 6e21
 #: Columns of the table :func:`allocate` returns (intervals at ``level``).
 ALLOCATION_COLUMNS = (
     "target", "kind", "family", "flops", "size", "tokens", "tokens_per_param", "value", "position",
@@ -52,15 +51,15 @@ def budget_log(flops) -> np.ndarray:
 def flops_range(low: float, high: float, points: int = 10) -> np.ndarray:
     """``points`` budgets log-spaced from ``low`` to ``high`` FLOPs (one when they are equal)."""
     if not (low > 0 and high > 0 and math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"budgets must be positive finite FLOPs, got {low:g} and {high:g}")
+        raise InputError(f"budgets must be positive finite FLOPs, got {low:g} and {high:g}")
     if high < low:
-        raise ValueError(f"the budget range is reversed ({low:g} > {high:g}); give LOW..HIGH")
+        raise InputError(f"the budget range is reversed ({low:g} > {high:g}); give LOW..HIGH")
     if int(points) != points or points < 1:
-        raise ValueError(f"points must be a positive integer, got {points}")
+        raise InputError(f"points must be a positive integer, got {points}")
     if low == high:
         return np.array([float(low)])
     if points < 2:
-        raise ValueError("a range of budgets needs at least 2 points (or give LOW == HIGH for one budget)")
+        raise InputError("a range of budgets needs at least 2 points (or give LOW == HIGH for one budget)")
     return np.geomspace(low, high, int(points))
 
 
@@ -76,11 +75,11 @@ def data_ranges(fit) -> dict[str, tuple[float, float]]:
 def _fit_rows(fit) -> pd.DataFrame:
     data = fit.data
     if data is None:
-        raise ValueError("this fit carries no data, so the default box (the data's range of sizes and tokens) is "
+        raise InputError("this fit carries no data, so the default box (the data's range of sizes and tokens) is "
                          "unknown; pass box=((size_lo, size_hi), (tokens_lo, tokens_hi)) and flops=")
     data = data[data["size"].notna() & data["tokens"].notna()]
     if not len(data):
-        raise ValueError("the fit's rows have no sizes and tokens; pass box= and flops=")
+        raise InputError("the fit's rows have no sizes and tokens; pass box= and flops=")
     return data
 
 
@@ -91,7 +90,7 @@ def resolve_box(fit, box=None) -> tuple[tuple[float, float], tuple[float, float]
     try:
         size_box, tokens_box = box
     except (TypeError, ValueError):
-        raise ValueError(f"box must be ((size_lo, size_hi), (tokens_lo, tokens_hi)), got {box!r}") from None
+        raise InputError(f"box must be ((size_lo, size_hi), (tokens_lo, tokens_hi)), got {box!r}") from None
     out = []
     for side, name, unit in ((size_box, "size", "billions of parameters"), (tokens_box, "tokens", "trillions of tokens")):
         if side is None:
@@ -99,11 +98,11 @@ def resolve_box(fit, box=None) -> tuple[tuple[float, float], tuple[float, float]
         try:
             lo, hi = (float(v) for v in side)
         except (TypeError, ValueError):
-            raise ValueError(f"the {name} side of the box must be (low, high) in {unit}, got {side!r}") from None
+            raise InputError(f"the {name} side of the box must be (low, high) in {unit}, got {side!r}") from None
         if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"the {name} side of the box must be positive and finite ({unit}), got {lo:g}, {hi:g}")
+            raise InputError(f"the {name} side of the box must be positive and finite ({unit}), got {lo:g}, {hi:g}")
         if hi < lo:
-            raise ValueError(f"the {name} side of the box is reversed ({lo:g} > {hi:g}); give (low, high)")
+            raise InputError(f"the {name} side of the box is reversed ({lo:g} > {hi:g}); give (low, high)")
         out.append((lo, hi))
     return out[0], out[1]
 
@@ -117,26 +116,37 @@ def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str):
     thetas = np.atleast_2d(np.asarray(thetas, float))
     S, p, K = len(thetas), spec.p, spec.K
     scale, mean = np.asarray(fit.scaler.scale, float), np.asarray(fit.scaler.mean, float)
-    B = thetas[:, : p * K].reshape(S, p, K)
+    lay = fit.layout
+    B = thetas[:, lay.slices["B"]].reshape(S, p, K)
     B_raw = B / scale[None, :, None]
     offset = -np.einsum("p,spk->sk", mean / scale, B)
+    B_raw, offset = _as_size_token_terms(B_raw, offset, spec.covariates)
     if kind == "skill":
         k = spec.skills.index(target)
         w = np.zeros((S, K))
         w[:, k] = 1.0
         return B_raw[:, :, k], offset[:, k], w, 0.0
     j = spec.benchmarks.index(target)
-    lam, icpt = _loadings_and_intercepts(thetas, spec, j)  # (S, K), (S,)
+    params = lay.unpack_many(thetas, ("loadings", "intercepts"))
+    lam, icpt = params["loadings"][:, :, j], params["intercepts"][:, j]  # (S, K), (S,)
     coef = np.einsum("spk,sk->sp", B_raw, lam)
     const = np.einsum("sk,sk->s", offset, lam) + icpt
     return coef, const, lam, float(spec.floors[j])
 
 
-def _loadings_and_intercepts(thetas, spec, j):
-    import jax
-
-    params = jax.vmap(lambda t: unpack(t, spec))(thetas)
-    return np.asarray(params["loadings"])[:, :, j], np.asarray(params["intercepts"])[:, j]
+def _as_size_token_terms(B_raw: np.ndarray, offset: np.ndarray, covariates: str):
+    """Raw coefficients (S, p, K) of any covariate set as coefficients on (log N, log D,
+    log N·log D) and the offset: ``size-tokens`` has no interaction; ``flops`` (log C = log 6e21
+    + log N + log D) puts the same coefficient on log N and log D, so every split of a budget
+    gives the same skill."""
+    if covariates == "paper":
+        return B_raw, offset
+    S, _, K = B_raw.shape
+    zero = np.zeros((S, 1, K))
+    if covariates == "size-tokens":
+        return np.concatenate([B_raw, zero], axis=1), offset
+    b = B_raw[:, :1, :]
+    return np.concatenate([b, b, zero], axis=1), offset + b[:, 0, :] * math.log(FLOPS_UNIT)
 
 
 def _quadratic(coef: np.ndarray, s: float):
@@ -235,17 +245,17 @@ def allocate(fit, skill: str | None = None, benchmark: str | None = None, family
     """
     spec = fit.spec
     if skill is not None and benchmark is not None:
-        raise ValueError("give skill= or benchmark=, not both")
+        raise InputError("give skill= or benchmark=, not both")
     if skill is not None and skill not in spec.skills:
-        raise ValueError(f"unknown skill {skill!r}; the fit's skills are {', '.join(spec.skills)}")
+        raise InputError(f"unknown skill {skill!r}; the fit's skills are {', '.join(spec.skills)}")
     if benchmark is not None and benchmark not in spec.benchmarks:
-        raise ValueError(f"unknown benchmark {benchmark!r}; the fit's benchmarks are {', '.join(spec.benchmarks)}")
+        raise InputError(f"unknown benchmark {benchmark!r}; the fit's benchmarks are {', '.join(spec.benchmarks)}")
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be between 0 and 1 (exclusive), got {level}")
+        raise InputError(f"level must be between 0 and 1 (exclusive), got {level}")
     if method not in ("closed", "numeric"):
-        raise ValueError(f"method must be 'closed' or 'numeric', got {method!r}")
+        raise InputError(f"method must be 'closed' or 'numeric', got {method!r}")
     if uncertainty and int(n_draws) < 2:
-        raise ValueError(f"n_draws must be at least 2, got {n_draws}")
+        raise InputError(f"n_draws must be at least 2, got {n_draws}")
     targets = ([(skill, "skill")] if skill is not None else [(benchmark, "benchmark")] if benchmark is not None
                else [(s, "skill") for s in spec.skills])
     budgets = _budgets(fit, flops, points)
@@ -257,12 +267,12 @@ def allocate(fit, skill: str | None = None, benchmark: str | None = None, family
     if uncertainty:
         from latentscale.prediction.sampling import parameter_draws
 
-        cov = fit.cov_params(cov_kind) if fit.hessian is not None or cov_kind == "opg" else None
+        cov = fit.cov_theta(cov_kind) if fit.hessian is not None or cov_kind == "opg" else None
         if cov is None:
-            raise ValueError("this fit carries no Hessian, so the optimum's uncertainty cannot be computed; "
+            raise InputError("this fit carries no Hessian, so the optimum's uncertainty cannot be computed; "
                              "refit, or pass uncertainty=False")
         if not np.all(np.isfinite(cov)):
-            raise ValueError("the fit's covariance is not finite (information matrix not positive definite); "
+            raise InputError("the fit's covariance is not finite (information matrix not positive definite); "
                              "pass uncertainty=False or use another cov_kind")
         thetas = parameter_draws(fit.theta, cov, int(n_draws), seed)
 
@@ -284,7 +294,7 @@ def _budgets(fit, flops, points) -> np.ndarray:
         return flops_range(lo, hi, points)
     arr = np.atleast_1d(np.asarray(flops, dtype=float)).ravel()
     if not arr.size or not np.all(np.isfinite(arr) & (arr > 0)):
-        raise ValueError(f"budgets must be positive finite FLOPs (C = 6·N·D), got {np.asarray(flops).tolist()}")
+        raise InputError(f"budgets must be positive finite FLOPs (C = 6·N·D), got {np.asarray(flops).tolist()}")
     return arr
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.allocation.core import FLOPS_UNIT
 
 
@@ -24,7 +25,7 @@ def plot_frontier(table: pd.DataFrame, fit=None, path: str | Path | None = None,
     import matplotlib.pyplot as plt
 
     if table.empty:
-        raise ValueError("the allocation table is empty: nothing to plot")
+        raise InputError("the allocation table is empty: nothing to plot")
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.5))
     ax_plane, ax_n, ax_d, ax_r = axes.ravel()
     data = None if fit is None else fit.data
@@ -78,7 +79,7 @@ def plot_frontier(table: pd.DataFrame, fit=None, path: str | Path | None = None,
                           "dotted: the data's range)", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        from latentscale.results.fit_result import atomic_write
+        from latentscale.results.io import atomic_write
 
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
         plt.close(fig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import warnings
 
@@ -74,45 +75,81 @@ def shorten(message: str, limit: int = 300) -> str:
 
 
 class Progress:
-    """Progress messages on stderr; call the instance with a message (usable as ``progress=``)."""
+    """Progress messages on stderr; call the instance with a message (usable as ``progress=``).
 
-    def __init__(self, enabled: bool = True):
+    On a terminal a rich spinner shows the current stage and its elapsed time; elsewhere (logs,
+    CI) each message is a time-stamped line. While a stage runs longer than ``heartbeat`` seconds
+    without a message (a first compilation, a long evaluation), a line repeats the stage with the
+    time spent in it, so the command is never silent for long. Disabled: prints nothing.
+    """
+
+    def __init__(self, enabled: bool = True, heartbeat: float = 4.0):
         self.enabled = enabled
         self.console = stderr()
         self.live = enabled and self.console.is_terminal
+        self.heartbeat = heartbeat
         self._status = None
         self._t0 = time.perf_counter()
+        self._stage, self._stage_t0, self._last = "starting", self._t0, self._t0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
 
     def __enter__(self) -> "Progress":
-        self._t0 = time.perf_counter()
+        self._t0 = self._stage_t0 = self._last = time.perf_counter()
         if self.live:
             self._status = self.console.status("starting", spinner="dots")
             self._status.start()
+        if self.enabled and self.heartbeat:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(0.5):
+            now = time.perf_counter()
+            with self._lock:
+                if now - self._last < self.heartbeat:
+                    continue
+                self._emit(f"{self._stage} (still working, {now - self._stage_t0:.0f} s in this step)", now,
+                           keep_stage=True)
+
+    def _emit(self, message: str, now: float, keep_stage: bool = False) -> None:
+        line = f"[{now - self._t0:6.1f}s] {message}"
+        if not keep_stage:
+            self._stage, self._stage_t0 = message, now
+        self._last = now
+        if self._status is not None:
+            if not keep_stage:
+                self.console.print(Text(line, style="dim"))
+            self._status.update(Text(f"{self._stage} ({now - self._stage_t0:.0f} s)"))
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         """A ``warning: ...`` line on stderr (above the spinner on a terminal)."""
         if not self.enabled:
             return
-        if self._status is not None:
-            self.console.print(Text(f"warning: {message}", style="yellow"))
-        else:
-            warning(message)
+        with self._lock:
+            self._last = time.perf_counter()
+            if self._status is not None:
+                self.console.print(Text(f"warning: {message}", style="yellow"))
+            else:
+                warning(message)
 
     def __call__(self, message: str) -> None:
         if not self.enabled:
             return
-        line = f"[{time.perf_counter() - self._t0:6.1f}s] {message}"
-        if self._status is not None:
-            self.console.print(Text(line, style="dim"))
-            self._status.update(Text(message))
-        else:
-            print(line, file=sys.stderr, flush=True)
+        with self._lock:
+            self._emit(message, time.perf_counter())
 
 
 def _fmt(x, digits: int = 3) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from latentscale.data.floors import floor_for
+from latentscale.errors import InputError
 
 #: Scores below ``BELOW_FLOOR_RATIO * floor`` count as "clearly below the guessing floor".
 BELOW_FLOOR_RATIO = 0.8
@@ -22,7 +23,7 @@ BELOW_FLOOR_MIN_COUNT = 2
 MIN_FLOOR_FOR_CHECK = 0.05
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The score table cannot be used as given; the message says where and what to do."""
 
 

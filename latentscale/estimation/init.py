@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from latentscale.model.design import Design
-from latentscale.model.params import ModelSpec
+from latentscale.model.observation import floor_logit
+from latentscale.model.params import layout
+from latentscale.model.spec import ModelSpec
 
 
 def initial_params(design: Design, spec: ModelSpec) -> dict:
@@ -20,8 +22,7 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
     floors = np.asarray(spec.floors)
     n = design.n_models
     Z = np.full((n, J), np.nan)
-    frac = (design.y - floors[design.obs_bench]) / (1.0 - floors[design.obs_bench])
-    Z[design.obs_model, design.obs_bench] = np.log(np.clip(frac, 0.02, 0.98) / (1 - np.clip(frac, 0.02, 0.98)))
+    Z[design.obs_model, design.obs_bench] = floor_logit(design.y, floors[design.obs_bench])
     b = np.nanmean(Z, axis=0)
     b = np.where(np.isfinite(b), b, 0.0)
     Zc = Z - b
@@ -57,14 +58,29 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
     C = np.corrcoef(fam_mean.T) if K > 1 else np.ones((1, 1))
     C = 0.5 * np.nan_to_num(C) + 0.5 * np.eye(K)
     np.fill_diagonal(C, 1.0)
-    log_precision = np.full(J, np.log(30.0))
     return {
         "B": B,
         "loadings": loadings,
         "intercepts": b,
-        "log_precision": log_precision,
-        "corr_chol": np.linalg.cholesky(C),
+        "precision": np.full(J, 30.0),
+        "corr": np.linalg.cholesky(C),
     }
+
+
+def start_points(design: Design, spec: ModelSpec, n_starts: int, seed: int, scale: float = 0.3,
+                 base: np.ndarray | None = None) -> list[np.ndarray]:
+    """The moment-based start (or ``base``) and ``n_starts - 1`` perturbations of it, normal with
+    sd ``scale`` on the unconstrained scale (fixed seed). Blocks beyond the core ones start at 0
+    on the unconstrained scale (no effect) unless ``base`` gives them."""
+    lay = layout(spec)
+    if base is None:
+        params = initial_params(design, spec)
+        base = np.zeros(lay.size)
+        for b in lay.blocks:
+            if b.name in params:
+                base[lay.slices[b.name]] = b.bijector.inverse(params[b.name], spec, b.shape(spec))
+    rng = np.random.default_rng(seed)
+    return [base] + [base + rng.normal(0.0, scale, size=base.shape) for _ in range(n_starts - 1)]
 
 
 def _lstsq(X, y, ridge: float = 1e-6):

@@ -14,10 +14,12 @@ Protocol ``family-group`` (from the Sloth paper):
    then over groups (equal weight per group), per benchmark, and the average over benchmarks;
    reported in percentage points.
 
-The latent-variable methods are warm-started from a fit on the *core* rows (those that are a
-training row in every fold, so no fold's test row enters it), and pad their designs to one shape
-per benchmark set so that every fold reuses the same compiled code (see
-:mod:`latentscale.evaluation.baselines.latent`).
+The latent-variable methods are fitted by the same estimator as ``latentscale fit``
+(:meth:`latentscale.LatentScalingModel.fit`), warm-started from a fit on the *core* rows (those
+that are a training row in every fold, so no fold's test row enters it), with one start and no
+standard errors; their designs are padded to a few sizes per octave, so folds reuse compiled code
+(see :mod:`latentscale.evaluation.baselines.latent`). Every fit's convergence is recorded, per
+method and fold.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.data.dataset import ScoreData
 from latentscale.data.registry import SLOTH_BENCHMARKS
 from latentscale.data.validate import DataError, name_rows
@@ -56,9 +59,6 @@ LATENT_KS = (1, 2, 3, 4)
 SLOTH_DS = (1, 2, 3, 4)
 METHODS: tuple[str, ...] = BASELINES + tuple(f"latent-k{k}" for k in LATENT_KS)
 
-#: Quadrature nodes per skill dimension in cross-validation, by K (the fit's default is 15, 9, 6, 4):
-#: coarser for K = 3, 4, where the product grid dominates the cost of a refit.
-CV_POINTS = {1: 15, 2: 9, 3: 4, 4: 3}
 
 ERROR_COLUMNS = ["method", "fold", "group", "family", "model", "benchmark", "predicted", "actual", "abs_error"]
 
@@ -68,7 +68,7 @@ def benchmark_set(data: ScoreData, benchmarks: str) -> tuple[str, ...]:
     if benchmarks == "all":
         return tuple(data.benchmarks)
     if benchmarks not in BENCHMARK_SETS:
-        raise ValueError(f"unknown benchmark set {benchmarks!r}; choose v1, v2 or all")
+        raise InputError(f"unknown benchmark set {benchmarks!r}; choose v1, v2 or all")
     chosen = BENCHMARK_SETS[benchmarks]
     missing = [b for b in chosen if b not in data.benchmarks]
     if missing:
@@ -82,7 +82,7 @@ def anchors_for_set(benchmarks: str, columns: Sequence[str], k: int) -> tuple[st
     ranking = [b for b in ANCHOR_RANKINGS.get(benchmarks, ()) if b in columns]
     ranking += [b for b in columns if b not in ranking]
     if k > len(ranking):
-        raise ValueError(f"K = {k} exceeds the number of benchmarks ({len(ranking)})")
+        raise InputError(f"K = {k} exceeds the number of benchmarks ({len(ranking)})")
     return tuple(ranking[:k])
 
 
@@ -200,28 +200,28 @@ def resolve_groups(data: ScoreData, rows: pd.DataFrame, groups: list[list[str]] 
     return out, notes
 
 
-def _make_method(name: str, set_name: str, columns: Sequence[str], pad, start):
+def _make_method(name: str, set_name: str, columns: Sequence[str], options: dict, start):
     if name.startswith("latent-k"):
         k = int(name[8:])
-        return LatentMethod(k, anchors_for_set(set_name, columns, k), points=CV_POINTS.get(k), pad=pad,
-                            start=start)
+        return LatentMethod(k, anchors_for_set(set_name, columns, k), start=start, **options)
     return make_baseline(name)
 
 
-def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, pad) -> tuple[str, np.ndarray]:
-    m = _make_method(name, set_name, columns, pad, None).fit(train, columns, floors)
+def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options) -> tuple[str, np.ndarray]:
+    m = _make_method(name, set_name, columns, options, None).fit(train, columns, floors)
     return name, m.theta_
 
 
 def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.ndarray, methods: Sequence[str],
-              set_name: str, columns: Sequence[str], floors: dict, pad, starts: dict) -> dict:
+              set_name: str, columns: Sequence[str], floors: dict, options: dict, starts: dict) -> dict:
     """Fit every method on a fold's training rows and score its predictions of the test rows."""
-    parts, seconds = [], {}
+    parts, seconds, converged = [], {}, {}
     for name in methods:
         t0 = time.perf_counter()
-        m = _make_method(name, set_name, columns, pad, starts.get(name)).fit(train, columns, floors)
+        m = _make_method(name, set_name, columns, options, starts.get(name)).fit(train, columns, floors)
         pred = np.asarray(m.predict(test), float)
         seconds[name] = time.perf_counter() - t0
+        converged[name] = getattr(m, "converged_", None)
         n, J = pred.shape
         parts.append(pd.DataFrame({
             "method": name, "fold": fold.index, "group": fold.group,
@@ -229,7 +229,8 @@ def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.nd
             "benchmark": np.tile(np.asarray(columns, dtype=object), n),
             "predicted": pred.ravel(), "actual": actual.ravel(), "abs_error": np.abs(pred - actual).ravel(),
         }))
-    return {"fold": fold.index, "errors": pd.concat(parts, ignore_index=True), "seconds": seconds}
+    return {"fold": fold.index, "errors": pd.concat(parts, ignore_index=True), "seconds": seconds,
+            "converged": converged}
 
 
 @dataclass
@@ -285,23 +286,26 @@ class FamilyGroupResult:
 
 def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 1,
                     methods: Sequence[str] | None = None, groups: str | Path | Sequence[Sequence[str]] | None = None,
-                    n_jobs: int = 1, scheduler: str | Any | None = None,
-                    progress: Callable[[str], None] | None = None) -> FamilyGroupResult:
+                    n_jobs: int = 1, scheduler: str | Any | None = None, quadrature=None,
+                    model_options: dict | None = None, progress: Callable[[str], None] | None = None) -> FamilyGroupResult:
     """Run the leave-family-group-out protocol (module docstring) for every method.
 
     benchmarks : ``v1``, ``v2`` or ``all``. n_train : models per held-out family kept in training.
     methods : names from :data:`METHODS` (default all). groups : a JSON file (``groups[n][set]``, or a
     list of lists of families) or a list of lists; None holds out every group of the data in turn.
     n_jobs / scheduler : folds in parallel (joblib processes, or a Dask scheduler address).
+    quadrature : the rule of the latent fits (default: the default rule, as ``latentscale fit``).
+    model_options : further options of the latent model (``logit_clip``, ``covariates``, ...).
     """
+    latent_options = {"quadrature": quadrature, **(model_options or {})}
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
     if not isinstance(n_train, (int, np.integer)) or isinstance(n_train, bool) or n_train < 1:
-        raise ValueError(f"n_train must be a positive integer, got {n_train!r}")
+        raise InputError(f"n_train must be a positive integer, got {n_train!r}")
     methods = tuple(METHODS if methods is None else methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
     columns = benchmark_set(data, benchmarks)
     rows, dropped = complete_cases(data, columns, n_train)
     if rows.empty:
@@ -310,11 +314,6 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     group_list, notes = resolve_groups(data, rows, load_groups(groups, benchmarks, n_train), dropped)
     folds = split_folds(rows, group_list, n_train)
     floors = {b: float(data.floors[b]) for b in columns}
-    # one padded shape per benchmark set (complete cases before the family filter): all folds, and both n,
-    # share compiled code
-    full = data.frame[["size", "tokens", *columns]].notna().all(axis=1)
-    n_full = int(full.sum())
-    pad = (n_full * len(columns), n_full, int(data.frame.loc[full, "family"].nunique()))
     say(f"{benchmarks} (n = {n_train}): {len(rows)} complete rows in {rows['family'].nunique()} families, "
         f"{len(folds)} held-out groups, {len(methods)} methods")
 
@@ -324,7 +323,7 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
         tested = {m for f in folds for m in f.test}
         core = rows[~rows.index.isin(tested)]
         t0 = time.perf_counter()
-        res = parallel_map(_fit_core, [(m, benchmarks, columns, core, floors, pad) for m in latent],
+        res = parallel_map(_fit_core, [(m, benchmarks, columns, core, floors, latent_options) for m in latent],
                            n_jobs=min(n_jobs, len(latent)) if scheduler is None else n_jobs, scheduler=scheduler)
         starts = dict(res)
         say(f"warm starts: latent fits on the {len(core)} core rows ({time.perf_counter() - t0:.0f} s)")
@@ -334,7 +333,7 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     for f in folds:
         test = rows.loc[list(f.test)]
         tasks.append((f, rows.loc[list(f.train)], test[model_cols].copy(), test[list(columns)].to_numpy(float),
-                      methods, benchmarks, columns, floors, pad, starts))
+                      methods, benchmarks, columns, floors, latent_options, starts))
 
     def arrived(i, res):
         f = folds[res["fold"]]

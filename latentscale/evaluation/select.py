@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.data.dataset import ScoreData
 from latentscale.parallel import parallel_map
 
@@ -30,12 +31,12 @@ def anchors_for(k: int, benchmarks: Sequence[str], anchors: Sequence[str] | Mapp
         if k in anchors:
             chosen = list(anchors[k])
             if len(chosen) != k:
-                raise ValueError(f"anchors for K = {k} name {len(chosen)} benchmarks; give exactly {k}")
+                raise InputError(f"anchors for K = {k} name {len(chosen)} benchmarks; give exactly {k}")
             return chosen
         anchors = None
     ranking = list(benchmarks) if anchors is None else list(anchors)
     if len(ranking) < k:
-        raise ValueError(
+        raise InputError(
             f"K = {k} needs {k} anchors but the ranking has {len(ranking)} ({', '.join(ranking)}); "
             f"give at least {k} benchmarks or lower the largest K"
         )
@@ -93,16 +94,12 @@ class SelectionResult:
         ax.legend()
         fig.tight_layout()
         if path is not None:
-            _save_figure(fig, Path(path))
+            from latentscale.results.io import atomic_write
+
+            atomic_write(Path(path), fig.savefig)
             plt.close(fig)
             return Path(path)
         return fig
-
-
-def _save_figure(fig, path: Path) -> None:
-    from latentscale.results.fit_result import atomic_write
-
-    atomic_write(path, fig.savefig)
 
 
 def _fit_one(data: ScoreData, k: int, anchors: list[str], options: dict) -> dict:
@@ -131,9 +128,9 @@ def select_k(
     """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
-        raise ValueError(f"K must be at least 1; got {ks}")
+        raise InputError(f"K must be at least 1; got {ks}")
     if ks[-1] > len(data.benchmarks):
-        raise ValueError(f"K = {ks[-1]} exceeds the number of benchmarks ({len(data.benchmarks)})")
+        raise InputError(f"K = {ks[-1]} exceeds the number of benchmarks ({len(data.benchmarks)})")
     tasks = [(data, k, anchors_for(k, data.benchmarks, anchors), dict(fit_options)) for k in ks]
 
     def arrived(i, res):

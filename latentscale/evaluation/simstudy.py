@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.parallel import parallel_map
 
 BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr")
@@ -57,21 +58,22 @@ class StudyConfig:
     design_seed: int = 0
     fixed_design: bool = True
     clip: tuple[float, float] | None = None
+    logit_clip: float | None = None
     fit_options: dict = field(default_factory=dict)
 
     def fit_kwargs(self) -> dict:
-        """Options of every fit: the study's clip (see the module docstring), then ``fit_options``."""
-        return {"clip": GUARD_CLIP if self.clip is None else tuple(self.clip), **self.fit_options}
+        """Options of every fit: the study's clip (see the module docstring) and logit clamp, then
+        ``fit_options``."""
+        return {"clip": GUARD_CLIP if self.clip is None else tuple(self.clip), "logit_clip": self.logit_clip,
+                **self.fit_options}
 
 
 def _truth_table(theta_true: np.ndarray, fit) -> pd.Series:
     """The true value of every row of ``fit.params_table()``."""
-    from latentscale.results.inference import _derived, _labels
+    from latentscale.results.inference import reported
 
-    values = np.asarray(_derived(theta_true, fit.spec, np.asarray(fit.scaler.mean), np.asarray(fit.scaler.scale)))
-    lab = _labels(fit.spec)
-    idx = pd.MultiIndex.from_frame(lab[["block", "row", "column"]])
-    return pd.Series(values, index=idx)
+    values, _, lab = reported(theta_true, fit.spec, fit.scaler)
+    return pd.Series(values, index=pd.MultiIndex.from_frame(lab[["block", "row", "column"]]))
 
 
 def run_replication(rep: int, config: StudyConfig) -> dict:
@@ -85,7 +87,7 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     design_seed = config.design_seed if config.fixed_design else 10_000 + rep
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
                                 family_sizes=config.family_sizes, missing=config.missing, seed=1 + rep,
-                                design_seed=design_seed, clip=config.clip)
+                                design_seed=design_seed, clip=config.clip, logit_clip=config.logit_clip)
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)
     table = fit.params_table("observed", config.level)
     truth = _truth_table(pack(true, spec), fit).reindex(table.index)
@@ -178,10 +180,10 @@ class StudyResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        from latentscale.results.fit_result import _jsonable
+        from latentscale.results.jsonable import to_json
 
         blocks = self.by_block().reset_index().to_dict(orient="records")
-        return _jsonable({
+        return to_json({
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.config.__dict__.items()},
             "replications": int(len(self.replications)),
             "usable_replications": len(self._usable()),
@@ -197,7 +199,7 @@ class StudyResult:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        from latentscale.evaluation.select import _save_figure
+        from latentscale.results.io import atomic_write
 
         t = self.by_block()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -212,7 +214,7 @@ class StudyResult:
         for ax in axes:
             ax.tick_params(axis="x", rotation=30)
         fig.tight_layout()
-        _save_figure(fig, Path(path))
+        atomic_write(Path(path), fig.savefig)
         plt.close(fig)
         return Path(path)
 
@@ -227,12 +229,12 @@ def simulation_study(
 ) -> StudyResult:
     """Run ``replications`` replications of :func:`run_replication` in parallel; see the module docstring."""
     if replications < 1:
-        raise ValueError(f"replications must be at least 1, got {replications}")
+        raise InputError(f"replications must be at least 1, got {replications}")
     if not 1 <= config.k <= config.n_benchmarks:
-        raise ValueError(f"need 1 <= k <= n_benchmarks, got k={config.k}, n_benchmarks={config.n_benchmarks}")
+        raise InputError(f"need 1 <= k <= n_benchmarks, got k={config.k}, n_benchmarks={config.n_benchmarks}")
     for k in config.compare_k:
         if not 1 <= k <= config.n_benchmarks:
-            raise ValueError(f"compare_k: K = {k} is not between 1 and n_benchmarks = {config.n_benchmarks}")
+            raise InputError(f"compare_k: K = {k} is not between 1 and n_benchmarks = {config.n_benchmarks}")
     t0 = time.perf_counter()
     done = [0]
 

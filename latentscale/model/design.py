@@ -5,10 +5,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from latentscale.errors import InputError
 from latentscale.model.covariates import CovariateScaler
+from latentscale.model.spec import DEFAULT_CLIP
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Design:
                minimum: int = 8) -> "Design":
         """The same design padded to a fixed shape, so that compiled functions of it are reused
         across calls (cross-validation folds, predictions for different families): to the given
-        sizes, or by default to the next powers of two (one compilation per size bucket).
+        sizes, or by default to the next of four sizes per octave (one compilation per size bucket).
 
         Padding observations carry an out-of-range family index, which the likelihood's segment
         sums drop; padding families have no observations and contribute exactly 0; padding models
@@ -95,32 +98,34 @@ class Design:
         )
 
     def arrays(self) -> dict:
-        """The JAX arrays (a pytree) passed to jit-compiled likelihood functions."""
-        return {
-            "y": jnp.asarray(self.y),
-            "log_y": jnp.log(jnp.asarray(self.y)),
-            "log1m_y": jnp.log1p(-jnp.asarray(self.y)),
-            "obs_model": jnp.asarray(self.obs_model),
-            "obs_bench": jnp.asarray(self.obs_bench),
-            "obs_family": jnp.asarray(self.obs_family),
-            "X": jnp.asarray(self.X),
-        }
+        """The arrays (a pytree) passed to jit-compiled likelihood functions: computed in numpy
+        and transferred once (no eager JAX operation, so nothing is compiled here)."""
+        with jax.enable_x64(True):
+            return {
+                "log_y": jnp.asarray(np.log(self.y)),
+                "log1m_y": jnp.asarray(np.log1p(-self.y)),
+                "obs_model": jnp.asarray(self.obs_model),
+                "obs_bench": jnp.asarray(self.obs_bench),
+                "obs_family": jnp.asarray(self.obs_family),
+                "X": jnp.asarray(self.X),
+            }
 
 
-def clip_scores(y: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+def clip_scores(y: np.ndarray, clip: tuple[float, float] | None, where: str = "") -> np.ndarray:
     """Clip scores into the open unit interval; without a clip, exact 0/1 are an error."""
     if clip is None:
         bad = (y <= 0) | (y >= 1)
         if np.any(bad):
-            raise ValueError(
-                f"{int(bad.sum())} scores are exactly 0 or 1, where the Beta density is infinite; "
-                "fit with a clip (default (0.001, 0.999))"
+            raise InputError(
+                f"{int(bad.sum())} scores{where} are exactly 0 or 1, where the Beta density is infinite; "
+                f"fit with a clip (the default is {DEFAULT_CLIP[0]:g},{DEFAULT_CLIP[1]:g})"
             )
         return y
     return np.clip(y, clip[0], clip[1])
 
 
-def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None) -> tuple[Design, CovariateScaler]:
+def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None,
+                 covariates: str = "paper") -> tuple[Design, CovariateScaler]:
     """Long-form design from a :class:`~latentscale.data.ScoreData` (rows without size or tokens dropped)."""
     frame = data.frame
     has_cov = frame["size"].notna() & frame["tokens"].notna()
@@ -134,13 +139,20 @@ def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None) 
         )
         frame = frame.loc[has_cov]
     if len(frame) == 0:
-        raise ValueError("no rows with both size and tokens to fit")
+        raise InputError("no rows with both size and tokens to fit; give every model its size (billions of "
+                         "parameters) and tokens (trillions)")
     if scaler is None:
-        scaler = CovariateScaler.fit(frame["size"], frame["tokens"])
+        scaler = CovariateScaler.fit(frame["size"], frame["tokens"], covariates)
     X = scaler.transform(frame["size"], frame["tokens"])
     fam_codes, families = _codes(frame["family"].to_numpy())
     S = frame[list(benchmarks)].to_numpy(dtype=float)
     rows, cols = np.nonzero(~np.isnan(S))  # row-major: stable order for a given table
+    if clip is None and np.any((S[rows, cols] <= 0) | (S[rows, cols] >= 1)):
+        bad = (S <= 0) | (S >= 1)
+        r, c = np.argwhere(bad)[0]
+        raise InputError(f"{int(bad.sum())} scores are exactly 0 or 1 (first: model {frame.index[r]!r}, benchmark "
+                         f"{benchmarks[c]!r}), where the Beta density is infinite; fit with a clip (the default is "
+                         f"{DEFAULT_CLIP[0]:g},{DEFAULT_CLIP[1]:g})")
     y = clip_scores(S[rows, cols], clip)
     design = Design(
         y=y,
@@ -166,5 +178,11 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bucket(n: int, minimum: int) -> int:
-    """The smallest power of two ≥ max(n, minimum)."""
-    return max(minimum, 1 << (max(n, 1) - 1).bit_length())
+    """The smallest size ≥ max(n, minimum) of the form m · 2^e with m in {4, 5, 6, 7}: four
+    sizes per octave, so padding wastes at most a quarter while shapes still repeat."""
+    n = max(n, minimum, 1)
+    if n <= 8:
+        return n if minimum <= 1 else max(minimum, n)
+    e = (n - 1).bit_length() - 3
+    m = -(-n // (1 << e))
+    return m << e

@@ -1,197 +1,498 @@
-"""Model parameters and the bijection to an unconstrained vector.
+"""Model parameters: one declaration per block, and everything else derived from the declarations.
 
-Constrained parameters (a dict of arrays, the only form the likelihood sees):
+A :class:`ParamBlock` declares a block of parameters the way dynamax's ``ParameterProperties``
+does: its axes (hence its shape and the names of its entries), the bijector between its
+constrained value and the unconstrained coordinates the optimizers see, and the box those
+coordinates are kept in. :class:`ParameterLayout` stacks the blocks of a
+:class:`~latentscale.model.spec.ModelSpec` into one unconstrained vector θ and derives from the
+declarations, in one place: packing and unpacking, parameter names, bounds, the number of free
+parameters, the natural-scale parameter vector behind ``FitResult.params`` and the labels of the
+labelled covariance and of the parameter table. Adding a block to the model is one declaration
+(registered with :func:`register_block`) plus its use in the likelihood.
 
-- ``B`` (p, K): effect of the covariates on the skills;
-- ``loadings`` (K, J): Λ; the anchor column of skill k has a single entry (k, k), > 0;
-- ``intercepts`` (J,): b;
-- ``log_precision`` (J,): log φ;
-- ``corr_chol`` (K, K): lower Cholesky factor of the skill correlation Σ (unit-length rows).
+The core blocks, in the order of θ:
 
-The unconstrained vector stacks, in order: B (row-major), the free loadings of the
-non-anchor benchmarks (column by column), the logs of the K anchor loadings, the
-intercepts, the log precisions and the K(K−1)/2 below-diagonal entries of a unit-diagonal
-lower-triangular M whose rows, normalized, are the rows of ``corr_chol``. Constraints live
-here only (dynamax style): optimizers see unconstrained vectors.
+- ``B`` (p, K): effects of the covariates on the skills (identity);
+- ``loadings`` (K, J): Λ; the coordinates are the free loadings of the non-anchor benchmarks
+  (column by column) and then the logs of the K anchor loadings (anchor k loads only on skill k,
+  positively);
+- ``intercepts`` (J,): b (identity);
+- ``precision`` (J,): φ, the Beta precisions (coordinates log φ);
+- ``corr`` (K, K): the lower Cholesky factor of the skill correlation Σ; its K(K−1)/2 coordinates
+  are the below-diagonal entries of a unit-diagonal lower-triangular M whose rows, normalized,
+  are the rows of the factor (its natural-scale parameters are the correlations).
+
+Each bijector also carries the paper's projection onto its constraints, used by the PSGA
+estimator, which works on constrained values as the paper does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
-N_COVARIATES = 3
+from latentscale.errors import InputError
+from latentscale.model.spec import ModelSpec
+
+#: Positive floor of the paper's projection (precisions and anchor loadings after a PSGA step).
+PROJECTION_FLOOR = 1e-6
+
+
+def axis_values(spec: ModelSpec, axis: str) -> tuple[str, ...]:
+    """The labels along a named axis: ``covariate``, ``skill`` or ``benchmark``."""
+    if axis == "covariate":
+        return spec.covariate_names
+    if axis == "skill":
+        return spec.skills
+    if axis == "benchmark":
+        return spec.benchmarks
+    raise AssertionError(f"unknown axis {axis!r}")
+
+
+def _xp(x):
+    return np if isinstance(x, np.ndarray) else jnp
+
+
+# ---- bijectors ------------------------------------------------------------------------------
+class Bijector:
+    """Map between a block's constrained value (an array of the block's shape) and its
+    unconstrained coordinates (a vector). Methods take the array module ``xp`` of their input
+    (numpy or jax.numpy), so the same code serves compiled likelihoods and plain numpy."""
+
+    positive = False  # natural-scale parameters are positive (intervals on the log scale)
+
+    def size(self, spec: ModelSpec, shape: tuple[int, ...]) -> int:
+        return int(np.prod(shape))
+
+    def forward(self, u, spec: ModelSpec, shape):
+        return u.reshape(shape)
+
+    def inverse(self, value, spec: ModelSpec, shape) -> np.ndarray:
+        return np.asarray(value, float).reshape(-1)
+
+    def natural(self, u, spec: ModelSpec, shape):
+        """The block's parameters on their natural scale, one per coordinate."""
+        return self.forward(u, spec, shape).reshape(-1)
+
+    def from_natural(self, values: np.ndarray, spec: ModelSpec, shape):
+        """The constrained value from the natural-scale parameters (inverse of :meth:`natural`)."""
+        return np.asarray(values, float).reshape(shape)
+
+    def labels(self, spec: ModelSpec, axes: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(row, column) of each coordinate (column "" for one-axis blocks)."""
+        values = [axis_values(spec, a) for a in axes]
+        if len(values) == 1:
+            return [(r, "") for r in values[0]]
+        return [(r, c) for r in values[0] for c in values[1]]
+
+    def positives(self, spec: ModelSpec, n: int) -> np.ndarray:
+        return np.full(n, self.positive)
+
+    def project(self, value, spec: ModelSpec, floor: float = PROJECTION_FLOOR):
+        """The paper's projection of a constrained value onto the constraints (PSGA)."""
+        return value
+
+
+class Identity(Bijector):
+    """No constraint."""
+
+
+class Exp(Bijector):
+    """A positive block: coordinates are the logs."""
+
+    positive = True
+
+    def forward(self, u, spec, shape):
+        return _xp(u).exp(u).reshape(shape)
+
+    def inverse(self, value, spec, shape):
+        v = np.asarray(value, float).reshape(-1)
+        if np.any(v <= 0):
+            raise InputError("a positive parameter (a precision) is zero or negative")
+        return np.log(v)
+
+    def project(self, value, spec, floor=PROJECTION_FLOOR):
+        return _xp(value).maximum(value, floor)
+
+
+class AnchoredLoadings(Bijector):
+    """Λ (K, J) with anchor k loading only on skill k, positively: the coordinates are the free
+    loadings of the non-anchor benchmarks (column by column) and the logs of the anchor loadings."""
+
+    @staticmethod
+    def _counts(spec):
+        return spec.K * len(spec.free_index), spec.K
+
+    def size(self, spec, shape):
+        n_free, n_anchor = self._counts(spec)
+        return n_free + n_anchor
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def _gather(spec: ModelSpec) -> np.ndarray:
+        """Index into [free..., anchors..., 0] of every entry of Λ (row-major)."""
+        K, J = spec.K, spec.J
+        n_free = K * len(spec.free_index)
+        idx = np.full((K, J), n_free + K, dtype=np.int32)  # structural zeros
+        for i, j in enumerate(spec.free_index):
+            idx[:, j] = i * K + np.arange(K)
+        for k, j in enumerate(spec.anchor_index):
+            idx[k, j] = n_free + k
+        return idx.reshape(-1)
+
+    def forward(self, u, spec, shape):
+        xp = _xp(u)
+        n_free, _ = self._counts(spec)
+        full = xp.concatenate([u[:n_free], xp.exp(u[n_free:]), xp.zeros(1, dtype=u.dtype)])
+        return full[self._gather(spec)].reshape(spec.K, spec.J)
+
+    def inverse(self, value, spec, shape):
+        lam = np.asarray(value, float)
+        anchors = lam[np.arange(spec.K), list(spec.anchor_index)]
+        if np.any(anchors <= 0):
+            raise InputError("anchor loadings must be positive")
+        return np.concatenate([lam[:, list(spec.free_index)].T.reshape(-1), np.log(anchors)])
+
+    def natural(self, u, spec, shape):
+        xp = _xp(u)
+        n_free, _ = self._counts(spec)
+        return xp.concatenate([u[:n_free], xp.exp(u[n_free:])])
+
+    def from_natural(self, values, spec, shape):
+        v = np.asarray(values, float)
+        n_free, _ = self._counts(spec)
+        full = np.concatenate([v, [0.0]])
+        return full[self._gather(spec)].reshape(spec.K, spec.J)
+
+    def labels(self, spec, axes):
+        sk, bm = spec.skills, spec.benchmarks
+        free = [(bm[j], s) for j in spec.free_index for s in sk]
+        return free + [(bm[j], s) for s, j in zip(sk, spec.anchor_index)]
+
+    def positives(self, spec, n):
+        n_free, n_anchor = self._counts(spec)
+        return np.r_[np.zeros(n_free, bool), np.ones(n_anchor, bool)]
+
+    def project(self, value, spec, floor=PROJECTION_FLOOR):
+        xp = _xp(value)
+        K, J = spec.K, spec.J
+        free = np.ones((K, J))
+        anchor = np.zeros((K, J))
+        for k, j in enumerate(spec.anchor_index):
+            free[:, j] = 0.0
+            free[k, j] = 1.0
+            anchor[k, j] = 1.0
+        lam = value * free  # structural zeros reset
+        return xp.where(anchor > 0, xp.maximum(lam, floor), lam)
+
+
+class UnitRowCholesky(Bijector):
+    """Lower Cholesky factor L of a correlation matrix (rows of unit length): the coordinates are
+    the below-diagonal entries of a unit-diagonal lower-triangular M with L = rows of M normalized;
+    the natural-scale parameters are the correlations (L Lᵀ below the diagonal)."""
+
+    def size(self, spec, shape):
+        return spec.K * (spec.K - 1) // 2
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def _gather(K: int) -> np.ndarray:
+        n = K * (K - 1) // 2
+        idx = np.full((K, K), n, dtype=np.int32)  # upper triangle: 0
+        idx[np.tril_indices(K, -1)] = np.arange(n)
+        idx[np.diag_indices(K)] = n + 1  # diagonal: 1
+        return idx.reshape(-1)
+
+    def forward(self, u, spec, shape):
+        xp = _xp(u)
+        K = spec.K
+        full = xp.concatenate([u, xp.zeros(1, dtype=u.dtype), xp.ones(1, dtype=u.dtype)])
+        M = full[self._gather(K)].reshape(K, K)
+        return M / xp.sqrt(xp.sum(M * M, axis=1, keepdims=True))
+
+    def inverse(self, value, spec, shape):
+        """From any factor L of a correlation matrix (even with negative diagonal entries, as a
+        PSGA iterate can have): the Cholesky factor of L Lᵀ renormalized to unit diagonal."""
+        K = spec.K
+        L = np.asarray(value, float)
+        if K == 1:
+            return np.zeros(0)
+        S = L @ L.T
+        S = 0.5 * (S + S.T)
+        d = np.sqrt(np.clip(np.diag(S), 1e-300, None))
+        S = S / np.outer(d, d)
+        try:
+            C = np.linalg.cholesky(S)
+        except np.linalg.LinAlgError:
+            C = np.linalg.cholesky(S + 1e-10 * np.eye(K))
+            C = C / np.linalg.norm(C, axis=1, keepdims=True)
+        return (C / np.diag(C)[:, None])[np.tril_indices(K, -1)]
+
+    def natural(self, u, spec, shape):
+        L = self.forward(u, spec, shape)
+        return (L @ L.T)[np.tril_indices(spec.K, -1)]
+
+    def from_natural(self, values, spec, shape):
+        K = spec.K
+        R = np.eye(K)
+        R[np.tril_indices(K, -1)] = np.asarray(values, float)
+        R = R + np.tril(R, -1).T
+        try:
+            return np.linalg.cholesky(R)
+        except np.linalg.LinAlgError:
+            raise InputError("the skill correlations do not form a positive definite matrix") from None
+
+    def labels(self, spec, axes):
+        sk = spec.skills
+        return [(sk[a], sk[b]) for a, b in zip(*np.tril_indices(spec.K, -1))]
+
+    def project(self, value, spec, floor=PROJECTION_FLOOR):
+        xp = _xp(value)
+        L = xp.tril(value)
+        return L / xp.maximum(xp.sqrt(xp.sum(L * L, axis=1, keepdims=True)), 1e-300)
+
+
+IDENTITY = Identity()
+
+
+# ---- blocks ---------------------------------------------------------------------------------
+class Derived(NamedTuple):
+    """A reported quantity computed from the parameters (not a parameter itself)."""
+
+    label: str
+    rows: list[tuple[str, str]]
+    values: Any  # 1-D, differentiable in θ
+    positive: np.ndarray
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """Static description of a model: benchmarks, anchors, floors, clipping."""
+class ParamBlock:
+    """Declaration of one block of parameters.
 
-    benchmarks: tuple[str, ...]
-    anchors: tuple[str, ...]
-    floors: tuple[float, ...]
-    clip: tuple[float, float] | None = (0.001, 0.999)
-    p: int = N_COVARIATES
-    anchor_index: tuple[int, ...] = field(init=False)
+    name : key of the block in the constrained parameter dict (and in the registry).
+    label : prefix of its parameter names (``label[row,column]``) and its block in tables.
+    axes : named axes of the constrained value (``covariate``, ``skill``, ``benchmark``).
+    bijector : constrained value ↔ unconstrained coordinates (:class:`Bijector`).
+    bounds : (low, high) of every coordinate, or a function of the spec giving (low, high) arrays.
+    derived : optional function (constrained value, spec, scaler) → list of :class:`Derived`
+        quantities reported next to the block (e.g. B on the raw log scale).
+    """
 
-    def __post_init__(self):
-        missing = [a for a in self.anchors if a not in self.benchmarks]
+    name: str
+    label: str
+    axes: tuple[str, ...]
+    bijector: Bijector = IDENTITY
+    bounds: tuple[float, float] | Callable[[ModelSpec], tuple[np.ndarray, np.ndarray]] = (-np.inf, np.inf)
+    derived: Callable | None = None
+    doc: str = ""
+
+    def shape(self, spec: ModelSpec) -> tuple[int, ...]:
+        return tuple(len(axis_values(spec, a)) for a in self.axes)
+
+    def size(self, spec: ModelSpec) -> int:
+        return self.bijector.size(spec, self.shape(spec))
+
+    def box(self, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+        n = self.size(spec)
+        if callable(self.bounds):
+            lo, hi = self.bounds(spec)
+            return np.asarray(lo, float), np.asarray(hi, float)
+        return np.full(n, float(self.bounds[0])), np.full(n, float(self.bounds[1]))
+
+
+def _raw_B(B, spec, scaler):
+    """B on the raw log scale and the per-skill offset (θ = B_rawᵀ x_raw + offset)."""
+    B_raw, offset = scaler.to_raw(B)
+    cov, sk = spec.covariate_names, spec.skills
+    return [
+        Derived("B_raw", [(c, s) for c in cov for s in sk], B_raw.reshape(-1), np.zeros(len(cov) * len(sk), bool)),
+        Derived("offset", [("offset", s) for s in sk], offset, np.zeros(len(sk), bool)),
+    ]
+
+
+def _loading_bounds(spec):
+    n_free = spec.K * len(spec.free_index)
+    lo = np.r_[np.full(n_free, -10.0), np.full(spec.K, np.log(1e-3))]
+    hi = np.r_[np.full(n_free, 10.0), np.full(spec.K, np.log(20.0))]
+    return lo, hi
+
+
+#: Registered blocks by name. The boxes are wide enough never to bind at a sensible optimum
+#: (covariates are standardized, so skills are in units of the family-effect SD); a fit that ends
+#: on one reports it (``FitResult.at_bounds``).
+BLOCKS: dict[str, ParamBlock] = {}
+
+
+def register_block(block: ParamBlock) -> ParamBlock:
+    """Make a block available to :class:`~latentscale.model.spec.ModelSpec` (``blocks=...``)."""
+    BLOCKS[block.name] = block
+    return block
+
+
+for _block in (
+    ParamBlock("B", "B", ("covariate", "skill"), IDENTITY, (-10.0, 10.0), _raw_B,
+               "effects of the standardized covariates on the skills"),
+    ParamBlock("loadings", "loading", ("skill", "benchmark"), AnchoredLoadings(), _loading_bounds, None,
+               "loadings Λ of the benchmarks on the skills"),
+    ParamBlock("intercepts", "intercept", ("benchmark",), IDENTITY, (-25.0, 25.0), None,
+               "intercepts b of the linear predictors"),
+    ParamBlock("precision", "precision", ("benchmark",), Exp(), (-3.0, 12.0), None,
+               "Beta precisions φ (coordinates log φ)"),
+    ParamBlock("corr", "corr", ("skill", "skill"), UnitRowCholesky(), (-20.0, 20.0), None,
+               "Cholesky factor of the skill correlations Σ (coordinates: free entries of M)"),
+):
+    register_block(_block)
+
+CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
+
+
+def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The blocks the spec's options call for."""
+    return CORE_BLOCKS
+
+
+# ---- the layout -----------------------------------------------------------------------------
+class ParameterLayout:
+    """The unconstrained vector θ of a spec: the blocks stacked in order (see the module docstring)."""
+
+    def __init__(self, spec: ModelSpec, blocks: tuple[ParamBlock, ...] | None = None):
+        if blocks is None:
+            unknown = [b for b in spec.block_names if b not in BLOCKS]
+            if unknown:
+                raise InputError(f"parameter block(s) {unknown} are not registered; known: {', '.join(BLOCKS)}")
+            blocks = tuple(BLOCKS[b] for b in spec.block_names)
+        self.spec = spec
+        self.blocks = tuple(blocks)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        names, labels, lo, hi, positive = [], [], [], [], []
+        for b in self.blocks:
+            n = b.size(spec)
+            self.slices[b.name] = slice(start, start + n)
+            start += n
+            rows = b.bijector.labels(spec, b.axes)
+            if len(rows) != n:
+                raise AssertionError(f"block {b.name!r}: {len(rows)} labels for {n} coordinates")
+            labels += [(b.label, r, c) for r, c in rows]
+            names += [f"{b.label}[{r},{c}]" if c else f"{b.label}[{r}]" for r, c in rows]
+            low, high = b.box(spec)
+            lo.append(low)
+            hi.append(high)
+            positive.append(b.bijector.positives(spec, n))
+        self.size = start
+        self.names: list[str] = names
+        self.labels: list[tuple[str, str, str]] = labels
+        self.lower = np.concatenate(lo) if lo else np.zeros(0)
+        self.upper = np.concatenate(hi) if hi else np.zeros(0)
+        self.positive = np.concatenate(positive) if positive else np.zeros(0, bool)
+
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        return list(zip(self.lower.tolist(), self.upper.tolist()))
+
+    def block(self, name: str) -> ParamBlock:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def unpack(self, theta) -> dict:
+        """θ → constrained parameter dict (differentiable; numpy in, numpy out)."""
+        spec = self.spec
+        return {b.name: b.bijector.forward(theta[self.slices[b.name]], spec, b.shape(spec)) for b in self.blocks}
+
+    def unpack_many(self, thetas: np.ndarray, blocks: tuple[str, ...] | None = None) -> dict:
+        """Constrained values of many parameter vectors (S, P) in numpy, stacked: {name: (S, ...)}."""
+        thetas = np.atleast_2d(np.asarray(thetas, float))
+        spec = self.spec
+        out = {}
+        for b in self.blocks:
+            if blocks is not None and b.name not in blocks:
+                continue
+            sl, shape = self.slices[b.name], b.shape(spec)
+            out[b.name] = np.stack([b.bijector.forward(t[sl], spec, shape) for t in thetas])
+        return out
+
+    def pack(self, params: dict) -> np.ndarray:
+        """Constrained parameter dict → θ (inverse of :meth:`unpack`)."""
+        spec = self.spec
+        missing = [b.name for b in self.blocks if b.name not in params]
         if missing:
-            raise ValueError(
-                f"anchor benchmark(s) {missing} are not among the benchmarks {list(self.benchmarks)}"
-            )
-        if len(set(self.anchors)) != len(self.anchors):
-            raise ValueError(f"anchors must be distinct, got {list(self.anchors)}")
-        if not 1 <= len(self.anchors) <= len(self.benchmarks):
-            raise ValueError("need 1 <= K <= number of benchmarks")
-        if self.clip is not None:  # any pair (a list from JSON, say) becomes a hashable tuple
-            object.__setattr__(self, "clip", tuple(float(c) for c in self.clip))
-        if self.clip is not None and (len(self.clip) != 2 or not (0.0 < self.clip[0] < self.clip[1] < 1.0)):
-            raise ValueError(f"clip must satisfy 0 < low < high < 1, got {self.clip}")
-        object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
+            raise InputError(f"parameters lack block(s) {missing}; this model has {[b.name for b in self.blocks]}")
+        return np.concatenate([b.bijector.inverse(params[b.name], spec, b.shape(spec)) for b in self.blocks])
 
-    @property
-    def K(self) -> int:
-        return len(self.anchors)
+    def natural(self, theta):
+        """The parameters on their natural scale, one per coordinate of θ (names :attr:`names`)."""
+        xp = _xp(theta)
+        spec = self.spec
+        parts = [b.bijector.natural(theta[self.slices[b.name]], spec, b.shape(spec)) for b in self.blocks]
+        return xp.concatenate(parts) if parts else xp.zeros(0)
 
-    @property
-    def J(self) -> int:
-        return len(self.benchmarks)
+    def from_natural(self, values) -> np.ndarray:
+        """θ from the natural-scale parameters (a Series indexed by :attr:`names`, or a vector in
+        their order): the inverse of :meth:`natural`."""
+        if hasattr(values, "index") and hasattr(values, "reindex"):
+            missing = [n for n in self.names if n not in values.index]
+            if missing:
+                raise InputError(f"parameters missing: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+            values = values.reindex(self.names).to_numpy(dtype=float)
+        values = np.asarray(values, float)
+        if values.shape != (self.size,):
+            raise InputError(f"expected {self.size} parameters, got shape {values.shape}")
+        spec = self.spec
+        params = {b.name: b.bijector.from_natural(values[self.slices[b.name]], spec, b.shape(spec))
+                  for b in self.blocks}
+        return self.pack(params)
 
-    @property
-    def skills(self) -> tuple[str, ...]:
-        """Skills are named by their anchors."""
-        return self.anchors
+    def reported(self, theta, scaler):
+        """Every reported quantity as one vector (natural parameters, each block followed by its
+        derived quantities) and its labels (block, row, column, positive, parameter name or "")."""
+        xp = _xp(theta)
+        spec = self.spec
+        values, rows = [], []
+        for b in self.blocks:
+            sl = self.slices[b.name]
+            u = theta[sl]
+            values.append(b.bijector.natural(u, spec, b.shape(spec)))
+            for (lab, r, c), name, pos in zip(self.labels[sl], self.names[sl], self.positive[sl]):
+                rows.append((lab, r, c, bool(pos), name))
+            if b.derived is not None:
+                for d in b.derived(b.bijector.forward(u, spec, b.shape(spec)), spec, scaler):
+                    values.append(d.values)
+                    rows += [(d.label, r, c, bool(p), "") for (r, c), p in zip(d.rows, d.positive)]
+        return xp.concatenate(values), rows
 
-    @property
-    def free_index(self) -> tuple[int, ...]:
-        """Benchmarks whose loadings are all free (the non-anchors)."""
-        return tuple(j for j in range(self.J) if j not in self.anchor_index)
+    def project(self, params: dict, floor: float = PROJECTION_FLOOR) -> dict:
+        """The paper's projection of constrained parameters onto the constraints (PSGA)."""
+        return {b.name: b.bijector.project(params[b.name], self.spec, floor) for b in self.blocks}
 
-    @property
-    def n_params(self) -> int:
-        K, J, p = self.K, self.J, self.p
-        return K * (K - 1) // 2 + p * K + K + K * (J - K) + 2 * J
-
-    def to_dict(self) -> dict:
-        return {
-            "benchmarks": list(self.benchmarks),
-            "anchors": list(self.anchors),
-            "floors": list(self.floors),
-            "clip": None if self.clip is None else list(self.clip),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(
-            benchmarks=tuple(d["benchmarks"]),
-            anchors=tuple(d["anchors"]),
-            floors=tuple(float(c) for c in d["floors"]),
-            clip=None if d.get("clip") is None else tuple(d["clip"]),
-        )
+    def index(self, name: str) -> int:
+        return self.names.index(name)
 
 
-def _tril(K: int):
-    return np.tril_indices(K, -1)
+@lru_cache(maxsize=256)
+def layout(spec: ModelSpec) -> ParameterLayout:
+    """The parameter layout of a spec (cached: specs are hashable)."""
+    return ParameterLayout(spec)
 
 
-def corr_chol_from_free(m: jnp.ndarray, K: int) -> jnp.ndarray:
-    """Rows of a unit-diagonal lower-triangular matrix with free entries ``m``, normalized."""
-    M = jnp.eye(K)
-    if K > 1:
-        M = M.at[_tril(K)].set(m)
-    return M / jnp.linalg.norm(M, axis=1, keepdims=True)
-
-
-def unpack(theta: jnp.ndarray, spec: ModelSpec) -> dict:
-    """Unconstrained vector → constrained parameter dict (differentiable)."""
-    K, J, p = spec.K, spec.J, spec.p
-    free, anchors = np.array(spec.free_index, dtype=int), np.array(spec.anchor_index, dtype=int)
-    i = 0
-    B = theta[i : i + p * K].reshape(p, K); i += p * K
-    lam_free = theta[i : i + K * len(free)].reshape(len(free), K).T; i += K * len(free)
-    log_anchor = theta[i : i + K]; i += K
-    intercepts = theta[i : i + J]; i += J
-    log_precision = theta[i : i + J]; i += J
-    m = theta[i : i + K * (K - 1) // 2]
-    loadings = jnp.zeros((K, J))
-    if len(free):
-        loadings = loadings.at[:, free].set(lam_free)
-    loadings = loadings.at[jnp.arange(K), anchors].set(jnp.exp(log_anchor))
-    return {
-        "B": B,
-        "loadings": loadings,
-        "intercepts": intercepts,
-        "log_precision": log_precision,
-        "corr_chol": corr_chol_from_free(m, K),
-    }
+def unpack(theta, spec: ModelSpec) -> dict:
+    """θ → constrained parameter dict (see :meth:`ParameterLayout.unpack`)."""
+    return layout(spec).unpack(theta)
 
 
 def pack(params: dict, spec: ModelSpec) -> np.ndarray:
-    """Constrained parameter dict → unconstrained vector (inverse of :func:`unpack`)."""
-    K = spec.K
-    free, anchors = list(spec.free_index), list(spec.anchor_index)
-    L = np.asarray(params["corr_chol"], float)
-    lam = np.asarray(params["loadings"], float)
-    anchor_vals = lam[np.arange(K), anchors]
-    if np.any(anchor_vals <= 0):
-        raise ValueError("anchor loadings must be positive")
-    m = (L / np.diag(L)[:, None])[_tril(K)] if K > 1 else np.zeros(0)
-    return np.concatenate(
-        [
-            np.asarray(params["B"], float).ravel(),
-            lam[:, free].T.ravel(),
-            np.log(anchor_vals),
-            np.asarray(params["intercepts"], float),
-            np.asarray(params["log_precision"], float),
-            m,
-        ]
-    )
+    """Constrained parameter dict → θ (see :meth:`ParameterLayout.pack`)."""
+    return layout(spec).pack(params)
 
 
 def parameter_names(spec: ModelSpec) -> list[str]:
-    """Names of the free parameters, in the order of the unconstrained vector's blocks."""
-    from latentscale.model.covariates import COVARIATES
-
-    sk, bm = spec.skills, spec.benchmarks
-    names = [f"B[{c},{s}]" for c in COVARIATES for s in sk]
-    names += [f"loading[{s},{bm[j]}]" for j in spec.free_index for s in sk]
-    names += [f"loading[{s},{bm[j]}]" for s, j in zip(sk, spec.anchor_index)]
-    names += [f"intercept[{b}]" for b in bm]
-    names += [f"precision[{b}]" for b in bm]
-    names += [f"corr[{sk[a]},{sk[b]}]" for a, b in zip(*_tril(spec.K))]
-    return names
-
-
-def correlation(params: dict) -> jnp.ndarray:
-    L = params["corr_chol"]
-    return L @ L.T
-
-
-#: Box the optimizers keep the unconstrained coordinates in (standardized covariates, so
-#: skills are in units of the family-effect SD). Wide enough never to bind at a sensible
-#: optimum; a fit that ends on a bound reports it in its diagnostics.
-BOUNDS = {
-    "B": (-10.0, 10.0),
-    "loading": (-10.0, 10.0),
-    "log_anchor_loading": (np.log(1e-3), np.log(20.0)),
-    "intercept": (-25.0, 25.0),
-    "log_precision": (-3.0, 12.0),
-    "corr_free": (-20.0, 20.0),
-}
+    return list(layout(spec).names)
 
 
 def parameter_bounds(spec: ModelSpec) -> list[tuple[float, float]]:
-    """(low, high) for every coordinate of the unconstrained vector, in its order."""
-    K, J, p = spec.K, spec.J, spec.p
-    sizes = [
-        ("B", p * K),
-        ("loading", K * len(spec.free_index)),
-        ("log_anchor_loading", K),
-        ("intercept", J),
-        ("log_precision", J),
-        ("corr_free", K * (K - 1) // 2),
-    ]
-    return [BOUNDS[name] for name, n in sizes for _ in range(n)]
+    return layout(spec).bounds

@@ -37,8 +37,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.model.covariates import CovariateScaler
-from latentscale.model.params import N_COVARIATES, ModelSpec, pack, unpack
+from latentscale.model.params import pack, unpack
+from latentscale.model.spec import DEFAULT_CLIP, ModelSpec
 
 #: Family-size distribution of the real data (lvf v1 ∪ v2: 170 families, 286 models).
 REAL_FAMILY_SIZES: dict[int, float] = {
@@ -58,7 +60,7 @@ def default_floors(n_benchmarks: int) -> np.ndarray:
     return np.where(np.arange(n_benchmarks) % 2 == 0, 0.0, 0.25)
 
 
-def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = N_COVARIATES) -> dict:
+def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3) -> dict:
     """Plausible true parameters (constrained form, anchors = the first ``k`` benchmarks).
 
     Anchor loadings ~ U(0.5, 1.5) on their own skill, other loadings ~ N(0, 0.5²),
@@ -67,7 +69,7 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = N_COVARIATE
     """
     K, J = int(k), int(n_benchmarks)
     if not 1 <= K <= J:
-        raise ValueError(f"need 1 <= k <= n_benchmarks, got k={K}, n_benchmarks={J}")
+        raise InputError(f"need 1 <= k <= n_benchmarks, got k={K}, n_benchmarks={J}")
     rng = np.random.default_rng(seed)
     loadings = rng.normal(0.0, 0.5, size=(K, J))
     loadings[:, :K] = 0.0
@@ -76,8 +78,8 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = N_COVARIATE
         "B": rng.normal(0.5, 0.3, size=(p, K)),
         "loadings": loadings,
         "intercepts": rng.normal(0.0, 1.0, size=J),
-        "log_precision": rng.uniform(np.log(20.0), np.log(200.0), size=J),
-        "corr_chol": np.linalg.cholesky(_random_correlation(K, rng)),
+        "precision": np.exp(rng.uniform(np.log(20.0), np.log(200.0), size=J)),
+        "corr": np.linalg.cholesky(_random_correlation(K, rng)),
     }
 
 
@@ -102,22 +104,22 @@ def family_size_draws(family_sizes, n_families: int, rng: np.random.Generator) -
     {size: probability}, or an array of n_families sizes."""
     if isinstance(family_sizes, str):
         if family_sizes != "real":
-            raise ValueError(f"family_sizes must be 'real', an int, a mapping or an array, got {family_sizes!r}")
+            raise InputError(f"family_sizes must be 'real', an int, a mapping or an array, got {family_sizes!r}")
         family_sizes = REAL_FAMILY_SIZES
     if isinstance(family_sizes, Mapping):
         sizes = np.array(list(family_sizes.keys()), dtype=int)
         prob = np.array(list(family_sizes.values()), dtype=float)
         if np.any(sizes < 1) or np.any(prob < 0) or prob.sum() <= 0:
-            raise ValueError("family size distribution needs sizes >= 1 and non-negative probabilities")
+            raise InputError("family size distribution needs sizes >= 1 and non-negative probabilities")
         return rng.choice(sizes, size=n_families, p=prob / prob.sum())
     if np.ndim(family_sizes) == 0:
         m = int(family_sizes)
         if m < 1:
-            raise ValueError(f"family size must be at least 1, got {m}")
+            raise InputError(f"family size must be at least 1, got {m}")
         return np.full(n_families, m, dtype=int)
     arr = np.asarray(family_sizes, dtype=int)
     if arr.shape != (n_families,) or np.any(arr < 1):
-        raise ValueError(f"family_sizes as an array needs {n_families} entries, each >= 1")
+        raise InputError(f"family_sizes as an array needs {n_families} entries, each >= 1")
     return arr
 
 
@@ -143,7 +145,7 @@ def _missing_mask(missing, fam_of_model: np.ndarray, n_families: int, J: int, rn
     n = fam_of_model.shape[0]
     if isinstance(missing, str):
         if missing != "real":
-            raise ValueError(f"missing must be a fraction in [0, 1) or 'real', got {missing!r}")
+            raise InputError(f"missing must be a fraction in [0, 1) or 'real', got {missing!r}")
         patterns = np.array(list(REAL_PATTERNS.keys()), dtype=bool)  # (3, 2) observed blocks
         prob = np.array(list(REAL_PATTERNS.values()))
         fam_pat = rng.choice(len(prob), size=n_families, p=prob / prob.sum())
@@ -154,7 +156,7 @@ def _missing_mask(missing, fam_of_model: np.ndarray, n_families: int, J: int, rn
     else:
         frac = float(missing)
         if not 0.0 <= frac < 1.0:
-            raise ValueError(f"missing fraction must lie in [0, 1), got {frac}")
+            raise InputError(f"missing fraction must lie in [0, 1), got {frac}")
         mask = rng.random((n, J)) < frac
     empty = np.flatnonzero(mask.all(axis=1))
     if empty.size:
@@ -162,6 +164,44 @@ def _missing_mask(missing, fam_of_model: np.ndarray, n_families: int, J: int, rn
     for j in np.flatnonzero(mask.all(axis=0)):
         mask[rng.integers(0, n), j] = False
     return mask
+
+
+def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: float | None,
+                rng: np.random.Generator) -> np.ndarray:
+    """Scores y ~ Beta(φμ, φ(1 − μ)) for skills θ (n, K): the model's observation step."""
+    eta = skills @ params["loadings"] + params["intercepts"]
+    if logit_clip is not None:
+        eta = np.clip(eta, -logit_clip, logit_clip)
+    phi = params["precision"]
+    s = 1.0 / (1.0 + np.exp(-eta))
+    a = np.maximum(phi * (c + (1.0 - c) * s), 1e-300)
+    b = np.maximum(phi * (1.0 - c) * (1.0 / (1.0 + np.exp(eta))), 1e-300)
+    return rng.beta(a, b)
+
+
+def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
+    """Scores drawn from a fitted model for the rows of ``data`` (its observed cells only): family
+    effects from N(0, Σ̂), or ``alpha`` (a frame of families × skills, e.g. ``fit.ranef()``);
+    clipped as the fit's scores. Returns a :class:`~latentscale.data.ScoreData` of the same shape."""
+    from dataclasses import replace
+
+    spec = fit.spec
+    p = fit.constrained
+    frame = data.frame
+    fams = frame["family"].astype(str).to_numpy()
+    names, codes = np.unique(fams, return_inverse=True)
+    if alpha is None:
+        a = rng.standard_normal((len(names), spec.K)) @ p["corr"].T
+    else:
+        a = alpha.reindex(names).to_numpy(float)
+    X = fit.scaler.transform(frame["size"], frame["tokens"])
+    y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng)
+    if spec.clip is not None:
+        y = np.clip(y, *spec.clip)
+    out = frame.copy()
+    observed = frame[list(spec.benchmarks)].notna().to_numpy()
+    out[list(spec.benchmarks)] = np.where(observed, y, np.nan)
+    return replace(data, frame=out, name=f"{data.name} (simulated)", warnings=())
 
 
 def simulate(
@@ -176,6 +216,7 @@ def simulate(
     seed: int = 0,
     clip: tuple[float, float] | None = None,
     design_seed: int | None = None,
+    logit_clip: float | None = None,
 ):
     """Draw a score table from the model.
 
@@ -195,6 +236,8 @@ def simulate(
     design_seed : seed of the design (family sizes, model sizes, tokens, which cells are
         missing); fixing it while ``seed`` varies redraws the scores on one fixed design, so
         every replication has the same shape (compiled once) and the same covariates.
+    logit_clip : draw from the model with the linear predictor clamped to ±logit_clip (the
+        reference code's variant; the returned spec carries it).
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -210,21 +253,21 @@ def simulate(
 
     K, J, F = int(k), int(n_benchmarks), int(n_families)
     if F < 1:
-        raise ValueError(f"n_families must be at least 1, got {F}")
+        raise InputError(f"n_families must be at least 1, got {F}")
     design_rng = np.random.default_rng(seed if design_seed is None else design_seed)
     rng = np.random.default_rng([int(seed), 1])  # responses: independent of the design stream
     if params is None:
         params = random_params(K, J, seed=seed)
     params = {name: np.asarray(params[name], dtype=float)
-              for name in ("B", "loadings", "intercepts", "log_precision", "corr_chol")}
-    if params["loadings"].shape != (K, J) or params["B"].shape != (N_COVARIATES, K):
-        raise ValueError(
+              for name in ("B", "loadings", "intercepts", "precision", "corr")}
+    if params["loadings"].shape != (K, J) or params["B"].shape != (3, K):
+        raise InputError(
             f"params do not match k={K}, n_benchmarks={J}: loadings {params['loadings'].shape}, B {params['B'].shape}"
         )
     benchmarks = tuple(f"b{j + 1}" for j in range(J))
     c = _resolve_floors(floors, J)
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
-                     clip=(0.001, 0.999) if clip is None else tuple(clip))
+                     clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip)
     # The anchor structure is imposed by the parametrization: round-trip through it.
     params = {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
 
@@ -241,15 +284,8 @@ def simulate(
     X = CovariateScaler.fit(size, tokens).transform(size, tokens)
 
     # Latent skills and scores.
-    L = params["corr_chol"]
-    alpha = rng.standard_normal((F, K)) @ L.T
-    theta = X @ params["B"] + alpha[fam]
-    eta = theta @ params["loadings"] + params["intercepts"]
-    phi = np.exp(params["log_precision"])
-    s = 1.0 / (1.0 + np.exp(-eta))
-    a = np.maximum(phi * (c + (1.0 - c) * s), 1e-300)
-    b = np.maximum(phi * (1.0 - c) * (1.0 / (1.0 + np.exp(eta))), 1e-300)
-    y = rng.beta(a, b)
+    alpha = rng.standard_normal((F, K)) @ params["corr"].T
+    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng)
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
     y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan

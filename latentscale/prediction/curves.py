@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
 from latentscale.prediction.predict import predict
 
 
@@ -24,27 +25,27 @@ def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tok
     ``tokens`` and ``extrapolated`` (size or tokens outside the fit's data range) columns.
     """
     if tokens is not None and tokens_per_param is not None:
-        raise ValueError("give tokens= (fixed) or tokens_per_param= (scaled with size), not both")
+        raise InputError("give tokens= (fixed) or tokens_per_param= (scaled with size), not both")
     data = fit.data
     if sizes is None:
         if data is None:
-            raise ValueError("this fit carries no data to take the size range from; pass sizes=")
+            raise InputError("this fit carries no data to take the size range from; pass sizes=")
         sizes = np.geomspace(data["size"].min(), data["size"].max(), n_points)
     sizes = np.asarray(sizes, dtype=float)
     if sizes.ndim != 1 or not np.all(sizes > 0):
-        raise ValueError("sizes must be positive numbers (billions of parameters)")
+        raise InputError("sizes must be positive numbers (billions of parameters)")
     if tokens_per_param is not None:
         if not tokens_per_param > 0:
-            raise ValueError(f"tokens_per_param must be positive, got {tokens_per_param}")
+            raise InputError(f"tokens_per_param must be positive, got {tokens_per_param}")
         tok = sizes * tokens_per_param / 1000.0  # billions of parameters × ratio → trillions of tokens
     else:
         if tokens is None:
             if data is None:
-                raise ValueError("this fit carries no data to take the tokens from; pass tokens=")
+                raise InputError("this fit carries no data to take the tokens from; pass tokens=")
             own = data.loc[data["family"] == family, "tokens"]
             tokens = float((own if len(own) else data["tokens"]).median())
         if not tokens > 0:
-            raise ValueError(f"tokens must be positive (trillions), got {tokens}")
+            raise InputError(f"tokens must be positive (trillions), got {tokens}")
         tok = np.full_like(sizes, float(tokens))
     models = pd.DataFrame({"model": [f"{family}@{s:.4g}B" for s in sizes], "family": family,
                            "size": sizes, "tokens": tok})
@@ -102,7 +103,7 @@ def plot_scaling_curve(fit, curve: pd.DataFrame, path: str | Path | None = None,
     fig.suptitle(f"{family}: predicted {kind} against size", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        from latentscale.results.fit_result import atomic_write
+        from latentscale.results.io import atomic_write
 
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
         plt.close(fig)

@@ -2,7 +2,7 @@
 
 The point summaries (mode, mean, covariance) are conditional on the estimate θ̂ (empirical
 Bayes, like lme4's conditional modes) and deterministic: the mode by Newton's method, mean
-and covariance by the adaptive Gauss–Hermite rule of the fit. The samples also integrate over
+and covariance by the fit's own quadrature rule (``FitResult.quadrature``), centred at each mode. The samples also integrate over
 the estimator's uncertainty (θ ~ N(θ̂, Cov θ̂)) unless ``parameter_uncertainty=False``; they are
 seeded, so the same call gives the same draws.
 """
@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from latentscale._jax import release_compiled_if_crowded
-from latentscale.estimation.quadrature import default_points, gauss_hermite_rule, posterior_rule
+from latentscale.config import float64, release_compiled_if_crowded
+from latentscale.errors import InputError
+from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.model.design import build_design
 from latentscale.prediction import sampling
+from latentscale.prediction.sampling import pct, tails, theta_draws
 
 
 @dataclass(frozen=True)
@@ -43,28 +44,29 @@ class FamilyPosterior:
 
     def summary(self, level: float = 0.95) -> pd.DataFrame:
         """One row per skill: mode, mean, sd (at θ̂) and the equal-tailed interval of the samples."""
-        lo, hi = _tails(level)
+        lo, hi = tails(level)
         return pd.DataFrame({
             "mode": self.mode, "mean": self.mean, "sd": self.sd,
-            f"lower_{_pct(level)}": np.quantile(self.samples, lo, axis=0),
-            f"upper_{_pct(level)}": np.quantile(self.samples, hi, axis=0),
+            f"lower_{pct(level)}": np.quantile(self.samples, lo, axis=0),
+            f"upper_{pct(level)}": np.quantile(self.samples, hi, axis=0),
         }, index=pd.Index(self.skills, name="skill"))
 
-    def samples_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.samples, columns=list(self.skills))
+
+def unknown_families_message(unknown, known) -> str:
+    """'family X not in the fit's data; did you mean Y? ...' with the closest known names."""
+    import difflib
+
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r}: did you mean {', '.join(map(repr, close))}?")
+    listed = ", ".join(repr(u) for u in unknown)
+    return (f"famil{'y' if len(unknown) == 1 else 'ies'} {listed} not in the fit's data"
+            + (f" ({'; '.join(hints)})" if hints else f"; its families include {', '.join(sorted(map(str, known))[:8])}"))
 
 
-def _tails(level: float) -> tuple[float, float]:
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be between 0 and 1 (exclusive), got {level}")
-    return (1.0 - level) / 2.0, (1.0 + level) / 2.0
-
-
-def _pct(level: float) -> str:
-    return f"{100 * level:g}"
-
-
-def _rows_for(fit, families, rows):
+def rows_for(fit, families, rows):
     """The ScoreData whose families are posteriors are asked for: the fit's own rows of
     ``families``, or ``rows`` (a ScoreData or a frame with family, size, tokens and score columns)."""
     from latentscale.data.dataset import ScoreData
@@ -75,8 +77,7 @@ def _rows_for(fit, families, rows):
         known = set(data.frame["family"])
         unknown = [f for f in families if f not in known]
         if unknown:
-            raise KeyError(f"famil{'y' if len(unknown) == 1 else 'ies'} {unknown} not in the fit's data; "
-                           f"known families include {sorted(known)[:8]}. Pass the family's rows to use new data.")
+            raise InputError(unknown_families_message(unknown, known))
         return data.subset(data.frame["family"].isin(families).to_numpy())
     if not isinstance(rows, ScoreData):
         frame = rows.copy()
@@ -97,45 +98,22 @@ def _rows_for(fit, families, rows):
 
 def family_design(fit, families: list[str] | None = None, rows=None):
     """Design of the rows that inform the posteriors (covariates standardized as in the fit)."""
-    data = _rows_for(fit, families or [], rows)
+    data = rows_for(fit, families or [], rows)
     design, _ = build_design(data, fit.spec.benchmarks, fit.spec.clip, scaler=fit.scaler)
     return design
 
 
-def _theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "sandwich") -> np.ndarray:
-    """Parameter draws from N(θ̂, Cov θ̂) with the covariance ``se`` (observed, opg, sandwich; the
-    sandwich falls back to the observed information, with a warning, for a fit without
-    per-family scores)."""
-    cov = None
-    if parameter_uncertainty:
-        if fit.hessian is None:
-            raise ValueError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
-                             "refit, or pass parameter_uncertainty=False")
-        if se == "sandwich" and fit.score_outer is None:
-            import warnings
-
-            warnings.warn("this fit carries no per-family scores, so the sandwich covariance is not available; "
-                          "using the observed information for the parameter draws", UserWarning, stacklevel=3)
-            se = "observed"
-        cov = fit.cov_params(se)
-        if not np.all(np.isfinite(cov)):
-            raise ValueError("the fit's covariance is not finite (Hessian not negative definite); "
-                             "pass parameter_uncertainty=False")
-    return sampling.parameter_draws(fit.theta, cov, n, seed)
-
-
-def _quadrature_moments(fit, design):
-    """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂."""
-    rule = gauss_hermite_rule(fit.spec.K, fit.options.get("points") or default_points(fit.spec.K))
-    padded = design.padded()  # compiled once per size bucket
-    mode, alpha_q, w = (np.asarray(a)[: design.n_families] for a in posterior_rule(
-        jnp.asarray(fit.theta), padded.arrays(), jnp.asarray(rule.nodes), jnp.asarray(rule.log_weights), fit.spec,
-        padded.n_families))
+def quadrature_moments(fit, design):
+    """Mode, mean and covariance (F, K), (F, K), (F, K, K) of every family's α at θ̂, by the fit's
+    own rule (the same nodes and weights as its likelihood)."""
+    ml = MarginalLikelihood(fit.spec, design, fit.quadrature)
+    mode, alpha_q, w = ml.posterior_nodes(fit.theta)
     mean = np.einsum("fq,fqk->fk", w, alpha_q)
     dev = alpha_q - mean[:, None, :]
     return mode, mean, np.einsum("fq,fqk,fql->fkl", w, dev, dev)
 
 
+@float64
 def family_posteriors(fit, families: list[str] | None = None, rows=None, n_samples: int = 4000,
                       seed: int = 0, parameter_uncertainty: bool = True,
                       n_parameter_draws: int = 200, se: str = "sandwich") -> dict[str, FamilyPosterior]:
@@ -146,10 +124,10 @@ def family_posteriors(fit, families: list[str] | None = None, rows=None, n_sampl
     n_par = n_parameter_draws if parameter_uncertainty else 1
     release_compiled_if_crowded()
     per_draw = max(1, -(-n_samples // n_par))
-    thetas = _theta_draws(fit, n_par, seed, parameter_uncertainty, se)
+    thetas = theta_draws(fit, n_par, seed, parameter_uncertainty, se)
     alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1,
                                        center=fit.theta)  # (S, F, M, K)
-    mode, mean, cov = _quadrature_moments(fit, design)
+    mode, mean, cov = quadrature_moments(fit, design)
     n_models = np.bincount(design.model_family, minlength=design.n_families)
     n_obs = np.bincount(design.obs_family, minlength=design.n_families)
     out = {}
@@ -167,11 +145,11 @@ def family_posterior(fit, family: str | None = None, rows=None, **options) -> Fa
     ``rows`` (a frame or ScoreData of one family's evaluated models, which need not be in the fit).
     Options as :func:`family_posteriors`."""
     if (family is None) == (rows is None):
-        raise ValueError("pass exactly one of family= (a family of the fit) or rows= (a family's rows)")
+        raise InputError("pass exactly one of family= (a family of the fit) or rows= (a family's rows)")
     posts = family_posteriors(fit, [family] if family is not None else None, rows, **options)
     if family is None:
         if len(posts) != 1:
-            raise ValueError(f"rows= must hold one family; got {len(posts)}: {sorted(posts)}")
+            raise InputError(f"rows= must hold one family; got {len(posts)}: {sorted(posts)}")
         return next(iter(posts.values()))
     return posts[family]
 
@@ -184,16 +162,16 @@ def compare_families(fit, a: str, b: str, level: float = 0.95, n_samples: int = 
     difference also carries the estimator's uncertainty.
     """
     if a == b:
-        raise ValueError(f"compare two different families; got {a!r} twice")
+        raise InputError(f"compare two different families; got {a!r} twice")
     posts = family_posteriors(fit, [a, b], n_samples=n_samples, seed=seed,
                               parameter_uncertainty=parameter_uncertainty, se=se)
     diff = posts[a].samples - posts[b].samples
-    lo, hi = _tails(level)
+    lo, hi = tails(level)
     sd = diff.std(axis=0, ddof=1)
     mean = diff.mean(axis=0)
     return pd.DataFrame({
         "mean": mean, "sd": sd,
-        f"lower_{_pct(level)}": np.quantile(diff, lo, axis=0),
-        f"upper_{_pct(level)}": np.quantile(diff, hi, axis=0),
+        f"lower_{pct(level)}": np.quantile(diff, lo, axis=0),
+        f"upper_{pct(level)}": np.quantile(diff, hi, axis=0),
         f"P({a} > {b})": (diff > 0).mean(axis=0),
     }, index=pd.Index(fit.spec.skills, name="skill"))

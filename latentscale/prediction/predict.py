@@ -17,10 +17,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from latentscale._jax import release_compiled_if_crowded
+from latentscale.config import float64, release_compiled_if_crowded
 from latentscale.data.validate import DataError, name_rows
+from latentscale.errors import InputError
 from latentscale.prediction import sampling
-from latentscale.prediction.posterior import _tails, _theta_draws, family_design
+from latentscale.prediction.posterior import family_design, rows_for
+from latentscale.prediction.sampling import tails, theta_draws
 
 #: Columns of the table returned by :func:`predict`.
 PREDICTION_COLUMNS = ("model", "family", "benchmark", "mean", "median", "level", "lower", "upper",
@@ -69,6 +71,7 @@ def _summaries(thetas, alpha, X, rng, qs, spec, n_rep):
     return mu.mean(axis=0), np.quantile(y, qs, axis=0), np.quantile(mu, qs, axis=0)
 
 
+@float64
 def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *, rows=None,
             n_samples: int = 4000, n_parameter_draws: int = 200, n_skill_draws: int = 1000,
             parameter_uncertainty: bool = True, se: str = "sandwich", seed: int = 0,
@@ -90,13 +93,13 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     """
     levels = [float(x) for x in levels]
     if not levels:
-        raise ValueError("give at least one interval level")
+        raise InputError("give at least one interval level")
     for level in levels:
-        _tails(level)
+        tails(level)
     new = new_models_frame(models)
     spec = fit.spec
     release_compiled_if_crowded()
-    thetas = _theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty, se)
+    thetas = theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty, se)
     S = len(thetas)
     M = max(1, -(-min(n_samples, n_skill_draws) // S))  # skill draws per parameter draw
     n_rep = max(1, -(-n_samples // (S * M)))  # observed-score draws per skill draw
@@ -120,7 +123,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         for i, name in enumerate(new_families):
             family_alpha[name] = prior[:, i * M:(i + 1) * M]
 
-    lo_hi = [q for level in levels for q in _tails(level)]
+    lo_hi = [q for level in levels for q in tails(level)]
     qs = np.asarray([0.5] + lo_hi)
     X = fit.scaler.transform(new["size"], new["tokens"])
     families = new["family"].to_numpy()
@@ -152,9 +155,7 @@ def _conditioning_frame(fit, rows) -> pd.DataFrame:
                                                                        *fit.spec.benchmarks])
     if rows is None:
         return base
-    from latentscale.prediction.posterior import _rows_for
-
-    extra = _rows_for(fit, [], rows).frame
+    extra = rows_for(fit, [], rows).frame
     return pd.concat([base[~base["family"].isin(set(extra["family"]))], extra])
 
 

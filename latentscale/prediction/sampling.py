@@ -19,16 +19,50 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln
 
+from latentscale.config import float64
+from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
-from latentscale.estimation.quadrature import family_modes
-from latentscale.model.likelihood import ETA_BOUND, family_loglik_at, log_prior
-from latentscale.model.params import ModelSpec, unpack
+from latentscale.estimation.adaptive import mode_and_scale
+from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
+from latentscale.model.observation import eta_bound, family_loglik_at, log_prior, mean_score, t_logpdf_std
+from latentscale.model.params import layout
+from latentscale.model.spec import ModelSpec
 
-#: Degrees of freedom and scale inflation of the t proposal (heavier tails than the posterior).
-PROPOSAL_DF = 5.0
-PROPOSAL_INFLATE = 1.2
+
+def tails(level: float) -> tuple[float, float]:
+    """The quantiles (lower, upper) of an equal-tailed interval at ``level``."""
+    if not 0.0 < level < 1.0:
+        raise InputError(f"level must be between 0 and 1 (exclusive), got {level}")
+    return (1.0 - level) / 2.0, (1.0 + level) / 2.0
+
+
+def pct(level: float) -> str:
+    return f"{100 * level:g}"
+
+
+def theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "sandwich") -> np.ndarray:
+    """Parameter draws from N(θ̂, Cov θ̂) with the covariance ``se`` (observed, opg, sandwich; the
+    sandwich falls back to the observed information, with a warning, for a fit without per-family
+    scores); ``parameter_uncertainty=False``: n copies of θ̂."""
+    cov = None
+    if parameter_uncertainty:
+        if fit.hessian is None:
+            raise InputError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
+                             "refit with standard errors, or leave parameter uncertainty out "
+                             "(--no-parameter-uncertainty, parameter_uncertainty=False)")
+        if se == "sandwich" and fit.score_outer is None:
+            import warnings
+
+            warnings.warn("this fit carries no per-family scores, so the sandwich covariance is not available; "
+                          "using the observed information for the parameter draws", UserWarning, stacklevel=3)
+            se = "observed"
+        cov = fit.cov_theta(se)
+        if not np.all(np.isfinite(cov)):
+            raise InputError("the fit's covariance is not finite (its Hessian is not negative definite), so "
+                             "parameter uncertainty cannot be propagated; leave it out (--no-parameter-uncertainty, "
+                             "parameter_uncertainty=False)")
+    return parameter_draws(fit.theta, cov, n, seed)
 
 
 def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int) -> np.ndarray:
@@ -42,13 +76,6 @@ def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int
     return theta[None] + z @ root.T
 
 
-def _t_logpdf_std(t, df):
-    """log density of the standard multivariate t (identity scale) at t (..., K)."""
-    K = t.shape[-1]
-    return (gammaln((df + K) / 2) - gammaln(df / 2) - 0.5 * K * jnp.log(df * jnp.pi)
-            - 0.5 * (df + K) * jnp.log1p(jnp.sum(t**2, axis=-1) / df))
-
-
 def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: ModelSpec, n_families: int,
                       n_proposals: int, n_out: int):
     """α draws (F, n_out, K) and the effective sample sizes (F,) for one parameter vector.
@@ -56,8 +83,8 @@ def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: Mod
     The proposal is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
     its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw;
     the importance weights make the draws exact for this θ."""
-    params = unpack(theta, spec)
-    floors = jnp.asarray(spec.floors)
+    params = layout(spec).unpack(theta)
+    floors = arrays["floors"]
     K = spec.K
     mode = mode0 + jnp.einsum("fkd,d->fk", dmode, theta - center)
     k_z, k_u, k_r = jax.random.split(key, 3)
@@ -65,10 +92,12 @@ def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: Mod
     u = jax.random.chisquare(k_u, PROPOSAL_DF, (n_families, n_proposals, 1)) / PROPOSAL_DF
     t = z / jnp.sqrt(u)
     alpha = mode[:, None, :] + jnp.einsum("fkl,fml->fmk", scale, t)  # (F, M, K)
-    ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families), in_axes=1, out_axes=1)(alpha)
-    log_q = _t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=1, axis2=2))),
+    bound = eta_bound(spec.logit_clip)
+    ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families, bound), in_axes=1,
+                  out_axes=1)(alpha)
+    log_q = t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=1, axis2=2))),
                                                     axis=1)[:, None]
-    logw = ll + log_prior(alpha, params["corr_chol"]) - log_q
+    logw = ll + log_prior(alpha, params["corr"]) - log_q
     logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
     w = jax.nn.softmax(logw, axis=1)  # (F, M)
     ess = 1.0 / jnp.sum(w**2, axis=1)
@@ -82,10 +111,12 @@ def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: Mod
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
 def _family_draws(center, thetas, keys, arrays, spec, n_families, n_proposals, n_out):
-    floors = jnp.asarray(spec.floors)
+    floors = arrays["floors"]
+    bound = eta_bound(spec.logit_clip)
+    zeros = jnp.zeros((n_families, spec.K), dtype=center.dtype)
 
     def modes(th):
-        return family_modes(unpack(th, spec), arrays, floors, n_families, spec.J)
+        return mode_and_scale(layout(spec).unpack(th), arrays, floors, zeros, n_families, spec.J, bound, track=True)
 
     mode0, H = modes(center)
     # d mode / d θ (F, K, d), forward mode through the tracked Newton step (implicit derivative).
@@ -98,6 +129,7 @@ def _family_draws(center, thetas, keys, arrays, spec, n_families, n_proposals, n
     )
 
 
+@float64
 def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: int,
                  n_proposals: int | None = None, center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Posterior draws of every family's α in ``design``: (S, F, n_out, K), and the importance
@@ -109,39 +141,45 @@ def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: 
     center = thetas.mean(axis=0) if center is None else np.asarray(center, float)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(thetas))
     padded = design.padded()  # compiled once per size bucket, not once per table
-    alpha, ess = _family_draws(jnp.asarray(center), jnp.asarray(thetas), keys, padded.arrays(), spec,
+    arrays = {**padded.arrays(), "floors": jnp.asarray(spec.floors)}
+    alpha, ess = _family_draws(jnp.asarray(center), jnp.asarray(thetas), keys, arrays, spec.structure,
                                padded.n_families, n_proposals, n_out)
     F = design.n_families
     return np.asarray(alpha)[:, :F], np.asarray(ess)[:, :F]
 
 
+@float64
 def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> np.ndarray:
     """Draws of α from the prior N(0, Σ) of a family with no rows, for every parameter draw: (S, n_out, K)."""
-    L = jax.vmap(lambda th: unpack(th, spec)["corr_chol"])(jnp.asarray(thetas))  # (S, K, K)
-    z = jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.K))
-    return np.asarray(jnp.einsum("skl,sml->smk", L, z))
+    lay = layout(spec)
+    sl = lay.slices["corr"]
+    block = lay.block("corr")
+    L = np.stack([block.bijector.forward(np.asarray(th, float)[sl], spec, block.shape(spec)) for th in thetas])
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.K)))
+    return np.einsum("skl,sml->smk", L, z)
 
 
 @partial(jax.jit, static_argnames=("spec",))
-def _expected_scores(thetas, alpha, X, spec):
+def _expected_scores(thetas, alpha, X, floors, spec):
     """μ (S, M, N, J) for N new models with skills α (S, M, N, K) and covariates X (N, p), and φ (S, J)."""
-    floors = jnp.asarray(spec.floors)
+    bound = eta_bound(spec.logit_clip)
 
     def one(theta, a):
-        p = unpack(theta, spec)
+        p = layout(spec).unpack(theta)
         skills = (X @ p["B"])[None] + a  # (M, N, K)
-        eta = jnp.clip(skills @ p["loadings"] + p["intercepts"], -ETA_BOUND, ETA_BOUND)
-        return floors + (1.0 - floors) * jax.nn.sigmoid(eta), jnp.exp(p["log_precision"])
+        return mean_score(skills @ p["loadings"] + p["intercepts"], floors, bound), p["precision"]
 
     return jax.vmap(one)(thetas, alpha)
 
 
+@float64
 def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: ModelSpec,
                 rng: np.random.Generator, n_rep: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Expected scores μ (S, M, N, J) and observed scores y ~ Beta(φμ, φ(1 − μ)), ``n_rep`` per μ
     (n_rep·S, M, N, J), for N new models with skills α (S, M, N, K) and covariates X (N, p).
     (NumPy's Beta sampler: many times faster than JAX's on CPU.)"""
-    mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), spec)
+    mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
+                               spec.structure)
     mu = np.asarray(mu)
     phi = np.asarray(phi)[:, None, None, :]
     a = np.maximum(phi * mu, 1e-12)

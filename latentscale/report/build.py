@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from latentscale.errors import InputError
+from latentscale.results.io import atomic_write, atomic_write_text
+from latentscale.results.summary import frame_html as _table_html
+
 #: Section ids of the page, in order (each a ``<section id=...>``).
 SECTIONS = ("summary", "selection", "structure", "coefficients", "curves", "allocation")
 SECTION_TITLES = {
@@ -54,17 +58,17 @@ def load_selection(selection) -> pd.DataFrame:
         try:
             table = pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a selection table CSV ({e}); write one with "
+            raise InputError(f"{path} is not a selection table CSV ({e}); write one with "
                              "`latentscale select DATA --k 1..8 -o table.csv`") from e
     missing = [c for c in SELECTION_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"the selection table lacks column(s) {', '.join(missing)} (it has {', '.join(map(str, table.columns))}); "
+        raise InputError(f"the selection table lacks column(s) {', '.join(missing)} (it has {', '.join(map(str, table.columns))}); "
                          "write one with `latentscale select DATA --k 1..8 -o table.csv`")
     table = table.copy()
     for c in SELECTION_COLUMNS:
         table[c] = pd.to_numeric(table[c], errors="coerce")
     if table[list(SELECTION_COLUMNS)].isna().any().any() or not len(table):
-        raise ValueError("the selection table has empty or non-numeric k / aic / bic values")
+        raise InputError("the selection table has empty or non-numeric k / aic / bic values")
     return table.sort_values("k").reset_index(drop=True)
 
 
@@ -77,6 +81,102 @@ def default_families(fit, n: int = 2) -> list[str]:
     return [str(f) for f in order[:n]]
 
 
+def _check_families(fit, families) -> list[str]:
+    if families is None:
+        families = default_families(fit)
+    families = list(dict.fromkeys(str(f) for f in families))
+    if families and fit.data is None:
+        raise InputError("this fit carries no data, so it has no families to draw scaling curves for; pass families=[]")
+    if families:
+        known = set(fit.data["family"].astype(str))
+        unknown = [f for f in families if f not in known]
+        if unknown:
+            from latentscale.prediction.posterior import unknown_families_message
+
+            raise InputError(unknown_families_message(unknown, known) + "; the families with most models are: "
+                             + ", ".join(default_families(fit, 6)))
+    return families
+
+
+def _selection_section(fit, sel_table, figs) -> str:
+    if sel_table is None:
+        return ("<p class='note'>No selection was run for this report. Run "
+                "<code>latentscale select DATA --k 1..8 -o table.csv</code> and pass "
+                "<code>--selection table.csv</code> to show AIC and BIC against K.</p>")
+    from latentscale.evaluation.select import SelectionResult
+
+    figs["aic_bic"] = _png(SelectionResult(table=sel_table).plot())
+    show_cols = [c for c in ("k", "log_likelihood", "n_params", "aic", "bic", "converged") if c in sel_table]
+    best_aic = int(sel_table.loc[sel_table["aic"].idxmin(), "k"])
+    best_bic = int(sel_table.loc[sel_table["bic"].idxmin(), "k"])
+    return (f"<p>AIC is lowest at K = {best_aic}, BIC (n = families) at K = {best_bic}; this fit has "
+            f"K = {fit.spec.K}.</p>" + _img("aic_bic", figs, "AIC and BIC against the number of skills K")
+            + _table_html(sel_table[show_cols], floats="{:.2f}"))
+
+
+def _structure_section(fit, figs) -> str:
+    from latentscale.report.figures import heatmap
+
+    figs["loadings"] = _png(heatmap(fit.loadings, "Loadings Λ (skills × benchmarks)"))
+    figs["skill_corr"] = _png(heatmap(fit.skill_corr, "Skill correlations Σ", vmax=1.0))
+    return ("<p>Each benchmark's loading on each skill (anchors load on their own skill only) and the "
+            "correlation of the family effects between skills.</p><div class='row'>"
+            + _img("loadings", figs, "Heatmap of the loadings") + _img("skill_corr", figs, "Heatmap of the skill correlations")
+            + "</div>" + "<h3>Benchmarks</h3>"
+            + _table_html(fit.benchmark_table().reset_index(names="benchmark"), floats="{:.3f}"))
+
+
+def _coefficients_section(fit, level, figs, notes) -> str:
+    from latentscale.report.figures import coefficient_plot
+
+    table = _param_table(fit, level, notes)
+    if table is None:
+        return ("<p class='note'>Standard errors are not available for this fit "
+                f"({html.escape(notes[-1])}); point estimates:</p>"
+                + _table_html(fit.B_raw.reset_index(names="covariate"), floats="{:.3f}"))
+    figs["coefficients"] = _png(coefficient_plot(table, level))
+    cols = ["covariate", "skill", *[c for c in table.columns if c != "parameter"]]
+    raw = table.xs("B_raw", level="block").reset_index().rename(columns={"row": "covariate", "column": "skill"})
+    off = table.xs("offset", level="block").reset_index().rename(columns={"row": "covariate", "column": "skill"})
+    coef = pd.concat([raw, off], ignore_index=True)[cols]
+    return ("<p>Effects of log N (billions of parameters), log D (trillions of tokens) and their product on each "
+            f"skill, on the raw log scale, with standard errors from the observed information and {100 * level:g}% "
+            "Wald intervals.</p>" + _img("coefficients", figs, "Coefficients with intervals")
+            + _table_html(coef, floats="{:.3f}"))
+
+
+def _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say) -> str:
+    from latentscale.prediction import plot_scaling_curve, scaling_curve
+
+    parts = []
+    for i, family in enumerate(families):
+        say(f"scaling curve of {family} ({i + 1}/{len(families)})")
+        curve = scaling_curve(fit, family, levels=(0.5, level), n_samples=n_samples,
+                              n_parameter_draws=n_parameter_draws, parameter_uncertainty=uncertain, seed=seed)
+        key = f"curve_{i + 1}"
+        figs[key] = _png(plot_scaling_curve(fit, curve))
+        n_models = int((fit.data["family"].astype(str) == family).sum())
+        parts.append(f"<h3>{html.escape(family)} ({n_models} model{'s' if n_models != 1 else ''} in the fit)</h3>"
+                     + _img(key, figs, f"Scaling curve of {family}"))
+    return ("<p>Predicted observed score of every benchmark against size (tokens held at the family's median), "
+            f"with 50% and {100 * level:g}% prediction bands from the family's posterior and the parameters' "
+            "uncertainty; points are the family's evaluated models.</p>"
+            + ("".join(parts) if parts else "<p class='note'>No family chosen.</p>"))
+
+
+def _allocation_section(fit, flops, points, level, uncertain, seed, figs):
+    from latentscale.allocation import allocate, plot_frontier
+
+    alloc = allocate(fit, flops=flops, points=points, level=level, uncertainty=uncertain, seed=seed)
+    figs["allocation"] = _png(plot_frontier(alloc, fit))
+    body = ("<p>For each budget C = 6·N·D FLOPs, the size N* and token count D* that maximize each skill within the "
+            "data's range of sizes and tokens (the family effect does not move the optimum). "
+            + (f"Bands and brackets: {100 * level:g}% intervals from parameter draws. " if uncertain else "")
+            + "<em>position</em> says whether the optimum is interior or which edge of the box binds.</p>"
+            + _img("allocation", figs, "Allocation frontier per skill") + _allocation_tables(alloc))
+    return body, alloc
+
+
 def build_report(fit, path: str | Path, *, selection=None, families: Sequence[str] | None = None,
                  flops: Sequence[float] | None = None, points: int = 12, level: float = 0.95,
                  figures_dir: str | Path | None = None, n_samples: int = 2000, n_parameter_draws: int = 100,
@@ -87,129 +187,31 @@ def build_report(fit, path: str | Path, *, selection=None, families: Sequence[st
     correlations; raw-scale coefficients with Wald intervals (table and plot); scaling curves with
     prediction bands for ``families`` (default: the two with most models); the allocation frontier of
     every skill over ``flops`` (default: ``points`` budgets over the data's range of 6·N·D)."""
-    from latentscale.allocation import allocate, plot_frontier
-    from latentscale.report.figures import coefficient_plot, heatmap
-
     say = progress or (lambda msg: None)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; give a file name such as report.html")
+        raise InputError(f"{path} is a folder; give a file name such as report.html")
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be between 0 and 1 (exclusive), got {level}")
+        raise InputError(f"level must be between 0 and 1 (exclusive), got {level}")
     figures_dir = Path(figures_dir) if figures_dir is not None else path.with_name(f"{path.stem}_figures")
     sel_table = load_selection(selection)
-    if families is None:
-        families = default_families(fit)
-    families = list(dict.fromkeys(str(f) for f in families))
-    if families and fit.data is None:
-        raise ValueError("this fit carries no data, so it has no families to draw scaling curves for; pass families=[]")
-    if families:
-        known = set(fit.data["family"].astype(str))
-        unknown = [f for f in families if f not in known]
-        if unknown:
-            top = ", ".join(default_families(fit, 6))
-            raise ValueError(f"famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} not in the fit's data; "
-                             f"the families with most models are: {top}")
-
+    families = _check_families(fit, families)
     figs: dict[str, bytes] = {}
     notes: list[str] = []
-    body: dict[str, str] = {}
-    pct = f"{100 * level:g}"
-
-    # -- summary
-    say("summary")
-    body["summary"] = _summary_html(fit)
-
-    # -- selection
-    if sel_table is not None:
-        from latentscale.evaluation.select import SelectionResult
-
-        figs["aic_bic"] = _png(SelectionResult(table=sel_table).plot())
-        show_cols = [c for c in ("k", "log_likelihood", "n_params", "aic", "bic", "converged") if c in sel_table]
-        best_aic = int(sel_table.loc[sel_table["aic"].idxmin(), "k"])
-        best_bic = int(sel_table.loc[sel_table["bic"].idxmin(), "k"])
-        body["selection"] = (
-            f"<p>AIC is lowest at K = {best_aic}, BIC (n = families) at K = {best_bic}; this fit has "
-            f"K = {fit.spec.K}.</p>" + _img("aic_bic", figs, "AIC and BIC against the number of skills K")
-            + _table_html(sel_table[show_cols], floats="{:.2f}")
-        )
-    else:
-        body["selection"] = ("<p class='note'>No selection was run for this report. Run "
-                             "<code>latentscale select DATA --k 1..8 -o table.csv</code> and pass "
-                             "<code>--selection table.csv</code> to show AIC and BIC against K.</p>")
-
-    # -- structure
-    say("heatmaps of the loadings and skill correlations")
-    figs["loadings"] = _png(heatmap(fit.loadings, "Loadings Λ (skills × benchmarks)"))
-    figs["skill_corr"] = _png(heatmap(fit.skill_corr, "Skill correlations Σ", vmax=1.0))
-    body["structure"] = (
-        "<p>Each benchmark's loading on each skill (anchors load on their own skill only) and the "
-        "correlation of the family effects between skills.</p><div class='row'>"
-        + _img("loadings", figs, "Heatmap of the loadings") + _img("skill_corr", figs, "Heatmap of the skill correlations")
-        + "</div>" + "<h3>Benchmarks</h3>" + _table_html(fit.benchmark_table().reset_index(names="benchmark"), floats="{:.3f}")
-    )
-
-    # -- coefficients
-    say("coefficients with intervals")
-    table = _param_table(fit, level, notes)
-    if table is not None:
-        figs["coefficients"] = _png(coefficient_plot(table, level))
-        raw = table.xs("B_raw", level="block").reset_index().rename(columns={"row": "covariate", "column": "skill"})
-        off = table.xs("offset", level="block").reset_index().rename(columns={"row": "covariate", "column": "skill"})
-        coef = pd.concat([raw, off], ignore_index=True)
-        body["coefficients"] = (
-            "<p>Effects of log N (billions of parameters), log D (trillions of tokens) and their product on each "
-            f"skill, on the raw log scale, with standard errors from the observed information and {pct}% Wald "
-            "intervals.</p>" + _img("coefficients", figs, "Coefficients with intervals")
-            + _table_html(coef, floats="{:.3f}")
-        )
-    else:
-        body["coefficients"] = ("<p class='note'>Standard errors are not available for this fit "
-                                f"({html.escape(notes[-1])}); point estimates:</p>" + _table_html(fit.B_raw.reset_index(names="covariate"), floats="{:.3f}"))
-
-    # -- scaling curves
-    from latentscale.prediction import plot_scaling_curve, scaling_curve
-
-    parts = []
     uncertain = _has_cov(fit)
     if not uncertain:
         notes.append("scaling-curve bands leave out parameter uncertainty (the fit has no usable covariance)")
-    for i, family in enumerate(families):
-        say(f"scaling curve of {family} ({i + 1}/{len(families)})")
-        curve = scaling_curve(fit, family, levels=(0.5, level), n_samples=n_samples,
-                              n_parameter_draws=n_parameter_draws, parameter_uncertainty=uncertain, seed=seed)
-        key = f"curve_{i + 1}"
-        figs[key] = _png(plot_scaling_curve(fit, curve))
-        n_models = int((fit.data["family"].astype(str) == family).sum())
-        parts.append(f"<h3>{html.escape(family)} ({n_models} model{'s' if n_models != 1 else ''} in the fit)</h3>"
-                     + _img(key, figs, f"Scaling curve of {family}"))
-    body["curves"] = (
-        "<p>Predicted observed score of every benchmark against size (tokens held at the family's median), "
-        f"with 50% and {pct}% prediction bands from the family's posterior and the parameters' uncertainty; "
-        "points are the family's evaluated models.</p>" + ("".join(parts) if parts else
-                                                          "<p class='note'>No family chosen.</p>")
-    )
-
-    # -- allocation
+    say("summary, selection, loadings and correlations")
+    body = {"summary": _summary_html(fit), "selection": _selection_section(fit, sel_table, figs),
+            "structure": _structure_section(fit, figs)}
+    say("coefficients with intervals")
+    body["coefficients"] = _coefficients_section(fit, level, figs, notes)
+    body["curves"] = _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say)
     say("allocation frontier")
-    alloc = allocate(fit, flops=flops, points=points, level=level, uncertainty=uncertain, seed=seed)
-    figs["allocation"] = _png(plot_frontier(alloc, fit))
-    body["allocation"] = (
-        "<p>For each budget C = 6·N·D FLOPs, the size N* and token count D* that maximize each skill within the "
-        "data's range of sizes and tokens (the family effect does not move the optimum). "
-        + (f"Bands and brackets: {pct}% intervals from parameter draws. " if uncertain else "")
-        + "<em>position</em> says whether the optimum is interior or which edge of the box binds.</p>"
-        + _img("allocation", figs, "Allocation frontier per skill")
-        + _allocation_tables(alloc)
-    )
-
-    # -- write
+    body["allocation"], alloc = _allocation_section(fit, flops, points, level, uncertain, seed, figs)
     say(f"writing {path} and {len(figs)} figures in {figures_dir}")
-    from latentscale.results.fit_result import atomic_write, atomic_write_text
-
-    saved = {}
-    for name, data in figs.items():
-        saved[name] = atomic_write(figures_dir / f"{name}.png", lambda tmp, d=data: Path(tmp).write_bytes(d))
+    saved = {name: atomic_write(figures_dir / f"{name}.png", lambda tmp, d=data: Path(tmp).write_bytes(d))
+             for name, data in figs.items()}
     atomic_write_text(path, _page(fit, body, notes))
     return Report(html=path, figures=saved, allocation=alloc, notes=notes)
 
@@ -222,7 +224,7 @@ def _has_cov(fit) -> bool:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cov = fit.cov_params("observed")
+        cov = fit.cov_theta("observed")
     return bool(np.all(np.isfinite(cov)))
 
 
@@ -249,23 +251,6 @@ def _img(name: str, figs: dict[str, bytes], alt: str) -> str:
             "</figcaption></figure>")
 
 
-def _cell(v, floats: str) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(v):
-            return "–"
-        return floats.format(v)
-    return html.escape(str(v))
-
-
-def _table_html(frame: pd.DataFrame, floats: str = "{:.3g}") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{_cell(v, floats)}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
 def _allocation_tables(alloc: pd.DataFrame) -> str:
     out = []
     for target, block in alloc.groupby("target", sort=False):
@@ -289,22 +274,11 @@ def _allocation_tables(alloc: pd.DataFrame) -> str:
 
 
 def _summary_html(fit) -> str:
+    """The fit's own summary (``FitResult.summary().as_html()``) and when the report was made."""
     from latentscale import __version__
 
-    d = fit.diagnostics
-    items = [
-        ("data", fit.data_name), ("method", fit.method), ("skills K", fit.spec.K),
-        ("anchors", ", ".join(fit.spec.anchors)), ("benchmarks", ", ".join(fit.spec.benchmarks)),
-        ("models", fit.n_models), ("families", fit.n_families), ("observed scores", fit.n_obs),
-        ("log-likelihood", f"{fit.llf:.3f}"), ("free parameters", fit.n_params),
-        ("AIC", f"{fit.aic:.2f}"), ("BIC (n = families)", f"{fit.bic:.2f}"),
-        ("converged", "yes" if fit.converged else "no"),
-        ("gradient norm", f"{d['grad_norm']:.2e}" if isinstance(d.get("grad_norm"), (int, float)) else "–"),
-        ("fit time", f"{d['seconds']:.1f} s" if isinstance(d.get("seconds"), (int, float)) else "–"),
-        ("report", f"latentscale {__version__}, {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC"),
-    ]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items)
-    return f"<table class='kv'>{rows}</table>"
+    stamp = f"latentscale {__version__}, {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return fit.summary().as_html() + f"<p class='note'>report: {html.escape(stamp)}</p>"
 
 
 CSS = """

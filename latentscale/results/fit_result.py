@@ -1,37 +1,57 @@
-"""The fitted model: parameters as labelled tables, information criteria, diagnostics, save/load."""
+"""The fitted model: parameters with the names statisticians know, inference, summary, save/load.
+
+statsmodels-style: ``params`` (natural-scale parameters, a labelled Series), ``bse``, ``tvalues``,
+``pvalues``, ``conf_int()``, ``cov_params()`` (labelled), ``llf``, ``aic``, ``bic``, ``summary()``;
+lme4-style: ``ranef()`` (the families' posterior modes) and ``simulate()``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from latentscale.model.covariates import COVARIATES, CovariateScaler
-from latentscale.model.params import ModelSpec, pack, parameter_names, unpack
+from latentscale.errors import InputError
+from latentscale.estimation.quadrature import QuadratureSpec
+from latentscale.model.covariates import CovariateScaler
+from latentscale.model.params import layout
+from latentscale.model.spec import ModelSpec
+from latentscale.results.inference import (
+    COV_NAMES,
+    check_kind,
+    coefficient_block,
+    format_table,
+    natural_covariance,
+    params_table,
+    theta_covariance,
+    wald,
+)
+from latentscale.results.io import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    atomic_write_text,
+    frame_split,
+    validate_document,
+)
 from latentscale.results.jsonable import to_json
-from latentscale.results.inference import coefficient_block, format_table, params_table, theta_covariance
-
-SCHEMA = "latentscale.fit"
-SCHEMA_VERSION = 1
-#: Fields :meth:`FitResult.load` cannot do without.
-REQUIRED_FIELDS = ("spec", "scaler", "theta", "log_likelihood", "method", "n_obs", "n_models", "n_families",
-                   "families", "models")
+from latentscale.results.summary import Summary, SummaryTable
 
 
 @dataclass
 class FitResult:
-    """Result of a marginal-maximum-likelihood fit (statsmodels-style names: ``llf``, ``aic``, ``bic``).
+    """Result of a marginal-maximum-likelihood fit.
 
-    ``params`` holds the constrained parameters (``B`` (p, K), ``loadings`` (K, J),
-    ``intercepts`` (J,), ``log_precision`` (J,), ``corr_chol`` (K, K)); ``theta`` the
-    unconstrained vector the optimizer worked on.  BIC uses n = number of families, the
-    independent units of the model.
+    ``theta`` is the unconstrained vector the optimizer worked on (the model's parameter
+    blocks, :mod:`latentscale.model.params`), ``constrained`` the blocks' constrained values
+    (``B`` (p, K), ``loadings`` (K, J), ``intercepts`` (J,), ``precision`` (J,), ``corr`` (K, K),
+    the Cholesky factor of the skill correlations), ``params`` the natural-scale parameters.
+    BIC uses n = number of families, the independent units of the model.
     """
 
     spec: ModelSpec
@@ -45,16 +65,42 @@ class FitResult:
     families: tuple[str, ...]
     models: tuple[str, ...]
     data_name: str = "custom"
+    quadrature: QuadratureSpec = field(default_factory=QuadratureSpec)
     options: dict = field(default_factory=dict)
     diagnostics: dict = field(default_factory=dict)
     hessian: np.ndarray | None = None  # of ℓ in θ (negative definite at a maximum)
     score_outer: np.ndarray | None = None  # Σ_f s_f s_fᵀ, per-family scores at θ (robust SEs)
-    data: pd.DataFrame | None = None  # the fitted rows (family, group, size, tokens, scores): family posteriors
+    data: pd.DataFrame | None = None  # the fitted rows (family, group, size, tokens, scores)
+    cov_type: str = "observed"  # covariance behind bse, tvalues, pvalues and the default of conf_int
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
-    # ---- parameters -------------------------------------------------------------
+    def __post_init__(self):
+        self.theta = np.asarray(self.theta, dtype=float)
+        self.quadrature = QuadratureSpec.coerce(self.quadrature)
+
+    # ---- parameters -------------------------------------------------------------------------
     @property
-    def params(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in unpack(np.asarray(self.theta), self.spec).items()}
+    def layout(self):
+        return layout(self.spec)
+
+    @property
+    def constrained(self) -> dict[str, np.ndarray]:
+        """The blocks' constrained values (numpy)."""
+        if "constrained" not in self._cache:
+            self._cache["constrained"] = {k: np.asarray(v) for k, v in self.layout.unpack(self.theta).items()}
+        return self._cache["constrained"]
+
+    @property
+    def params(self) -> pd.Series:
+        """The natural-scale parameters, one per free parameter, labelled by name
+        (``B[log_size,math]``, ``loading[gsm8k,math]``, ``intercept[mmlu]``, ``precision[mmlu]``,
+        ``corr[ifeval,math]``)."""
+        return pd.Series(np.asarray(self.layout.natural(self.theta)), index=pd.Index(self.layout.names, name="parameter"),
+                         name="estimate")
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.layout.names)
 
     @property
     def skills(self) -> tuple[str, ...]:
@@ -66,7 +112,7 @@ class FitResult:
 
     @property
     def n_params(self) -> int:
-        return self.spec.n_params
+        return self.layout.size
 
     @property
     def aic(self) -> float:
@@ -83,27 +129,28 @@ class FitResult:
     @property
     def B(self) -> pd.DataFrame:
         """Covariate effects on the skills, standardized covariates (rows) × skills (columns)."""
-        return pd.DataFrame(self.params["B"], index=list(COVARIATES), columns=list(self.skills))
+        return pd.DataFrame(self.constrained["B"], index=list(self.spec.covariate_names), columns=list(self.skills))
 
     @property
     def B_raw(self) -> pd.DataFrame:
-        """Covariate effects on the raw log scale (natural logs of billions of parameters and trillions of tokens)."""
-        B_raw, offset = self.scaler.to_raw(self.params["B"])
-        df = pd.DataFrame(B_raw, index=list(COVARIATES), columns=list(self.skills))
+        """Covariate effects on the raw log scale (natural logs of billions of parameters and
+        trillions of tokens), with the offset per skill as the last row."""
+        B_raw, offset = self.scaler.to_raw(self.constrained["B"])
+        df = pd.DataFrame(B_raw, index=list(self.spec.covariate_names), columns=list(self.skills))
         df.loc["offset"] = offset
         return df
 
     @property
     def loadings(self) -> pd.DataFrame:
-        return pd.DataFrame(self.params["loadings"], index=list(self.skills), columns=list(self.spec.benchmarks))
+        return pd.DataFrame(self.constrained["loadings"], index=list(self.skills), columns=list(self.spec.benchmarks))
 
     @property
     def intercepts(self) -> pd.Series:
-        return pd.Series(self.params["intercepts"], index=list(self.spec.benchmarks), name="intercept")
+        return pd.Series(self.constrained["intercepts"], index=list(self.spec.benchmarks), name="intercept")
 
     @property
     def precisions(self) -> pd.Series:
-        return pd.Series(np.exp(self.params["log_precision"]), index=list(self.spec.benchmarks), name="precision")
+        return pd.Series(self.constrained["precision"], index=list(self.spec.benchmarks), name="precision")
 
     @property
     def floors(self) -> pd.Series:
@@ -111,51 +158,150 @@ class FitResult:
 
     @property
     def skill_corr(self) -> pd.DataFrame:
-        L = self.params["corr_chol"]
+        L = self.constrained["corr"]
         return pd.DataFrame(L @ L.T, index=list(self.skills), columns=list(self.skills))
-
-    def training_data(self):
-        """The rows the fit saw, as a :class:`~latentscale.data.ScoreData` (for family posteriors)."""
-        from latentscale.data.dataset import ScoreData
-
-        if self.data is None:
-            raise ValueError("this fit carries no data (saved by an older latentscale?); refit, or pass the "
-                             "family's rows explicitly")
-        return ScoreData(frame=self.data, benchmarks=tuple(self.spec.benchmarks),
-                         floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
-
-    # ---- inference ----------------------------------------------------------------
-    @property
-    def at_bounds(self) -> list[str]:
-        """Parameters whose estimate lies on the edge of the optimizer's box (the boundary of
-        the parameter space: a skill correlation of ±1, an intercept running off to −∞ for a
-        benchmark whose scores sit at its floor). They are held fixed in the covariance."""
-        return list(self.diagnostics.get("at_bounds", []))
-
-    def _held(self) -> np.ndarray | None:
-        held = set(self.at_bounds)
-        if not held:
-            return None
-        return np.array([n in held for n in parameter_names(self.spec)])
-
-    def cov_params(self, kind: str = "observed") -> np.ndarray:
-        """Asymptotic covariance of the unconstrained estimate: ``"observed"`` information,
-        ``"opg"`` (outer product of family scores) or ``"sandwich"`` (robust). Coordinates
-        on the boundary (:attr:`at_bounds`) are held fixed: their rows and columns are zero."""
-        return theta_covariance(self.hessian, self.score_outer, kind, held=self._held())
-
-    def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:
-        """Estimate, SE, z, p-value and Wald interval of every reported quantity (delta method);
-        see :func:`latentscale.results.inference.params_table`. Quantities that depend on a
-        parameter on the boundary (:attr:`at_bounds`) get no standard error."""
-        return params_table(self.theta, self.spec, self.scaler, self.cov_params(kind), level, held=self._held())
 
     def benchmark_table(self) -> pd.DataFrame:
         """One row per benchmark: floor, intercept, precision and the loadings."""
         df = pd.concat([self.floors, self.intercepts, self.precisions], axis=1)
         return df.join(self.loadings.T.add_prefix("loading:"))
 
-    # ---- reporting ----------------------------------------------------------------
+    # ---- data and likelihood ---------------------------------------------------------------
+    def training_data(self):
+        """The rows the fit saw, as a :class:`~latentscale.data.ScoreData`."""
+        from latentscale.data.dataset import ScoreData
+
+        if self.data is None:
+            raise InputError("this fit carries no data (saved by an older latentscale?); refit, or pass the "
+                             "family's rows explicitly")
+        return ScoreData(frame=self.data, benchmarks=tuple(self.spec.benchmarks),
+                         floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
+
+    def design(self):
+        """The long-form design of the fitted rows (covariates standardized as in the fit)."""
+        from latentscale.model.design import build_design
+
+        if "design" not in self._cache:
+            self._cache["design"] = build_design(self.training_data(), self.spec.benchmarks, self.spec.clip,
+                                                 scaler=self.scaler)[0]
+        return self._cache["design"]
+
+    def loglikelihood(self):
+        """The fit's marginal likelihood on its own rows (the same rule), a
+        :class:`~latentscale.estimation.likelihood.MarginalLikelihood`."""
+        from latentscale.estimation.likelihood import MarginalLikelihood
+
+        if "likelihood" not in self._cache:
+            self._cache["likelihood"] = MarginalLikelihood(self.spec, self.design(), self.quadrature)
+        return self._cache["likelihood"]
+
+    def ranef(self, kind: str = "mode") -> pd.DataFrame:
+        """The families' skill effects α_f given their rows, at θ̂ (lme4's ``ranef``): posterior
+        ``"mode"`` (conditional modes) or ``"mean"``; families × skills."""
+        if kind not in ("mode", "mean"):
+            raise InputError(f"kind must be 'mode' or 'mean', got {kind!r}")
+        ml = self.loglikelihood()
+        if kind == "mode":
+            values = ml.modes(self.theta)
+        else:
+            _, nodes, w = ml.posterior_nodes(self.theta)
+            values = np.einsum("fq,fqk->fk", w, nodes)
+        return pd.DataFrame(values, index=pd.Index(ml.families, name="family"), columns=list(self.skills))
+
+    def simulate(self, nsim: int = 1, seed: int = 0, use_ranef: bool = False):
+        """New score tables drawn from the fitted model for the fitted rows (same models, same
+        observed cells), as :class:`~latentscale.data.ScoreData` (a list when ``nsim > 1``).
+        Family effects are drawn afresh from N(0, Σ̂) (lme4's default), or held at the posterior
+        modes with ``use_ranef=True``. Scores are clipped as the fit's (its ``spec.clip``)."""
+        from latentscale.model.simulate import simulate_scores
+
+        data = self.training_data()
+        alpha = self.ranef("mode") if use_ranef else None
+        out = [simulate_scores(self, data, np.random.default_rng([seed, i]), alpha) for i in range(int(nsim))]
+        return out[0] if nsim == 1 else out
+
+    # ---- inference ---------------------------------------------------------------------------
+    @property
+    def at_bounds(self) -> list[str]:
+        """Parameters whose estimate lies on the edge of the optimizer's box (the boundary of the
+        parameter space: a skill correlation of ±1, an intercept running off to −∞ for a benchmark
+        whose scores sit at its floor). They are held fixed in the covariance."""
+        return list(self.diagnostics.get("at_bounds", []))
+
+    def _held(self) -> np.ndarray | None:
+        held = set(self.at_bounds)
+        if not held:
+            return None
+        return np.array([n in held for n in self.layout.names])
+
+    def cov_theta(self, kind: str = "observed") -> np.ndarray:
+        """Asymptotic covariance of the unconstrained estimate θ̂: ``"observed"`` information,
+        ``"opg"`` (outer product of family scores) or ``"sandwich"`` (robust). Coordinates on the
+        boundary (:attr:`at_bounds`) are held fixed: their rows and columns are zero."""
+        check_kind(kind)
+        key = ("cov_theta", kind)
+        if key not in self._cache:
+            self._cache[key] = theta_covariance(self.hessian, self.score_outer, kind, held=self._held())
+        return self._cache[key]
+
+    def cov_params(self, kind: str = "observed") -> pd.DataFrame:
+        """Asymptotic covariance of the natural-scale parameters (:attr:`params`), labelled by
+        parameter name (delta method); entries that depend on a parameter on the boundary are NaN."""
+        key = ("cov_params", kind)
+        if key not in self._cache:
+            self._cache[key] = natural_covariance(self.theta, self.spec, self.scaler, self.cov_theta(kind),
+                                                  self._held())
+        return self._cache[key]
+
+    def _bse(self, kind: str) -> pd.Series:
+        return pd.Series(np.sqrt(np.clip(np.diag(self.cov_params(kind).to_numpy()), 0, None)),
+                         index=self.params.index, name="se")
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of :attr:`params` (covariance :attr:`cov_type`)."""
+        return self._bse(self.cov_type)
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """Wald z statistics of :attr:`params`."""
+        return (self.params / self.bse).rename("z")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided p-values of the Wald tests of :attr:`params` against 0."""
+        from scipy import stats
+
+        return pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues.to_numpy())), index=self.params.index,
+                         name="p_value")
+
+    def conf_int(self, alpha: float = 0.05, kind: str | None = None) -> pd.DataFrame:
+        """Wald intervals of :attr:`params` at level 1 − alpha (columns lower, upper); positive
+        parameters (anchor loadings, precisions) get theirs on the log scale, as in the table."""
+        if not 0 < alpha < 1:
+            raise InputError(f"alpha must be in (0, 1), got {alpha}")
+        bse = self._bse(kind or self.cov_type)
+        _, _, lower, upper = wald(self.params.to_numpy(), bse.to_numpy(), self.layout.positive, 1 - alpha)
+        return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
+
+    def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:
+        """Estimate, SE, z, p-value and Wald interval of every reported quantity (delta method);
+        see :func:`latentscale.results.inference.params_table`."""
+        key = ("table", kind, float(level))
+        if key not in self._cache:
+            self._cache[key] = params_table(self.theta, self.spec, self.scaler, self.cov_theta(kind), level,
+                                            held=self._held())
+        return self._cache[key].copy()
+
+    def _safe_table(self, kind: str, level: float) -> pd.DataFrame | None:
+        """The parameter table, or None when standard errors are unavailable."""
+        if self.hessian is None and kind != "opg":
+            return None
+        if kind != "observed" and self.score_outer is None:
+            return None
+        return self.params_table(kind, level)
+
+    # ---- reporting ---------------------------------------------------------------------------
     def to_dict(self, se: str = "observed") -> dict:
         """JSON-ready summary: the figures scripts rely on, and every parameter by name
         (``parameter_table``: estimates with standard errors of kind ``se``)."""
@@ -171,10 +317,12 @@ class FitResult:
             "k": self.spec.K,
             "anchors": list(self.spec.anchors),
             "method": self.method,
+            "quadrature": self.quadrature.to_dict(),
+            "model": self.spec.to_dict(),
             "data": self.data_name,
             "converged": self.converged,
             "seconds": self.diagnostics.get("seconds"),
-            "diagnostics": _jsonable(self.diagnostics),
+            "diagnostics": to_json(self.diagnostics),
             "parameters": {
                 "B": _frame_dict(self.B),
                 "B_raw": _frame_dict(self.B_raw),
@@ -188,65 +336,55 @@ class FitResult:
             "parameter_table": _table_records(self._safe_table(se, 0.95)),
         }
 
-    def summary(self, kind: str = "observed", level: float = 0.95) -> str:
-        """A readable text summary: fit statistics, B with standard errors (``kind`` of
-        covariance, see :meth:`cov_params`), benchmarks and skill correlations."""
+    def summary(self, kind: str = "observed", level: float = 0.95) -> Summary:
+        """The fit's summary (:class:`~latentscale.results.summary.Summary`; ``print`` it, or
+        ``.as_text()`` / ``.as_html()``): fit statistics, B with standard errors (``kind`` of
+        covariance, see :meth:`cov_theta`), benchmarks and skill correlations."""
+        check_kind(kind)
         d = self.diagnostics
-        lines = [
-            f"latentscale fit: {self.data_name}   method {self.method}   K = {self.spec.K} (anchors: {', '.join(self.spec.anchors)})",
-            f"models {self.n_models}   families {self.n_families}   observed scores {self.n_obs}   benchmarks {self.spec.J}",
-            f"log-likelihood {self.log_likelihood:.3f}   free parameters {self.n_params}   "
-            f"AIC {self.aic:.2f}   BIC {self.bic:.2f} (n = {self.n_families} families)",
-            f"converged {self.converged}   gradient norm {d.get('grad_norm', float('nan')):.2e}   "
-            f"iterations {d.get('iterations', '?')}   Hessian negative definite {d.get('hessian_pd', '?')}   "
-            f"time {d.get('seconds', float('nan')):.1f} s",
-            "",
+        facts = [
+            ("data", self.data_name), ("method", self.method),
+            ("K", f"{self.spec.K} (anchors: {', '.join(self.spec.anchors)})"),
+            ("models", str(self.n_models)), ("families", str(self.n_families)), ("observed scores", str(self.n_obs)),
+            ("benchmarks", str(self.spec.J)), ("log-likelihood", f"{self.log_likelihood:.3f}"),
+            ("free parameters", str(self.n_params)), ("AIC", f"{self.aic:.2f}"),
+            ("BIC", f"{self.bic:.2f} (n = {self.n_families} families)"),
+            ("converged", str(self.converged)), ("gradient norm", f"{d.get('grad_norm', float('nan')):.2e}"),
+            ("iterations", str(d.get("iterations", "?"))),
+            ("Hessian negative definite", str(d.get("hessian_pd", "?"))),
+            ("time", f"{d.get('seconds', float('nan')):.1f} s"),
+            ("quadrature", self.quadrature.describe(self.spec.K)), ("model", self.spec.describe()),
         ]
+        notes = []
+        if not self.converged and self.method != "psga":
+            notes.append("NOT CONVERGED: the optimizer stopped before a stationary point (see the gradient "
+                         "norm); try more starts.")
         if self.at_bounds:
-            lines += [
+            notes.append(
                 f"On the boundary of the parameter space (held fixed, no standard errors): {', '.join(self.at_bounds)}. "
-                "A correlation there is within 0.002 of ±1 (two skills that the data do not tell apart: fewer skills may do); "
-                "an intercept there runs off to -inf (the benchmark's scores sit at or below its floor).",
-                "",
-            ]
+                "A correlation there is within 0.002 of ±1 (two skills that the data do not tell apart: fewer skills "
+                "may do); an intercept there runs off to -inf (the benchmark's scores sit at or below its floor).")
+        tables = []
         table = self._safe_table(kind, level)
         if table is None:
-            lines += [
-                "Skill effects B (standardized covariates):", self.B.round(3).to_string(), "",
-                "Skill effects on the raw log scale (log N in billions, log D in trillions):",
-                self.B_raw.round(3).to_string(), "",
-            ]
+            tables.append(SummaryTable("Skill effects B on the raw log scale (log N in billions, log D in trillions; "
+                                       "no standard errors)", self.B_raw, self.B_raw.round(3).to_string()))
         else:
-            se_note = {"observed": "observed information", "opg": "outer product of family scores",
-                       "sandwich": "sandwich (robust)"}[kind]
-            lines += [
-                f"Skill effects B on the raw log scale (log N in billions, log D in trillions; "
-                f"standard errors from the {se_note}, {d.get('hessian_kind', 'laplace')} Hessian):",
-                format_table(coefficient_block(table, "B_raw")), "",
-                "Skill effects B (standardized covariates):",
-                format_table(coefficient_block(table, "B")), "",
-            ]
-        lines += [
-            "Benchmarks (floor, intercept, precision, loadings):",
-            self.benchmark_table().round(3).to_string(),
-            "",
-            "Skill correlations:",
-            self.skill_corr.round(3).to_string(),
-        ]
-        return "\n".join(lines)
-
-    def _safe_table(self, kind: str, level: float) -> pd.DataFrame | None:
-        """The parameter table, or None (with the warning already issued) when SEs are unavailable."""
-        if self.hessian is None and kind != "opg":
-            return None
-        if kind != "observed" and self.score_outer is None:
-            return None
-        return self.params_table(kind, level)
+            raw, std = coefficient_block(table, "B_raw"), coefficient_block(table, "B")
+            tables.append(SummaryTable(
+                f"Skill effects B on the raw log scale (log N in billions, log D in trillions; standard errors "
+                f"from the {COV_NAMES[kind]}, {d.get('hessian_kind', 'laplace')} Hessian)", raw, format_table(raw)))
+            tables.append(SummaryTable("Skill effects B (standardized covariates)", std, format_table(std)))
+        bench = self.benchmark_table()
+        tables.append(SummaryTable("Benchmarks (floor, intercept, precision, loadings)", bench,
+                                   bench.round(3).to_string()))
+        tables.append(SummaryTable("Skill correlations", self.skill_corr, self.skill_corr.round(3).to_string()))
+        return Summary(title=f"latentscale fit: {self.data_name}", facts=facts, tables=tables, notes=notes)
 
     def __str__(self) -> str:
-        return self.summary()
+        return self.summary().as_text()
 
-    # ---- persistence --------------------------------------------------------------
+    # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the fit as JSON (atomically: a temporary file renamed into place)."""
         doc = {
@@ -254,6 +392,7 @@ class FitResult:
             "schema_version": SCHEMA_VERSION,
             "spec": self.spec.to_dict(),
             "scaler": self.scaler.to_dict(),
+            "quadrature": self.quadrature.to_dict(),
             "theta": self.theta.tolist(),
             "log_likelihood": self.log_likelihood,
             "method": self.method,
@@ -263,88 +402,47 @@ class FitResult:
             "families": list(self.families),
             "models": list(self.models),
             "data_name": self.data_name,
-            "options": _jsonable(self.options),
-            "diagnostics": _jsonable(self.diagnostics),
+            "options": to_json(self.options),
+            "diagnostics": to_json(self.diagnostics),
             "hessian": None if self.hessian is None else np.asarray(self.hessian).tolist(),
             "score_outer": None if self.score_outer is None else np.asarray(self.score_outer).tolist(),
-            "data": None if self.data is None else _frame_split(self.data),
+            "data": None if self.data is None else frame_split(self.data),
             "summary": self.to_dict(),
         }
-        return atomic_write_text(path, json.dumps(doc, indent=1))
+        return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FitResult":
+        """Read a saved fit, checking it field by field (errors name the file and the field)."""
+        path = Path(path)
+        if path.is_dir():
+            raise InputError(f"{path} is a folder; give a fit saved by `latentscale fit -o FIT.json`")
+        if not path.is_file():
+            raise InputError(f"no such fit file: {path}")
         try:
-            doc = json.loads(Path(path).read_text())
+            doc = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not a latentscale fit (not UTF-8 text: a binary file?)") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not a latentscale fit (not valid JSON: {e})") from e
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            found = doc.get("schema") if isinstance(doc, dict) else None
-            raise ValueError(f"{path} is not a latentscale fit (schema {found!r})")
-        version = doc.get("schema_version")
-        if type(version) is not int or version < 1:
-            raise ValueError(f"{path} has no valid fit schema version ({version!r}; this latentscale writes "
-                             f"{SCHEMA_VERSION})")
-        if version > SCHEMA_VERSION:
-            raise ValueError(
-                f"{path} has fit schema version {version}, newer than this latentscale "
-                f"understands ({SCHEMA_VERSION}); upgrade latentscale"
-            )
-        missing = [key for key in REQUIRED_FIELDS if key not in doc]
-        if missing:
-            raise ValueError(f"{path} is not a complete latentscale fit: missing field(s) {', '.join(missing)}")
+            raise InputError(f"{path} is not a latentscale fit (not valid JSON: {e})") from None
+        parts = validate_document(doc, path)
+        diagnostics = doc.get("diagnostics") or {}
+        if doc["schema_version"] == 1 and diagnostics.get("at_bounds"):  # v1 named loadings [skill,benchmark]
+            diagnostics["at_bounds"] = [re.sub(r"^loading\[([^,\]]+),([^\]]+)\]$", r"loading[\2,\1]", n)
+                                        for n in diagnostics["at_bounds"]]
+        quadrature = parts["quadrature"]
+        if doc["schema_version"] == 1:  # v1 kept the rule in the options
+            o = doc.get("options", {})
+            quadrature = QuadratureSpec(grid=o.get("grid", "auto") if o.get("points") is None else "auto",
+                                        points=o.get("points")) if doc["method"] != "laplace" else QuadratureSpec("laplace")
         return cls(
-            spec=ModelSpec.from_dict(doc["spec"]),
-            scaler=CovariateScaler.from_dict(doc["scaler"]),
-            theta=np.asarray(doc["theta"], dtype=float),
-            log_likelihood=float(doc["log_likelihood"]),
-            method=doc["method"],
-            n_obs=int(doc["n_obs"]),
-            n_models=int(doc["n_models"]),
-            n_families=int(doc["n_families"]),
-            families=tuple(doc["families"]),
-            models=tuple(doc["models"]),
-            data_name=doc.get("data_name", "custom"),
-            options=doc.get("options", {}),
-            diagnostics=doc.get("diagnostics", {}),
-            hessian=None if doc.get("hessian") is None else np.asarray(doc["hessian"], dtype=float),
-            score_outer=None if doc.get("score_outer") is None else np.asarray(doc["score_outer"], dtype=float),
-            data=None if doc.get("data") is None else _frame_from_split(doc["data"]),
+            spec=parts["spec"], scaler=parts["scaler"], theta=parts["theta"],
+            log_likelihood=float(doc["log_likelihood"]), method=doc["method"], n_obs=int(doc["n_obs"]),
+            n_models=int(doc["n_models"]), n_families=int(doc["n_families"]), families=tuple(doc["families"]),
+            models=tuple(doc["models"]), data_name=doc.get("data_name", "custom"), quadrature=quadrature,
+            options=doc.get("options", {}), diagnostics=diagnostics, hessian=parts["hessian"],
+            score_outer=parts["score_outer"], data=parts["data"],
         )
-
-    @classmethod
-    def from_params(cls, params: dict, spec: ModelSpec, scaler: CovariateScaler, **kw) -> "FitResult":
-        return cls(spec=spec, scaler=scaler, theta=pack(params, spec), **kw)
-
-
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Create ``path`` atomically: ``write(tmp)`` fills a temporary file in the same folder (same
-    suffix, so writers that go by the extension work), which is then renamed into place; on any
-    failure the temporary file is removed and ``path`` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same folder and an atomic rename."""
-    def write(tmp: str) -> None:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w") as fh:
-            fh.write(text)
-
-    return atomic_write(path, write)
 
 
 def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
@@ -356,20 +454,3 @@ def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
 
 def _frame_dict(df: pd.DataFrame) -> dict:
     return {str(r): {str(c): float(v) for c, v in row.items()} for r, row in df.iterrows()}
-
-
-def _frame_split(df: pd.DataFrame) -> dict:
-    """A frame as JSON: index, columns and rows (NaN → null)."""
-    return to_json({"index": [str(i) for i in df.index], "columns": [str(c) for c in df.columns],
-                    "data": df.astype(object).to_numpy().tolist()})
-
-
-def _frame_from_split(d: dict) -> pd.DataFrame:
-    df = pd.DataFrame(d["data"], index=pd.Index(d["index"], name="model"), columns=d["columns"])
-    for col in df.columns:
-        if col not in ("family", "group"):
-            df[col] = pd.to_numeric(df[col]).astype(float)
-    return df
-
-
-_jsonable = to_json

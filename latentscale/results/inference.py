@@ -1,23 +1,25 @@
 """Standard errors, Wald tests and intervals for every parameter of a fit (SPEC §3).
 
-The estimator works on an unconstrained vector θ (log anchor loadings, log precisions, free
-entries of a normalized Cholesky factor). Its asymptotic covariance is one of
+The estimator works on the unconstrained vector θ of the model's parameter blocks. Its asymptotic
+covariance is one of
 
 - ``"observed"``: the inverse observed information (−H)⁻¹, H the Hessian of ℓ at θ̂;
 - ``"opg"``: the inverse outer product of the per-family scores (Σ_f s_f s_fᵀ)⁻¹;
-- ``"sandwich"``: (−H)⁻¹ (Σ_f s_f s_fᵀ) (−H)⁻¹, robust to a misspecified likelihood
-  (families are the independent units, so this is also the family-clustered estimate).
+- ``"sandwich"``: (−H)⁻¹ (Σ_f s_f s_fᵀ) (−H)⁻¹, robust to a misspecified likelihood (families
+  are the independent units, so this is also the family-clustered estimate).
 
-Reported quantities (B on the standardized and raw log scales, the raw-scale offsets,
-loadings, intercepts, precisions, skill correlations) are functions g(θ); their covariance
-is J Cov(θ) Jᵀ with J the Jacobian of g by automatic differentiation (the delta method).
-Quantities that are positive by construction (anchor loadings, precisions) get their
+Reported quantities (the natural-scale parameters: B, loadings, intercepts, precisions, skill
+correlations; and what blocks derive from them: B on the raw log scale and its offsets) are
+functions g(θ) declared by the blocks (:meth:`~latentscale.model.params.ParameterLayout.reported`);
+their covariance is J Cov(θ) Jᵀ with J the Jacobian of g by automatic differentiation (the delta
+method). Quantities that are positive by construction (anchor loadings, precisions) get their
 interval on the log scale, transformed back, so it never crosses zero.
 """
 
 from __future__ import annotations
 
 import warnings
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -25,14 +27,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from latentscale.model.covariates import COVARIATES, CovariateScaler
-from latentscale.model.params import ModelSpec, unpack
+from latentscale.config import float64
+from latentscale.errors import InputError, NotPositiveDefiniteWarning
+from latentscale.model.covariates import CovariateScaler
+from latentscale.model.params import layout
+from latentscale.model.spec import ModelSpec
 
 COV_KINDS = ("observed", "opg", "sandwich")
+COV_NAMES = {"observed": "observed information", "opg": "outer product of family scores",
+             "sandwich": "sandwich (robust)"}
+
+__all__ = ["COV_KINDS", "NotPositiveDefiniteWarning", "theta_covariance", "reported", "params_table",
+           "natural_covariance", "format_table"]
 
 
-class NotPositiveDefiniteWarning(UserWarning):
-    """The information matrix is not positive definite: standard errors are not meaningful."""
+def check_kind(kind: str) -> str:
+    if kind not in COV_KINDS:
+        raise InputError(f"kind must be one of {', '.join(COV_KINDS)}; got {kind!r}")
+    return kind
 
 
 def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None = None,
@@ -45,19 +57,15 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
     held ones fixed (their rows and columns are zero), and :func:`params_table` reports no
     standard error for a quantity that depends on them.
 
-    Warns (:class:`NotPositiveDefiniteWarning`) and returns NaNs when the matrix to invert
-    is not positive definite: a non-identified or non-converged fit.
+    Warns (:class:`NotPositiveDefiniteWarning`) and returns NaNs when the matrix to invert is not
+    positive definite: a non-identified or non-converged fit.
     """
-    if kind not in COV_KINDS:
-        raise ValueError(f"kind must be one of {', '.join(COV_KINDS)}; got {kind!r}")
+    check_kind(kind)
     if hessian is None and kind != "opg":
-        raise ValueError("this fit carries no Hessian; refit to get standard errors")
+        raise InputError("this fit carries no Hessian; refit with standard errors to get them")
     if score_outer is None and kind != "observed":
-        raise ValueError(f"{kind!r} standard errors need the per-family scores, which this fit does not carry; refit")
-    if kind == "opg":
-        info = np.asarray(score_outer, float)
-    else:
-        info = -np.asarray(hessian, float)
+        raise InputError(f"{kind!r} standard errors need the per-family scores, which this fit does not carry; refit")
+    info = np.asarray(score_outer, float) if kind == "opg" else -np.asarray(hessian, float)
     n = info.shape[0]
     free = np.ones(n, dtype=bool) if held is None else ~np.asarray(held, dtype=bool)
     if not free.all():
@@ -68,11 +76,11 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
         out[np.ix_(free, free)] = sub
         return out
     info = (info + info.T) / 2.0
-    w = np.linalg.eigvalsh(info)
+    w = np.linalg.eigvalsh(info) if np.all(np.isfinite(info)) else np.array([np.nan])
     if not np.all(np.isfinite(w)) or w.min() <= 1e-10 * max(abs(w.max()), 1.0):
         warnings.warn(
             f"the {'score outer product' if kind == 'opg' else 'negative Hessian'} is not positive definite "
-            f"(smallest eigenvalue {w.min():.3g}): the fit is not converged or a parameter is not identified, "
+            f"(smallest eigenvalue {np.nanmin(w):.3g}): the fit is not converged or a parameter is not identified, "
             "so standard errors are not meaningful and are reported as NaN",
             NotPositiveDefiniteWarning,
             stacklevel=2,
@@ -84,34 +92,36 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
     return (inv + inv.T) / 2.0
 
 
-def _derived(theta, spec: ModelSpec, mean, scale):
-    """Every reported quantity as one vector (jnp, differentiable in θ)."""
-    p = unpack(theta, spec)
-    B = p["B"]
-    B_raw = B / scale[:, None]
-    offset = -(mean / scale) @ B
-    L = p["corr_chol"]
-    R = L @ L.T
-    iu = np.tril_indices(spec.K, -1)
-    return jnp.concatenate([
-        B.ravel(), B_raw.ravel(), offset,
-        p["loadings"].ravel(), p["intercepts"], jnp.exp(p["log_precision"]), R[iu],
-    ])
+@partial(jax.jit, static_argnames=("spec",))
+def _reported_and_jacobian(theta, mean, scale, spec):
+    def values(t):
+        return layout(spec).reported(t, CovariateScaler(mean, scale, spec.covariates))[0]
+
+    return values(theta), jax.jacfwd(values)(theta)
 
 
-def _labels(spec: ModelSpec) -> pd.DataFrame:
-    """Block, row, column and positivity flag of each entry of :func:`_derived`."""
-    sk, bm = spec.skills, spec.benchmarks
-    rows = []
-    rows += [("B", c, s, False) for c in COVARIATES for s in sk]
-    rows += [("B_raw", c, s, False) for c in COVARIATES for s in sk]
-    rows += [("offset", "offset", s, False) for s in sk]
-    anchor_cells = {(k, j) for k, j in enumerate(spec.anchor_index)}
-    rows += [("loading", bm[j], sk[k], (k, j) in anchor_cells) for k in range(spec.K) for j in range(spec.J)]
-    rows += [("intercept", b, "", False) for b in bm]
-    rows += [("precision", b, "", True) for b in bm]
-    rows += [("corr", sk[a], sk[b], False) for a, b in zip(*np.tril_indices(spec.K, -1))]
-    return pd.DataFrame(rows, columns=["block", "row", "column", "positive"])
+@float64
+def reported(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Every reported quantity at θ, its Jacobian in θ, and the labels (block, row, column,
+    positive, parameter) of each (one compiled program per model)."""
+    _, labels = layout(spec).reported(np.asarray(theta, float), scaler)
+    v, J = _reported_and_jacobian(jnp.asarray(theta, dtype=float), jnp.asarray(scaler.mean, dtype=float),
+                                  jnp.asarray(scaler.scale, dtype=float), spec.structure)
+    lab = pd.DataFrame(labels, columns=["block", "row", "column", "positive", "parameter"])
+    return np.asarray(v), np.asarray(J), lab
+
+
+def wald(est: np.ndarray, se: np.ndarray, positive: np.ndarray, level: float):
+    """z, two-sided p-value and the interval at ``level`` (on the log scale for positive quantities)."""
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    q = stats.norm.ppf(0.5 + level / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = est / se
+        se_log = se / est
+        lower = np.where(positive, est * np.exp(-q * se_log), est - q * se)
+        upper = np.where(positive, est * np.exp(q * se_log), est + q * se)
+    return z, 2.0 * stats.norm.sf(np.abs(z)), lower, upper
 
 
 def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, cov_theta: np.ndarray,
@@ -119,55 +129,55 @@ def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, co
     """Estimate, SE, z, p-value and Wald interval of every reported quantity.
 
     Index: ``block``, ``row``, ``column`` (e.g. ``("B_raw", "log_size", "math")``,
-    ``("loading", "gsm8k", "math")``, ``("precision", "mmlu", "")``). Loadings fixed at zero
-    by the anchor structure are left out. A quantity that depends on a ``held`` coordinate
-    (on the boundary, see :func:`theta_covariance`) gets no standard error (NaN).
+    ``("loading", "gsm8k", "math")``, ``("precision", "mmlu", "")``); the column ``parameter`` holds
+    the parameter's name (``FitResult.params``) for the rows that are parameters, "" for derived
+    quantities. A quantity that depends on a ``held`` coordinate (on the boundary, see
+    :func:`theta_covariance`) gets no standard error (NaN).
     """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    mean, scale = np.asarray(scaler.mean, float), np.asarray(scaler.scale, float)
-    f = lambda t: _derived(t, spec, mean, scale)  # noqa: E731
-    th = jnp.asarray(theta, dtype=float)
-    est = np.asarray(f(th))
-    J = np.asarray(jax.jacfwd(f)(th))
+    est, J, lab = reported(theta, spec, scaler)
     cov = J @ np.asarray(cov_theta, float) @ J.T
-    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    se[~np.isfinite(np.diag(cov))] = np.nan
+    d = np.diag(cov)
+    se = np.sqrt(np.clip(d, 0.0, None))
+    se[~np.isfinite(d)] = np.nan
     if held is not None and np.any(held):
         se[np.any(J[:, np.asarray(held, dtype=bool)] != 0, axis=1)] = np.nan
-    lab = _labels(spec)
-    q = stats.norm.ppf(0.5 + level / 2.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = est / se
-    lower, upper = est - q * se, est + q * se
-    pos = lab["positive"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        se_log = se / est
-        lower = np.where(pos, est * np.exp(-q * se_log), lower)
-        upper = np.where(pos, est * np.exp(q * se_log), upper)
+    z, p, lower, upper = wald(est, se, lab["positive"].to_numpy(), level)
     pct = f"{100 * level:g}"
-    table = pd.DataFrame({
-        "estimate": est, "se": se, "z": z, "p_value": 2.0 * stats.norm.sf(np.abs(z)),
-        f"lower_{pct}": lower, f"upper_{pct}": upper,
-    })
+    table = pd.DataFrame({"estimate": est, "se": se, "z": z, "p_value": p, f"lower_{pct}": lower,
+                          f"upper_{pct}": upper, "parameter": lab["parameter"].to_numpy()})
     table.index = pd.MultiIndex.from_frame(lab[["block", "row", "column"]])
-    # Structural zeros (non-anchor loadings of an anchor benchmark) are not parameters.
-    fixed = (lab["block"] == "loading").to_numpy() & (np.abs(J).sum(axis=1) == 0)
-    return table[~fixed]
+    return table
+
+
+def natural_covariance(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, cov_theta: np.ndarray,
+                       held: np.ndarray | None = None) -> pd.DataFrame:
+    """The covariance of the natural-scale parameters (``FitResult.params``), labelled by name;
+    entries that depend on a held coordinate are NaN."""
+    est, J, lab = reported(theta, spec, scaler)
+    rows = (lab["parameter"] != "").to_numpy()
+    Jp = J[rows]
+    cov = Jp @ np.asarray(cov_theta, float) @ Jp.T
+    if held is not None and np.any(held):
+        dep = np.any(Jp[:, np.asarray(held, dtype=bool)] != 0, axis=1)
+        cov[dep, :] = np.nan
+        cov[:, dep] = np.nan
+    names = list(lab.loc[rows, "parameter"])
+    return pd.DataFrame(cov, index=pd.Index(names, name="parameter"), columns=names)
 
 
 def coefficient_block(table: pd.DataFrame, block: str) -> pd.DataFrame:
     """The rows of one block (``"B"``, ``"B_raw"``, ``"loading"``, …) with a flat ``row:column`` index."""
-    sub = table.xs(block, level="block")
+    sub = table.xs(block, level="block").drop(columns="parameter")
     sub.index = [f"{r}:{c}" if c else r for r, c in sub.index]
     return sub
 
 
 def format_table(sub: pd.DataFrame, digits: int = 3) -> str:
     """statsmodels-style text: estimate, SE, z, P>|z| and the interval, one row per coefficient."""
+    sub = sub.iloc[:, :6]
     cols = list(sub.columns)
     out = sub.copy()
     out.columns = ["coef", "std err", "z", "P>|z|", f"[{cols[4].split('_', 1)[1]}%", "]"]
-    fmt = {c: (lambda v, d=digits: f"{v:.{d}f}") for c in out.columns}
+    fmt = {c: (lambda v, d=digits: "nan" if not np.isfinite(v) else f"{v:.{d}f}") for c in out.columns}
     fmt["P>|z|"] = lambda v: "nan" if not np.isfinite(v) else f"{v:.3f}"
     return out.to_string(formatters=fmt)

@@ -6,6 +6,7 @@ model, ``latent-k1`` … ``latent-k4`` (:mod:`.latent`). The interface is descri
 :mod:`._common`: ``fit(train, benchmarks, floors)`` then ``predict(models)`` → (n, J) mean scores.
 """
 
+from latentscale.errors import InputError
 from latentscale.evaluation.baselines.flops import FlopsFamily, FlopsGlobal, SizeTokensFamily
 from latentscale.evaluation.baselines.latent import LatentMethod
 from latentscale.evaluation.baselines.pca import PCAFlops
@@ -23,7 +24,7 @@ def make_baseline(name: str):
         return simple[name]()
     if name.startswith("sloth-d") and name[7:].isdigit() and int(name[7:]) >= 1:
         return Sloth(int(name[7:]))
-    raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
 
 
 __all__ = ["BASELINES", "FlopsFamily", "FlopsGlobal", "LatentMethod", "PCAFlops", "SizeTokensFamily", "Sloth",

@@ -21,33 +21,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
+
+from latentscale.errors import InputError
+from latentscale.model.covariates import CovariateScaler
 
 
-def log_flops(frame: pd.DataFrame) -> np.ndarray:
-    """log C, C = 6 · N · D FLOPs (N parameters, D tokens)."""
-    return np.log(6.0) + np.log(frame["size"].to_numpy(float) * 1e9) + np.log(frame["tokens"].to_numpy(float) * 1e12)
-
-
-def log_size_tokens(frame: pd.DataFrame) -> np.ndarray:
-    """(n, 3): log N, log D, log N · log D (N in billions, D in trillions; SPEC §1)."""
-    ln = np.log(frame["size"].to_numpy(float))
-    ld = np.log(frame["tokens"].to_numpy(float))
-    return np.column_stack([ln, ld, ln * ld])
-
-
-class Standardizer:
-    """Column means and SDs of a training matrix (constant columns left unscaled)."""
-
-    def __init__(self, X: np.ndarray):
-        X = np.atleast_2d(np.asarray(X, float).T).T
-        self.mean = X.mean(axis=0)
-        sd = X.std(axis=0)
-        self.sd = np.where(sd > 0, sd, 1.0)
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        X = np.atleast_2d(np.asarray(X, float).T).T
-        return (X - self.mean) / self.sd
+def covariates(frame: pd.DataFrame, scaler: CovariateScaler | None = None, kind: str = "paper"):
+    """Standardized covariates of a frame (size, tokens) of a covariate set (``paper``: log N, log D,
+    log N · log D; ``flops``: log C), with the scaler of the training rows (fitted when None)."""
+    if scaler is None:
+        scaler = CovariateScaler.fit(frame["size"].to_numpy(float), frame["tokens"].to_numpy(float), kind)
+    return scaler.transform(frame["size"].to_numpy(float), frame["tokens"].to_numpy(float)), scaler
 
 
 class FamilyCodes:
@@ -76,25 +60,15 @@ def scores(train: pd.DataFrame, benchmarks: Sequence[str]) -> np.ndarray:
     """(n, J) training scores; refuses missing or out-of-range values, naming the cell."""
     missing = [b for b in benchmarks if b not in train.columns]
     if missing:
-        raise ValueError(f"training rows lack benchmark column(s) {missing}")
+        raise InputError(f"training rows lack benchmark column(s) {missing}")
     Y = train[list(benchmarks)].to_numpy(float)
     bad = ~np.isfinite(Y) | (Y < 0) | (Y > 1)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise ValueError(f"training score {train.index[i]!r} / {benchmarks[j]!r} is {Y[i, j]!r}; the baselines "
+        raise InputError(f"training score {train.index[i]!r} / {benchmarks[j]!r} is {Y[i, j]!r}; the baselines "
                          "need complete scores in [0, 1] (keep complete cases)")
     return Y
 
 
 def floor_array(benchmarks: Sequence[str], floors: Mapping[str, float]) -> np.ndarray:
     return np.array([float(floors[b]) for b in benchmarks])
-
-
-def floor_logit(Y: np.ndarray, c: np.ndarray, eps: float = 0.02) -> np.ndarray:
-    """logit of the floor-corrected scores (Y − c)/(1 − c), clipped into [eps, 1 − eps]: starting values."""
-    frac = np.clip((Y - c) / (1.0 - c), eps, 1.0 - eps)
-    return np.log(frac / (1.0 - frac))
-
-
-def sigmoid(x):
-    return expit(x)

@@ -17,18 +17,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
+from scipy.special import expit as sigmoid
 
 from latentscale.evaluation.baselines._common import (
-    FamilyCodes, Standardizer, family_effect, floor_array, floor_logit, log_flops, log_size_tokens, scores, sigmoid,
+    FamilyCodes, covariates, family_effect, floor_array, scores,
 )
+from latentscale.model.observation import floor_logit
 
 BOX = 30.0
 FLOOR_MAX = 0.95
 
 
 def fit_sigmoid_law(y: np.ndarray, Z: np.ndarray, codes: np.ndarray, n_families: int, floor: float,
-                    fit_floor: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """Least-squares fit of y = c + (1 − c)·sigmoid(Z w + a[codes]); returns (w, a, c).
+                    fit_floor: bool) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Least-squares fit of y = c + (1 − c)·sigmoid(Z w + a[codes]); returns (w, a, c, converged).
 
     ``floor`` is the floor (fixed) or the floor's starting value (``fit_floor``; then c ∈ [0, 0.95]).
     """
@@ -64,7 +66,7 @@ def fit_sigmoid_law(y: np.ndarray, Z: np.ndarray, codes: np.ndarray, n_families:
     r = least_squares(resid, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac", xtol=1e-10, ftol=1e-10,
                       gtol=1e-10, max_nfev=2000)
     w, a, c = unpack(r.x)
-    return np.asarray(w), np.asarray(a), float(c)
+    return np.asarray(w), np.asarray(a), float(c), bool(r.status > 0)
 
 
 class _SigmoidLaw:
@@ -74,32 +76,31 @@ class _SigmoidLaw:
     family_intercepts = True
     fit_floor = True
 
-    def _covariates(self, frame: pd.DataFrame) -> np.ndarray:
-        raise NotImplementedError
+    covariates = "paper"  # the covariate set (latentscale.model.covariates)
 
     def fit(self, train: pd.DataFrame, benchmarks: Sequence[str], floors: Mapping[str, float]):
         self.benchmarks_ = tuple(benchmarks)
         Y = scores(train, benchmarks)
         c = floor_array(benchmarks, floors)
-        raw = self._covariates(train)
-        self.scaler_ = Standardizer(raw)
-        Z = self.scaler_(raw)
+        Z, self.scaler_ = covariates(train, kind=self.covariates)
         fams = train["family"].to_numpy() if self.family_intercepts else np.zeros(len(train), dtype=object)
         self.families_ = FamilyCodes(fams)
         codes = self.families_(fams)
-        self.coef_, self.intercepts_, self.floors_ = [], [], []
+        self.coef_, self.intercepts_, self.floors_, ok = [], [], [], []
         for j in range(len(benchmarks)):
-            w, a, cj = fit_sigmoid_law(Y[:, j], Z, codes, len(self.families_), c[j], self.fit_floor)
+            w, a, cj, conv = fit_sigmoid_law(Y[:, j], Z, codes, len(self.families_), c[j], self.fit_floor)
+            ok.append(conv)
             self.coef_.append(w)
             self.intercepts_.append(a)
             self.floors_.append(cj)
         self.coef_ = np.array(self.coef_)  # (J, p)
         self.intercepts_ = np.array(self.intercepts_).T  # (F, J)
         self.floors_ = np.array(self.floors_)
+        self.converged_ = all(ok)
         return self
 
     def predict(self, models: pd.DataFrame) -> np.ndarray:
-        Z = self.scaler_(self._covariates(models))
+        Z, _ = covariates(models, self.scaler_)
         if self.family_intercepts:
             a = family_effect(self.intercepts_, self.families_(models["family"].to_numpy()))
         else:
@@ -114,8 +115,7 @@ class FlopsGlobal(_SigmoidLaw):
     name = "flops-global"
     family_intercepts = False
 
-    def _covariates(self, frame):
-        return log_flops(frame)[:, None]
+    covariates = "flops"
 
 
 class FlopsFamily(_SigmoidLaw):
@@ -123,8 +123,7 @@ class FlopsFamily(_SigmoidLaw):
 
     name = "flops-family"
 
-    def _covariates(self, frame):
-        return log_flops(frame)[:, None]
+    covariates = "flops"
 
 
 class SizeTokensFamily(_SigmoidLaw):
@@ -134,5 +133,4 @@ class SizeTokensFamily(_SigmoidLaw):
     name = "size-tokens-family"
     fit_floor = False
 
-    def _covariates(self, frame):
-        return log_size_tokens(frame)
+    covariates = "paper"

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from latentscale.evaluation.baselines._common import FamilyCodes, Standardizer, family_effect, log_flops, scores
+from latentscale.errors import InputError
+from latentscale.evaluation.baselines._common import FamilyCodes, covariates, family_effect, scores
 
 
 class PCAFlops:
@@ -24,7 +25,7 @@ class PCAFlops:
 
     def __init__(self, n_components: int = 3):
         if n_components < 1:
-            raise ValueError(f"n_components must be at least 1, got {n_components}")
+            raise InputError(f"n_components must be at least 1, got {n_components}")
         self.n_components = n_components
 
     def fit(self, train: pd.DataFrame, benchmarks: Sequence[str], floors: Mapping[str, float] | None = None):
@@ -35,8 +36,8 @@ class PCAFlops:
         _, _, Vt = np.linalg.svd(Y - self.mean_, full_matrices=False)
         self.components_ = Vt[:d].T  # (J, d)
         T = (Y - self.mean_) @ self.components_
-        self.scaler_ = Standardizer(log_flops(train))
-        z = self.scaler_(log_flops(train))[:, 0]
+        Z, self.scaler_ = covariates(train, kind="flops")
+        z = Z[:, 0]
         self.families_ = FamilyCodes(train["family"].to_numpy())
         codes = self.families_(train["family"].to_numpy())
         D = np.zeros((len(train), len(self.families_)))
@@ -45,10 +46,11 @@ class PCAFlops:
         coef = np.linalg.lstsq(A, T, rcond=None)[0]  # (1 + F, d)
         self.slope_ = coef[0]  # (d,)
         self.intercepts_ = coef[1:]  # (F, d)
+        self.converged_ = True  # closed form
         return self
 
     def predict(self, models: pd.DataFrame) -> np.ndarray:
-        z = self.scaler_(log_flops(models))[:, 0]
+        z = covariates(models, self.scaler_)[0][:, 0]
         a = family_effect(self.intercepts_, self.families_(models["family"].to_numpy()))
         T = z[:, None] * self.slope_[None, :] + a
         return np.clip(self.mean_ + T @ self.components_.T, 0.0, 1.0)

@@ -18,10 +18,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+from scipy.special import expit as sigmoid
 
 from latentscale.evaluation.baselines._common import (
-    FamilyCodes, Standardizer, family_effect, floor_array, floor_logit, log_size_tokens, scores, sigmoid,
+    FamilyCodes, covariates, family_effect, floor_array, scores,
 )
+from latentscale.errors import InputError
+from latentscale.model.observation import floor_logit
 
 
 class Sloth:
@@ -29,7 +32,7 @@ class Sloth:
 
     def __init__(self, d: int = 2, maxiter: int = 2000):
         if d < 1:
-            raise ValueError(f"d must be at least 1, got {d}")
+            raise InputError(f"d must be at least 1, got {d}")
         self.d = d
         self.maxiter = maxiter
 
@@ -53,8 +56,7 @@ class Sloth:
         self.benchmarks_ = tuple(benchmarks)
         Y = scores(train, benchmarks)
         c = floor_array(benchmarks, floors)
-        self.scaler_ = Standardizer(log_size_tokens(train))
-        X = self.scaler_(log_size_tokens(train))
+        X, self.scaler_ = covariates(train, kind="paper")
         self.families_ = FamilyCodes(train["family"].to_numpy())
         codes = self.families_(train["family"].to_numpy())
         n, J = Y.shape
@@ -97,7 +99,7 @@ class Sloth:
 
     def skills(self, models: pd.DataFrame) -> np.ndarray:
         """θ (n, d) of the given models (unseen families: the average family intercept)."""
-        X = self.scaler_(log_size_tokens(models))
+        X, _ = covariates(models, self.scaler_)
         return family_effect(self.family_skills_, self.families_(models["family"].to_numpy())) + X @ self.B_
 
     def predict(self, models: pd.DataFrame) -> np.ndarray:

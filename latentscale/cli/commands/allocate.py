@@ -1,5 +1,4 @@
-"""``latentscale allocate`` (compute-optimal size and tokens per budget) and ``latentscale report``
-(one self-contained HTML page about a fit)."""
+"""``latentscale allocate``: the compute-optimal size and tokens per FLOP budget, with intervals."""
 
 from __future__ import annotations
 
@@ -8,29 +7,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.text import Text
 
 from latentscale.cli import output
-from latentscale.cli.app import BadInput, CovKind, JsonOpt, VerboseOpt, app, reporting
+from latentscale.cli.common import (
+    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, VerboseOpt, check_outputs, load_fit, reporting, talk_enabled,
+)
 
-FitArg = Annotated[Path, typer.Argument(metavar="FIT.json", help="A fit saved by `latentscale fit -o`.",
-                                        show_default=False)]
 FlopsOpt = Annotated[Optional[str], typer.Option(
     "--flops", metavar="LO..HI", help="Budgets in FLOPs (C = 6·N·D): a range 1e20..1e25 (log-spaced, --points), "
     "a list 1e21,1e23 or one value. Default: the range of 6·N·D in the fit's data.", show_default=False)]
-PointsOpt = Annotated[int, typer.Option("--points", min=1, help="Number of budgets in a --flops range.")]
+PointsOpt = Annotated[int, typer.Option("--points", help="Number of budgets in a --flops range (at least 1).")]
 LevelOpt = Annotated[float, typer.Option("--level", help="Level of the intervals, in (0, 1).")]
-
-
-def load_fit(path: Path):
-    from latentscale.results.fit_result import FitResult
-
-    if path.is_dir():
-        raise BadInput(f"{path} is a folder; give a fit saved by `latentscale fit -o FIT.json`")
-    try:
-        return FitResult.load(path)
-    except (KeyError, TypeError) as e:
-        raise BadInput(f"{path} is not a complete latentscale fit ({type(e).__name__}: {e})") from e
 
 
 def parse_flops(text: str | None, points: int) -> list[float] | None:
@@ -74,17 +61,11 @@ def parse_side(text: str | None, option: str, unit: str) -> tuple[float, float] 
     return lo, hi
 
 
-def _check_level(level: float) -> None:
+def check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise BadInput(f"bad --level {level}: give a number between 0 and 1, e.g. 0.95")
 
 
-def _check_output(path: Path | None, example: str) -> None:
-    if path is not None and path.is_dir():
-        raise BadInput(f"{path} is a folder; give a file name such as {example}")
-
-
-@app.command()
 def allocate(
     fit_path: FitArg,
     skill: Annotated[Optional[str], typer.Option(
@@ -112,6 +93,7 @@ def allocate(
     plot_path: Annotated[Optional[Path], typer.Option(
         "--plot", metavar="FIG.png", help="Save the allocation frontier as a figure.", show_default=False)] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Compute-optimal allocation: for each budget C = 6·N·D FLOPs, the size N and tokens D that maximize a
@@ -122,12 +104,14 @@ def allocate(
     import warnings
 
     from latentscale.allocation import allocate as run_allocate, format_allocation, plot_frontier
-    from latentscale.results.fit_result import atomic_write_text
+    from latentscale.results.io import atomic_write_text
 
-    with reporting(verbose, bad_input=(ValueError, OSError, KeyError)):
-        _check_level(level)
-        _check_output(output_path, "table.csv")
-        _check_output(plot_path, "frontier.png")
+    talk = talk_enabled(as_json, quiet, verbose)
+    with output.Progress(enabled=talk) as progress, reporting(verbose, interrupted="interrupted; nothing was saved"):
+        check_level(level)
+        if points < 1:
+            raise BadInput(f"--points {points}: give at least 1")
+        check_outputs([output_path, plot_path], [fit_path])
         if skill is not None and benchmark is not None:
             raise BadInput("give --skill or --benchmark, not both")
         budgets = parse_flops(flops, points)
@@ -139,15 +123,16 @@ def allocate(
         if benchmark is not None and benchmark not in fit.spec.benchmarks:
             raise BadInput(f"unknown benchmark {benchmark!r}; this fit's benchmarks are {', '.join(fit.spec.benchmarks)}")
         if family is not None and (fit.data is None or family not in set(fit.data["family"].astype(str))):
-            raise BadInput(f"unknown family {family!r}: not among the fit's rows; leave --family out for a typical "
-                           "family")
+            from latentscale.prediction.posterior import unknown_families_message
+
+            raise BadInput(unknown_families_message([family], set() if fit.data is None else set(fit.data["family"]))
+                           + "; leave --family out for a typical family")
         uncertainty = draws > 0
         if uncertainty and fit.hessian is None and se != CovKind.opg:
-            if not as_json or verbose:
-                output.warning("the fit carries no Hessian: no intervals (refit to get them)")
+            progress.warn("the fit carries no Hessian: no intervals (refit with standard errors to get them)")
             uncertainty = False
         what = f"skill {skill}" if skill else f"benchmark {benchmark}" if benchmark else "every skill"
-        with output.Progress(enabled=not as_json or verbose) as progress, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             progress(f"allocating for {what}" + (f", family {family} (its posterior first)" if family else "")
                      + (f", {draws} parameter draws" if uncertainty else ""))
@@ -156,76 +141,11 @@ def allocate(
                                  cov_kind=se.value, points=points)
         if output_path is not None:
             atomic_write_text(output_path, table.to_csv(index=False))
+            progress(f"saved the table to {output_path}")
         if plot_path is not None:
             plot_frontier(table, fit, plot_path)
+            progress(f"saved the figure to {plot_path}")
     if as_json:
         output.print_json({"fit": str(fit_path), "level": level, "rows": table.to_dict(orient="records")})
     else:
         typer.echo(format_allocation(table))
-    if not as_json or verbose:
-        for p, what in ((output_path, "table"), (plot_path, "figure")):
-            if p is not None:
-                output.stderr().print(Text(f"saved the {what} to {p}"))
-
-
-@app.command()
-def report(
-    fit_path: FitArg,
-    output_path: Annotated[Path, typer.Option(
-        "-o", "--output", metavar="REPORT.html", help="The HTML page to write; figures go to <name>_figures/ "
-        "next to it as PNG files.")] = Path("report.html"),
-    selection: Annotated[Optional[Path], typer.Option(
-        "--selection", metavar="TABLE.csv", help="Selection table from `latentscale select ... -o TABLE.csv`: "
-        "adds AIC and BIC against K.", show_default=False)] = None,
-    family: Annotated[Optional[list[str]], typer.Option(
-        "--family", help="Family to draw scaling curves for (repeat for several). Default: the two with most "
-        "models.", show_default=False)] = None,
-    flops: FlopsOpt = None,
-    points: PointsOpt = 12,
-    level: LevelOpt = 0.95,
-    figures_dir: Annotated[Optional[Path], typer.Option(
-        "--figures", metavar="DIR", help="Folder for the PNG files (default: <name>_figures next to the page).",
-        show_default=False)] = None,
-    samples: Annotated[int, typer.Option(
-        "--samples", min=100, help="Predictive draws per point of a scaling curve (parameter draws: 1/20 of them, "
-        "10 to 100).")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the predictive and parameter draws.")] = 0,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Write one self-contained HTML page (figures embedded, viewable offline) about a fit: summary, AIC/BIC
-    curve, heatmaps of loadings and skill correlations, coefficients with intervals, scaling curves with
-    prediction bands, and the allocation frontier of every skill.
-
-    Example: latentscale report fit.json -o report.html --selection table.csv --family llama-2
-    """
-    import warnings
-
-    from latentscale.report import build_report
-
-    talk = verbose or not as_json
-    with output.Progress(enabled=talk) as progress:
-        with reporting(verbose, bad_input=(ValueError, OSError, KeyError)):
-            _check_level(level)
-            if output_path.is_dir():
-                raise BadInput(f"--output {output_path} is a folder; give a file name such as report.html")
-            budgets = parse_flops(flops, points)
-            fit = load_fit(fit_path)
-            if selection is not None and not selection.is_file():
-                raise BadInput(f"no such selection table: {selection} (write one with `latentscale select DATA "
-                               "--k 1..8 -o table.csv`)")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = build_report(fit, output_path, selection=selection, families=family, flops=budgets,
-                                      points=points, level=level, figures_dir=figures_dir, seed=seed, n_samples=samples,
-                                      n_parameter_draws=max(10, min(100, samples // 20)),
-                                      progress=progress)
-    for note in result.notes:
-        if talk:
-            progress.warn(note)
-    if as_json:
-        output.print_json({"html": str(result.html), "figures": {k: str(v) for k, v in result.figures.items()},
-                           "notes": result.notes})
-    else:
-        typer.echo(f"wrote {result.html} ({len(result.figures)} figures in "
-                   f"{next(iter(result.figures.values())).parent if result.figures else '-'})")

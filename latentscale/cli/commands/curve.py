@@ -1,0 +1,81 @@
+"""``latentscale curve``: predicted score of every benchmark against size for one family, with bands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from latentscale.cli import output
+from latentscale.cli.commands.predict import LevelOpt, OutOpt, SamplesOpt, SeedOpt, check_samples, save_csv
+from latentscale.cli.common import (
+    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_fit, parse_levels,
+    reporting, talk_enabled,
+)
+
+
+def curve(
+    fit_path: FitArg,
+    family: Annotated[str, typer.Option("--family", metavar="NAME",
+                                        help="Family to draw (its posterior); --new-family for one the fit has not "
+                                             "seen (the prior).", show_default=False)],
+    new_family: Annotated[bool, typer.Option(
+        "--new-family", help="The family is not in the fit: draw it from the prior N(0, Σ).")] = False,
+    tokens: Annotated[Optional[float], typer.Option(
+        "--tokens", metavar="T", help="Hold tokens (trillions) fixed. Default: the family's median.",
+        show_default=False)] = None,
+    tokens_per_param: Annotated[Optional[float], typer.Option(
+        "--tokens-per-param", metavar="R", help="Scale tokens with size, R tokens per parameter (20: Chinchilla).",
+        show_default=False)] = None,
+    points: Annotated[int, typer.Option("--points", help="Number of sizes (log-spaced over the data; at least 2).")
+                      ] = 25,
+    level: Annotated[Optional[list[float]], typer.Option(
+        "--level", metavar="P", help="Band level in (0, 1); repeat for several. Default 0.5 and 0.95.",
+        show_default=False)] = None,
+    samples: SamplesOpt = 2000,
+    seed: SeedOpt = 0,
+    se: SeOpt = CovKind.sandwich,
+    output_path: OutOpt = None,
+    plot_path: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FIG.png", help="Save the curves with their bands (png, pdf or svg).", show_default=False)
+    ] = None,
+    expected: Annotated[bool, typer.Option("--expected", help="Bands for the expected score, not an observed one.")
+                        ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Scaling curves: predicted score of every benchmark against size for one family, with bands.
+
+    Example: latentscale curve fit.json --family qwen2 --tokens-per-param 20 --plot qwen2.png
+    """
+    from latentscale.prediction import plot_scaling_curve, scaling_curve
+    from latentscale.prediction.posterior import unknown_families_message
+
+    talk = talk_enabled(as_json, quiet, verbose)
+    with output.Progress(enabled=talk) as progress:
+        with reporting(verbose, interrupted="interrupted; nothing was saved"):
+            check_samples(samples)
+            if points < 2:
+                raise BadInput(f"--points {points}: give at least 2 sizes")
+            check_outputs([output_path, plot_path], [fit_path])
+            levels = parse_levels(level, (0.5, 0.95))
+            fit = load_fit(fit_path)
+            known = set() if fit.data is None else set(fit.data["family"].astype(str))
+            if fit.data is not None and family not in known and not new_family:
+                raise BadInput(unknown_families_message([family], known)
+                               + "; pass --new-family to draw a family the fit has not seen from the prior")
+            progress(f"predicting {family} at {points} sizes")
+            table = scaling_curve(fit, family, n_points=points, tokens=tokens, tokens_per_param=tokens_per_param,
+                                  levels=levels, n_samples=samples, seed=seed, se=se.value)
+            if output_path is not None:
+                save_csv(output_path, table, progress)
+            if plot_path is not None:
+                plot_scaling_curve(fit, table, plot_path, expected=expected)
+                progress(f"saved {plot_path}")
+    if as_json:
+        output.print_json({"family": family, "rows": table.to_dict(orient="records")})
+    elif output_path is None and plot_path is None:
+        typer.echo(table[table["level"] == max(levels)][["benchmark", "size", "tokens", "mean", "lower", "upper",
+                                                         "extrapolated"]].to_string(index=False))

@@ -1,0 +1,97 @@
+"""Numerical settings the package needs, applied where it needs them and nowhere else.
+
+- **float64.** The numerical core runs in double precision. Every public entry point that calls
+  JAX runs inside :func:`float64` (JAX's thread-local ``enable_x64`` context), so importing or
+  using latentscale never changes the precision of the user's own JAX code.
+- **Persistent compilation cache.** Opt-in for library use (:func:`enable_compilation_cache`, or
+  ``LATENTSCALE_JAX_CACHE=1``); the ``latentscale`` command turns it on for its own process
+  (``$LATENTSCALE_CACHE_DIR/jax``, default ``~/.cache/latentscale/jax``; ``LATENTSCALE_JAX_CACHE=0``
+  turns it off).
+- **Memory maps.** :func:`release_compiled_if_crowded` guards long-lived processes against the
+  per-process memory-map limit that XLA's CPU backend can reach.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from contextlib import contextmanager
+
+import jax
+
+
+@contextmanager
+def float64_scope():
+    """Run the block with JAX in float64 (thread-local; the previous setting is restored)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def float64(func):
+    """Decorator: run ``func`` with JAX in float64 (see :func:`float64_scope`)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with jax.enable_x64(True):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def cache_dir() -> str:
+    """Folder of latentscale's persistent JAX compilation cache."""
+    root = os.environ.get("LATENTSCALE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "latentscale")
+    return os.path.join(root, "jax")
+
+
+def enable_compilation_cache(path: str | None = None, min_compile_secs: float = 0.5) -> str | None:
+    """Cache compiled XLA programs on disk (process-wide, as JAX's cache is): later processes that
+    fit data of the same shapes skip compilation. Returns the folder, or None when JAX cannot."""
+    path = path or cache_dir()
+    try:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except Exception:  # an older JAX without these options: compile every time
+        return None
+    return path
+
+
+def cache_from_environment(default: bool) -> str | None:
+    """Turn the cache on when ``LATENTSCALE_JAX_CACHE`` says so (``1``), or by ``default`` when unset."""
+    flag = os.environ.get("LATENTSCALE_JAX_CACHE")
+    on = default if flag is None else flag not in ("0", "", "false", "no")
+    return enable_compilation_cache() if on else None
+
+
+#: Share of the per-process memory-map limit above which compiled code is released.
+MAP_SHARE = 0.5
+
+
+def _map_counts() -> tuple[int, int] | None:
+    """(memory maps of this process, the kernel's per-process limit), or None off Linux."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as f:
+            limit = int(f.read())
+        with open("/proc/self/maps", "rb") as f:
+            return sum(1 for _ in f), limit
+    except (OSError, ValueError):
+        return None
+
+
+def release_compiled_if_crowded(share: float = MAP_SHARE) -> bool:
+    """Drop JAX's in-memory compiled code when this process nears its memory-map limit.
+
+    XLA's CPU backend maps three memory regions per compiled kernel (a few thousand per fitted
+    shape), and Linux allows a process ``vm.max_map_count`` maps (65,530 by default). A long-lived
+    process that fits many shapes (K sweeps, test suites, notebooks) reaches it, and the next
+    compilation then aborts the whole process ("LLVM compilation error: Cannot allocate memory").
+    Called before each fit and prediction: above ``share`` of the limit the caches are cleared (code
+    in use is unaffected; later calls recompile, or reload from the persistent cache). Returns
+    whether it cleared them.
+    """
+    counts = _map_counts()
+    if counts is None or counts[0] < share * counts[1]:
+        return False
+    jax.clear_caches()
+    return True

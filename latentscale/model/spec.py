@@ -1,0 +1,155 @@
+"""The model specification: benchmarks, anchors, floors, and the options that change the model.
+
+A :class:`ModelSpec` is static (hashable): compiled likelihood code is specialized on it. Its
+parameters are declared block by block in :mod:`latentscale.model.params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from latentscale.errors import InputError
+from latentscale.model.covariates import COVARIATE_SETS, check_covariate_set
+
+#: Scores are clipped into this interval before the Beta density, as in the reference analysis.
+DEFAULT_CLIP = (0.001, 0.999)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Static description of a model.
+
+    benchmarks, anchors, floors : the benchmark columns, the K anchors (anchor k loads only on
+        skill k) and every benchmark's random-guess floor c_j.
+    clip : scores are clipped into [low, high] before the Beta density (None: no clip).
+    logit_clip : None (the model of the paper's text) or L > 0: the linear predictor λᵀθ + b is
+        clamped to [−L, L] before the sigmoid, as the reference code that produced the paper's
+        figures does (L = 4.5); below −L the mean score is pinned at c + (1 − c)·sigmoid(−L).
+    covariates : the covariate set (:data:`~latentscale.model.covariates.COVARIATE_SETS`).
+    blocks : names of the parameter blocks (default: those the options above call for); a block
+        must be registered in :data:`latentscale.model.params.BLOCKS`.
+    """
+
+    benchmarks: tuple[str, ...]
+    anchors: tuple[str, ...]
+    floors: tuple[float, ...]
+    clip: tuple[float, float] | None = DEFAULT_CLIP
+    logit_clip: float | None = None
+    covariates: str = "paper"
+    blocks: tuple[str, ...] | None = None
+    anchor_index: tuple[int, ...] = field(init=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "benchmarks", tuple(str(b) for b in self.benchmarks))
+        object.__setattr__(self, "anchors", tuple(str(a) for a in self.anchors))
+        object.__setattr__(self, "floors", tuple(float(c) for c in self.floors))
+        missing = [a for a in self.anchors if a not in self.benchmarks]
+        if missing:
+            raise InputError(f"anchor benchmark(s) {missing} are not among the benchmarks {list(self.benchmarks)}")
+        if len(set(self.anchors)) != len(self.anchors):
+            raise InputError(f"anchors must be distinct, got {list(self.anchors)}")
+        if not 1 <= len(self.anchors) <= len(self.benchmarks):
+            raise InputError(f"need 1 <= K <= number of benchmarks ({len(self.benchmarks)}), got K = {len(self.anchors)}")
+        if len(self.floors) != len(self.benchmarks):
+            raise InputError(f"{len(self.benchmarks)} benchmarks need as many floors, got {len(self.floors)}")
+        if self.clip is not None:  # any pair (a list from JSON, say) becomes a hashable tuple
+            object.__setattr__(self, "clip", tuple(float(c) for c in self.clip))
+            if len(self.clip) != 2 or not (0.0 < self.clip[0] < self.clip[1] < 1.0):
+                raise InputError(f"clip must satisfy 0 < low < high < 1, got {self.clip}")
+        if self.logit_clip is not None:
+            object.__setattr__(self, "logit_clip", float(self.logit_clip))
+            if not self.logit_clip > 0:
+                raise InputError(f"logit_clip must be a positive number (the reference code uses 4.5), got {self.logit_clip}")
+        check_covariate_set(self.covariates)
+        if self.blocks is not None:
+            object.__setattr__(self, "blocks", tuple(self.blocks))
+        object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
+
+    @property
+    def K(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def J(self) -> int:
+        return len(self.benchmarks)
+
+    @property
+    def p(self) -> int:
+        return len(self.covariate_names)
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        return COVARIATE_SETS[self.covariates]
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        """Skills are named by their anchors."""
+        return self.anchors
+
+    @property
+    def free_index(self) -> tuple[int, ...]:
+        """Benchmarks whose loadings are all free (the non-anchors)."""
+        return tuple(j for j in range(self.J) if j not in self.anchor_index)
+
+    @property
+    def block_names(self) -> tuple[str, ...]:
+        from latentscale.model.params import default_block_names
+
+        return self.blocks if self.blocks is not None else default_block_names(self)
+
+    @property
+    def n_params(self) -> int:
+        from latentscale.model.params import layout
+
+        return layout(self).size
+
+    @property
+    def structure(self) -> "ModelSpec":
+        """The spec with everything that does not change the structure of the computation
+        replaced by placeholders (benchmark names, floors, the clip of the scores): the key of
+        compiled code, so data sets of the same shape share it. Floors travel as data."""
+        canon = self.__dict__.get("_structure")
+        if canon is None:
+            names = tuple(f"b{j + 1}" for j in range(self.J))
+            canon = ModelSpec(benchmarks=names, anchors=tuple(names[j] for j in self.anchor_index),
+                              floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
+                              covariates=self.covariates, blocks=self.block_names)
+            object.__setattr__(self, "_structure", canon)
+        return canon
+
+    def replace(self, **changes) -> "ModelSpec":
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        """One line of the options that change the model (for summaries)."""
+        parts = [f"covariates {self.covariates} ({', '.join(self.covariate_names)})",
+                 "scores clipped to [" + ", ".join(f"{c:g}" for c in self.clip) + "]" if self.clip else "no clip of scores"]
+        parts.append(f"logit clamped to ±{self.logit_clip:g} (the reference code's)" if self.logit_clip
+                     else "no logit clamp")
+        extra = [b for b in self.block_names if b not in ("B", "loadings", "intercepts", "precision", "corr")]
+        if extra:
+            parts.append("extra blocks: " + ", ".join(extra))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "benchmarks": list(self.benchmarks),
+            "anchors": list(self.anchors),
+            "floors": list(self.floors),
+            "clip": None if self.clip is None else list(self.clip),
+            "logit_clip": self.logit_clip,
+            "covariates": self.covariates,
+            "blocks": None if self.blocks is None else list(self.blocks),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(
+            benchmarks=tuple(d["benchmarks"]),
+            anchors=tuple(d["anchors"]),
+            floors=tuple(float(c) for c in d["floors"]),
+            clip=None if d.get("clip") is None else tuple(d["clip"]),
+            logit_clip=d.get("logit_clip"),
+            covariates=d.get("covariates", "paper"),
+            blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
+        )
