@@ -64,6 +64,18 @@ def cache_from_environment(default: bool) -> str | None:
     return enable_compilation_cache() if on else None
 
 
+_checked_environment = False
+
+
+def opt_in_cache() -> None:
+    """Library calls: the persistent cache only when ``LATENTSCALE_JAX_CACHE=1`` asks for it
+    (checked once per process, e.g. by the worker processes of a parallel sweep)."""
+    global _checked_environment
+    if not _checked_environment:
+        _checked_environment = True
+        cache_from_environment(default=False)
+
+
 #: Share of the per-process memory-map limit above which compiled code is released.
 MAP_SHARE = 0.5
 

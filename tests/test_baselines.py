@@ -10,7 +10,7 @@ from scipy.special import expit
 from latentscale.evaluation.baselines import (
     BASELINES, FlopsFamily, FlopsGlobal, LatentMethod, PCAFlops, SizeTokensFamily, Sloth, make_baseline,
 )
-from latentscale.evaluation.baselines._common import Standardizer, log_flops, log_size_tokens
+from latentscale.evaluation.baselines._common import covariates
 
 
 def design(n_families=12, per_family=8, seed=0):
@@ -42,8 +42,7 @@ def codes(frame):
                                                      (SizeTokensFamily, True, False)])
 def test_sigmoid_laws_recover_their_parameters(cls, family, fit_floor):
     frame = design(seed=3)
-    raw = log_flops(frame)[:, None] if cls is not SizeTokensFamily else log_size_tokens(frame)
-    Z = Standardizer(raw)(raw)
+    Z, _ = covariates(frame, kind="flops" if cls is not SizeTokensFamily else "paper")
     rng = np.random.default_rng(4)
     J, p, F = 3, Z.shape[1], 12
     w = rng.normal(0, 1.0, (J, p)) + 1.0
@@ -62,7 +61,7 @@ def test_sigmoid_laws_recover_their_parameters(cls, family, fit_floor):
 
 def test_pca_flops_recovers_components_slopes_and_family_effects():
     frame = design(seed=5)
-    z = Standardizer(log_flops(frame))(log_flops(frame))[:, 0]
+    z = covariates(frame, kind="flops")[0][:, 0]
     rng = np.random.default_rng(6)
     V = np.linalg.qr(rng.normal(size=(6, 3)))[0]  # orthonormal (J, d)
     slope = np.array([0.12, 0.04, 0.02])
@@ -86,7 +85,7 @@ def test_pca_flops_recovers_components_slopes_and_family_effects():
 @pytest.mark.parametrize("d", [1, 2])
 def test_sloth_recovers_its_parameters_up_to_rotation(d):
     frame = design(n_families=15, per_family=6, seed=7)
-    X = Standardizer(log_size_tokens(frame))(log_size_tokens(frame))
+    X, _ = covariates(frame, kind="paper")
     rng = np.random.default_rng(8)
     A = rng.normal(0, 0.7, (15, d))
     B = rng.normal(0, 0.6, (3, d))
@@ -136,25 +135,30 @@ def latent_problem():
     return data, frame[~test_mask], frame[test_mask]
 
 
-@pytest.mark.slow
-def test_latent_padding_changes_nothing_and_prediction_matches_predict(latent_problem):
+def test_latent_method_is_latentscale_fit_and_prediction_matches_predict(latent_problem):
+    """The cross-validation's latent method runs the same estimator as ``latentscale fit``: the same
+    ℓ and estimates on the same training rows (warm-started or not), and its posterior-mean
+    prediction agrees with the sampling-based predictive mean of latentscale.predict."""
+    import latentscale as ls
+    from latentscale.data.dataset import ScoreData
     from latentscale.prediction import predict
 
     data, train, test = latent_problem
     bench = list(data.benchmarks)
-    plain = LatentMethod(1, bench[:1]).fit(train, bench, data.floors)
-    padded = LatentMethod(1, bench[:1], pad=(len(data.frame) * 4 + 7, len(data.frame) + 3,
-                                            data.frame["family"].nunique() + 2)).fit(train, bench, data.floors)
-    assert abs(plain.log_likelihood_ - padded.log_likelihood_) < 1e-6
-    p_plain = plain.predict(test[["family", "size", "tokens"]])
-    assert np.allclose(p_plain, padded.predict(test[["family", "size", "tokens"]]), atol=1e-5)
-    # the quadrature posterior mean against the sampling-based predictive mean of latentscale.predict
-    fit = plain.to_fit_result()
-    rows = train[train["family"].isin(test["family"])]
-    pred = predict(fit, test[["family", "size", "tokens"]], rows=rows, parameter_uncertainty=False,
+    cv = LatentMethod(1, bench[:1]).fit(train, bench, data.floors)
+    rows = ScoreData(frame=train, benchmarks=tuple(bench), floors=dict(data.floors))
+    direct = ls.LatentScalingModel(1, bench[:1]).fit(rows)  # the default: three starts, standard errors
+    assert cv.converged_ and direct.converged
+    assert cv.log_likelihood_ == pytest.approx(direct.llf, abs=1e-6)
+    np.testing.assert_allclose(cv.theta_, direct.theta, atol=1e-4)
+    assert cv.fit_.quadrature == direct.quadrature
+    # a warm start (as the folds get) reaches the same optimum
+    warm = LatentMethod(1, bench[:1], start=direct.theta + 0.05).fit(train, bench, data.floors)
+    assert warm.log_likelihood_ == pytest.approx(direct.llf, abs=1e-6)
+    assert warm.fit_.diagnostics["start_given"]
+    # the quadrature posterior mean against the sampling-based predictive mean
+    p_cv = cv.predict(test[["family", "size", "tokens"]])
+    pred = predict(cv.to_fit_result(), test[["family", "size", "tokens"]], parameter_uncertainty=False,
                    n_samples=20000, levels=(0.5,))
     mean = pred.pivot(index="model", columns="benchmark", values="mean").loc[test.index, bench].to_numpy()
-    assert np.abs(mean - p_plain).max() < 0.01
-    # a warm start from the fit itself stays there
-    warm = LatentMethod(1, bench[:1], start=plain.theta_).fit(train, bench, data.floors)
-    assert abs(warm.log_likelihood_ - plain.log_likelihood_) < 1e-4
+    assert np.abs(mean - p_cv).max() < 0.01

@@ -151,7 +151,7 @@ def test_unexpected_error_exits_1(runner, sim, monkeypatch):
     path, _ = sim
     res = runner.invoke(app, ["fit", str(path), "-k", "1", *FLOOR_ARGS])
     assert res.exit_code == 1
-    assert "error: unexpected RuntimeError: simulated failure" in res.stderr
+    assert "error: internal error (RuntimeError): simulated failure" in res.stderr
     assert "Traceback" not in res.output
 
 
@@ -195,10 +195,13 @@ def test_data_column_mapping(runner, sim, tmp_path):
     df.rename(columns={"model": "Model", "family": "Fam", "size": "N", "tokens": "D"}).assign(
         extra=1.0).to_csv(path, index=False)
     args = ["data", str(path), "--model-col", "Model", "--family-col", "Fam", "--size-col", "N",
-            "--tokens-col", "D", "--benchmarks", "b1,b2,b3", *FLOOR_ARGS, "--json"]
+            "--tokens-col", "D", "--benchmarks", "b1,b2,b3", *FLOOR_ARGS[:6], "--json"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert [b["name"] for b in json.loads(res.stdout)["benchmarks"]] == ["b1", "b2", "b3"]
+    # A floor for a benchmark that is not in the data is a mistake, not silently ignored.
+    res = runner.invoke(app, [*args[:-1], *FLOOR_ARGS[6:]])
+    assert res.exit_code == 2 and "--floor given for 'b4'" in res.stderr
 
 
 def test_datasets(runner):

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import latentscale  # noqa: F401  (float64)
 from latentscale import FitResult
 from latentscale.model.covariates import CovariateScaler
-from latentscale.model.params import ModelSpec, pack, parameter_names
+from latentscale.model.params import pack, parameter_names
+from latentscale.model.spec import ModelSpec
 from latentscale.model.simulate import simulate
 from latentscale.results import fit_result as fit_result_module
 
@@ -36,7 +36,7 @@ def make_result(k: int = 2, J: int = 5, F: int = 12, seed: int = 0) -> FitResult
     n = spec.n_params
     A = np.random.default_rng(seed).normal(size=(n, n))
     return FitResult.from_params(
-        {key: true[key] for key in ("B", "loadings", "intercepts", "log_precision", "corr_chol")},
+        {key: true[key] for key in ("B", "loadings", "intercepts", "precision", "corr")},
         spec, scaler,
         log_likelihood=LLF, method="aghq", n_obs=int(np.isfinite(data.scores()).sum()),
         n_models=data.n_models, n_families=data.n_families,
@@ -85,11 +85,13 @@ def test_information_criteria(result):
 
 
 def test_parameter_tables(result):
-    params = result.params
+    params = result.constrained
     np.testing.assert_allclose(pack(params, result.spec), result.theta, atol=1e-12)
     assert list(result.B.index) == ["log_size", "log_tokens", "log_size:log_tokens"]
     assert list(result.B.columns) == ["b1", "b2"] == list(result.loadings.index)
-    np.testing.assert_allclose(result.precisions, np.exp(params["log_precision"]))
+    np.testing.assert_allclose(result.precisions, params["precision"])
+    names = [f"precision[{b}]" for b in result.spec.benchmarks]
+    np.testing.assert_allclose(result.precisions, np.exp(result.theta[[result.param_names.index(n) for n in names]]))
     corr = result.skill_corr.to_numpy()
     np.testing.assert_allclose(np.diag(corr), 1.0, atol=1e-14)
     # B_raw: θ = B_rawᵀ x_raw + offset reproduces Bᵀ x on any raw covariates.
@@ -126,7 +128,7 @@ def test_round_trip(result, saved):
         assert getattr(loaded, attr) == getattr(result, attr), attr
     assert loaded.converged is True
     assert loaded.diagnostics["iterations"] == 41 and loaded.diagnostics["trace"] == [1.0, 0.5]
-    assert loaded.summary() == result.summary()
+    assert loaded.summary().as_text() == result.summary().as_text()
     assert loaded.to_dict() == json.loads(json.dumps(result.to_dict()))
 
 
@@ -166,7 +168,7 @@ def test_wrong_schema_is_refused(saved):
         FitResult.load(saved)
 
 
-@pytest.mark.parametrize("version", [2, 99, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 99, 0, "1", None])
 def test_wrong_schema_version_is_refused(saved, version):
     _rewrite(saved, lambda d: d.update(schema_version=version))
     with pytest.raises(ValueError, match="schema version"):
@@ -274,7 +276,7 @@ def test_atomic_write_gives_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from latentscale.results.fit_result import atomic_write_text
+    from latentscale.results.io import atomic_write_text
 
     umask = os.umask(0o022)
     try:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import latentscale as ls
-from latentscale.estimation.mle import fd_family_scores, fd_hessian
-from latentscale.estimation.objective import MarginalLikelihood
+from latentscale.errors import NotPositiveDefiniteWarning
+from latentscale.estimation.likelihood import MarginalLikelihood, fd_hessian
 from latentscale.model.design import build_design
 from latentscale.model.params import parameter_names, unpack
 from latentscale.model.simulate import simulate
-from latentscale.results.inference import NotPositiveDefiniteWarning, theta_covariance
+from latentscale.results.inference import theta_covariance
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_covariance_errors(kind, hessian, outer, match):
 
 def test_delta_method_blocks(fitted):
     _, r = fitted
-    cov = r.cov_params()
+    cov = r.cov_theta()
     se_theta = np.sqrt(np.diag(cov))
     table = r.params_table()
     names = parameter_names(r.spec)
@@ -79,7 +79,7 @@ def test_delta_method_blocks(fitted):
     j = names.index(f"corr[{r.skills[1]},{r.skills[0]}]")
 
     def rho(theta):
-        L = np.asarray(unpack(theta, r.spec)["corr_chol"])
+        L = np.asarray(unpack(theta, r.spec)["corr"])
         return (L @ L.T)[1, 0]
 
     h = 1e-6
@@ -106,40 +106,55 @@ def test_z_and_p_values(fitted):
 def test_fd_hessian_matches_second_differences_of_the_value(fitted):
     data, r = fitted
     design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
-    ml = MarginalLikelihood.build(r.spec, design, points=1)
+    ml = MarginalLikelihood(r.spec, design, "laplace")
     theta = r.theta + 0.01  # away from the optimum too
     H = fd_hessian(ml, theta)
     np.testing.assert_allclose(H, H.T)
-    f0, h = ml.value(theta), 1e-3
+    f0, h = ml.loglike_and_score(theta)[0], 1e-3
     for i in range(0, theta.size, 3):
         e = np.zeros_like(theta)
         e[i] = h
-        second = (ml.value(theta + e) - 2 * f0 + ml.value(theta - e)) / h**2
+        second = (ml.loglike_and_score(theta + e)[0] - 2 * f0 + ml.loglike_and_score(theta - e)[0]) / h**2
         assert H[i, i] == pytest.approx(second, rel=1e-4, abs=1e-4 * np.abs(np.diag(H)).max())
 
 
-def test_exact_hessian_and_scores_match_differences_of_the_gradient(fitted):
+def test_family_scores_sum_to_the_gradient(fitted):
     data, r = fitted
     design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
-    ml = MarginalLikelihood.build(r.spec, design, points=1)
+    ml = MarginalLikelihood(r.spec, design, "laplace")
+    theta = r.theta + 0.02
+    H, S = ml.hessian_and_scores(theta, "fd")
+    _, g = ml.loglike_and_score(theta)
+    np.testing.assert_allclose(S.sum(axis=0), g, rtol=1e-6, atol=1e-6 * np.abs(g).max())
+    np.testing.assert_allclose(ml.score_obs(theta, "fd"), S, rtol=1e-5, atol=1e-8 * np.abs(S).max())
+    np.testing.assert_allclose(ml.hessian(theta, "fd"), H, rtol=1e-5, atol=1e-8 * np.abs(H).max())
+
+
+@pytest.mark.slow
+def test_exact_hessian_and_scores_match_differences_of_the_gradient(fitted):
+    """Slow: the exact (forward-over-reverse) program takes about a minute to compile."""
+    data, r = fitted
+    design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
+    ml = MarginalLikelihood(r.spec, design, "laplace")
     theta = r.theta + 0.02
     H_fd, S_fd = fd_hessian(ml, theta, with_scores=True)
-    H, S = ml.hessian_and_scores(theta)
+    H, S = ml.hessian_and_scores(theta, "exact")
     scale = np.abs(H).max()
     np.testing.assert_allclose(H, H_fd, rtol=1e-4, atol=1e-6 * scale)
     np.testing.assert_allclose(S, S_fd, rtol=1e-4, atol=1e-6 * np.abs(S).max())
-    np.testing.assert_allclose(fd_family_scores(ml, theta), S_fd, rtol=1e-5, atol=1e-8 * np.abs(S).max())
-    _, g = ml.value_and_grad(theta)
+    _, g = ml.loglike_and_score(theta)
     np.testing.assert_allclose(S.sum(axis=0), g, rtol=1e-8, atol=1e-8 * np.abs(g).max())
     # Directions in batches give the same matrix as all at once.
-    H2, _ = ml.hessian_and_scores(theta, batch=7)
+    H2, _ = ml._exact_hessian_and_scores(theta, batch=7)
     np.testing.assert_allclose(H2, H, rtol=1e-10, atol=1e-10 * scale)
 
 
 def test_summary_and_json_carry_standard_errors(fitted):
     _, r = fitted
-    text = r.summary(kind="sandwich")
+    text = r.summary(kind="sandwich").as_text()
     assert "std err" in text and "sandwich" in text
+    html = r.summary().as_html()
+    assert "<table" in html and "log-likelihood" in html and "B_raw" not in html.split("<h3>")[0]
     doc = r.to_dict(se="opg")
     rows = doc["parameter_table"]
     assert doc["standard_errors"] == "opg"
@@ -154,4 +169,35 @@ def test_saved_fit_keeps_standard_errors(fitted, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         a, b = r.params_table("sandwich"), back.params_table("sandwich")
-    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a.drop(columns="parameter").to_numpy(float),
+                               b.drop(columns="parameter").to_numpy(float), rtol=1e-12)
+
+
+def test_statsmodels_names_agree_with_the_table(fitted):
+    """params, bse, tvalues, pvalues, conf_int and the labelled cov_params against params_table."""
+    _, r = fitted
+    t = r.params_table()
+    rows = t[t["parameter"] != ""].set_index("parameter")
+    assert list(r.params.index) == r.param_names == parameter_names(r.spec)
+    assert len(r.params) == r.n_params == len(rows)
+    rows = rows.reindex(r.params.index)
+    np.testing.assert_allclose(r.params, rows["estimate"], rtol=1e-12)
+    np.testing.assert_allclose(r.bse, rows["se"], rtol=1e-8)
+    np.testing.assert_allclose(r.tvalues, rows["z"], rtol=1e-8)
+    np.testing.assert_allclose(r.pvalues, rows["p_value"], rtol=1e-6, atol=1e-300)
+    ci = r.conf_int(0.05)
+    np.testing.assert_allclose(ci["lower"], rows["lower_95"], rtol=1e-8)
+    np.testing.assert_allclose(ci["upper"], rows["upper_95"], rtol=1e-8)
+    cov = r.cov_params()
+    assert list(cov.index) == list(cov.columns) == list(r.params.index)
+    np.testing.assert_allclose(np.sqrt(np.diag(cov)), rows["se"], rtol=1e-8)
+    np.testing.assert_allclose(cov.to_numpy(), cov.to_numpy().T, rtol=1e-10)
+    # The natural-scale covariance is the delta method of the unconstrained one: for a block that
+    # is the identity (B) the two agree entry by entry.
+    names = [n for n in r.param_names if n.startswith("B[")]
+    idx = [r.param_names.index(n) for n in names]
+    np.testing.assert_allclose(cov.loc[names, names].to_numpy(), r.cov_theta()[np.ix_(idx, idx)], rtol=1e-10)
+    # The sandwich version of the same.
+    se_s = r.params_table("sandwich").query("parameter != ''").set_index("parameter")["se"].reindex(r.params.index)
+    np.testing.assert_allclose(np.sqrt(np.diag(r.cov_params("sandwich"))), se_s, rtol=1e-8)
+    assert not np.allclose(se_s, r.bse)

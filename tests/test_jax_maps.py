@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from latentscale import _jax
+from latentscale import config as _jax
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc (Linux only)")
 

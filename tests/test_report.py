@@ -28,7 +28,7 @@ def sim_fit() -> FitResult:
     frame = data.frame
     scaler = CovariateScaler.fit(frame["size"], frame["tokens"])
     fit = FitResult.from_params(
-        true, spec, scaler, log_likelihood=-123.4, method="truth",
+        true, spec, scaler, log_likelihood=-123.4, method="aghq",
         n_obs=int(frame[list(spec.benchmarks)].notna().sum().sum()), n_models=len(frame),
         n_families=frame["family"].nunique(), families=tuple(pd.unique(frame["family"])), models=tuple(frame.index),
         data=frame[["family", "group", "size", "tokens", *spec.benchmarks]], data_name="simulated",
@@ -164,7 +164,7 @@ def test_cli_report(fit, tmp_path, selection_csv):
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
         assert len(lines) == 1 and message in lines[0], (args, r.stderr)
     r = run("report", tmp_path / "nofit.json")
-    assert r.exit_code == 2 and "no such file" in r.stderr
+    assert r.exit_code == 2 and "no such" in r.stderr
 
 
 # ---- headless Chromium ----------------------------------------------------------------------

@@ -28,12 +28,24 @@ def test_screening_subset_is_evenly_spread(data):
     assert len(set(sub.families)) == 50
 
 
-def test_screened_fit_matches_direct_fit(data):
-    direct = LatentScalingModel(2).fit(data)
-    screened = LatentScalingModel(2, method_options={"screen_families": 50}).fit(data)
+@pytest.fixture(scope="module")
+def direct(data):
+    return LatentScalingModel(2).fit(data)
+
+
+def test_screened_fit_matches_direct_fit(data, direct):
+    screened = LatentScalingModel(2, hessian=None, method_options={"screen_families": 50}).fit(data)
     assert screened.diagnostics["converged"] and direct.diagnostics["converged"]
     assert screened.log_likelihood == pytest.approx(direct.log_likelihood, abs=1e-6)
     np.testing.assert_allclose(screened.theta, direct.theta, atol=2e-4)
+    assert screened.hessian is None and screened.diagnostics["hessian_kind"] is None
+
+
+@pytest.mark.slow
+def test_screened_fit_standard_errors(data, direct):
+    """Slow: beyond ``screen_families`` the Hessian is exact (automatic differentiation), whose
+    program compiles for about a minute."""
+    screened = LatentScalingModel(2, method_options={"screen_families": 50}).fit(data)
     # exact (AD) Hessian on the screened path against differences of the gradient on the direct one
     se_a = screened.params_table()["se"].to_numpy()
     se_b = direct.params_table()["se"].to_numpy()

@@ -37,8 +37,8 @@ def test_shapes_and_names():
     assert list(data.frame.columns[:4]) == ["family", "group", "size", "tokens"]
     assert (data.frame.groupby("family").size() == 3).all()
     assert true["B"].shape == (3, 2) and true["loadings"].shape == (2, 5)
-    assert true["intercepts"].shape == (5,) and true["log_precision"].shape == (5,)
-    assert true["corr_chol"].shape == (2, 2) and true["alpha"].shape == (40, 2)
+    assert true["intercepts"].shape == (5,) and true["precision"].shape == (5,)
+    assert true["corr"].shape == (2, 2) and true["alpha"].shape == (40, 2)
     # Anchor structure of the returned truth; floors alternate 0 / 0.25 by default.
     assert true["loadings"][1, 0] == 0.0 and true["loadings"][0, 1] == 0.0
     assert true["loadings"][0, 0] > 0 and true["loadings"][1, 1] > 0
@@ -134,7 +134,7 @@ def test_scores_follow_the_model(big):
     theta = X @ true["B"] + true["alpha"][fam]
     c = np.asarray(spec.floors)
     mu = c + (1 - c) * special.expit(theta @ true["loadings"] + true["intercepts"])
-    phi = np.exp(true["log_precision"])
+    phi = true["precision"]
     y = scores(data)
     obs = ~np.isnan(y)
     r = ((y - mu) / np.sqrt(mu * (1 - mu) / (phi + 1)))[obs]
@@ -142,7 +142,7 @@ def test_scores_follow_the_model(big):
     assert abs(r.mean()) < 0.02
     assert r.var() == pytest.approx(1.0, abs=0.04)
     # Family effects: N(0, Σ) with Σ the correlation of the returned Cholesky factor.
-    L = true["corr_chol"]
+    L = true["corr"]
     np.testing.assert_allclose(np.cov(true["alpha"].T), L @ L.T, atol=0.05)
     np.testing.assert_allclose(np.diag(L @ L.T), 1.0, atol=1e-12)
 
@@ -150,7 +150,7 @@ def test_scores_follow_the_model(big):
 def test_given_params_are_used():
     params = random_params(2, 4, seed=123)
     _, true, _ = simulate(params, k=2, n_benchmarks=4, n_families=10, seed=0)
-    for key in ("B", "loadings", "intercepts", "log_precision", "corr_chol"):
+    for key in ("B", "loadings", "intercepts", "precision", "corr"):
         np.testing.assert_allclose(true[key], params[key], atol=1e-12)
 
 

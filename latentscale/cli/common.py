@@ -121,15 +121,16 @@ def parse_ks(text: str) -> list[int]:
     """``1..8``, ``2,4,6`` or ``4`` → a sorted list of K."""
     try:
         if ".." in text:
-            a, b = text.split("..", 1)
-            lo, hi = int(a), int(b)
-            if hi < lo:
-                raise BadInput(f"--k {text!r}: the range is reversed; give LOW..HIGH, e.g. {hi}..{lo}")
-            ks = list(range(lo, hi + 1))
+            lo, hi = (int(v) for v in text.split("..", 1))
+            ks = None
         else:
             ks = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise BadInput(f"--k {text!r}: give a range such as 1..8 or a list such as 2,4,6") from None
+    if ks is None:
+        if hi < lo:
+            raise BadInput(f"--k {text!r}: the range is reversed; give LOW..HIGH, e.g. {hi}..{lo}")
+        ks = list(range(lo, hi + 1))
     if not ks or min(ks) < 1:
         raise BadInput(f"--k {text!r}: K must be at least 1 (for example 1..8)")
     return sorted(set(ks))

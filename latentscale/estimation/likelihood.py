@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64, release_compiled_if_crowded
+from latentscale.config import float64, opt_in_cache, release_compiled_if_crowded
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
 from latentscale.estimation.quadrature import QuadratureRule, QuadratureSpec
@@ -61,8 +61,10 @@ def _total(theta, arrays, nodes, log_weights, signs, alpha_hat, spec, n_families
     return jnp.sum(per), per
 
 
-# One compiled executable gives ℓ, the per-family values (aux) and the gradient.
+# One compiled executable gives ℓ, the per-family values (aux) and the gradient ...
 _value_and_grad = jax.jit(jax.value_and_grad(_total, has_aux=True), static_argnames=("spec", "n_families"))
+# ... and a smaller one the values alone (loglike / loglikeobs without a gradient).
+_value = jax.jit(_total, static_argnames=("spec", "n_families"))
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "batch"))
@@ -150,6 +152,7 @@ class MarginalLikelihood:
 
     @float64
     def __post_init__(self):
+        opt_in_cache()
         release_compiled_if_crowded()
         if isinstance(self.quadrature, QuadratureRule):
             self.rule = self.quadrature
@@ -222,24 +225,28 @@ class MarginalLikelihood:
         return last
 
     @float64
-    def _evaluate(self, key: np.ndarray):
-        hit = self._cached(key, need_grad=True)
+    def _evaluate(self, key: np.ndarray, need_grad: bool = True):
+        hit = self._cached(key, need_grad=need_grad)
         if hit is not None:
             return hit
         theta = jnp.asarray(key)
         value, grad, per_all = 0.0, np.zeros(key.size), []
         for c in self._chunks:
             modes = _modes(theta, c.arrays, c.modes, self._static, c.n_families)
-            (v, per), g = _value_and_grad(theta, c.arrays, self._nodes, self._log_w, self._signs, modes, self._static,
-                                          c.n_families)
-            g = np.asarray(g)
-            if np.isfinite(g).all():  # a finite gradient means finite modes: keep them for the warm start
+            args = (theta, c.arrays, self._nodes, self._log_w, self._signs, modes, self._static, c.n_families)
+            if need_grad:
+                (v, per), g = _value_and_grad(*args)
+                g = np.asarray(g)
+                grad += g
+            else:
+                v, per = _value(*args)
+            per = np.asarray(per)[: c.n_real]
+            if np.isfinite(per).all():  # finite values mean finite modes: keep them for the warm start
                 c.modes = modes
             value += float(v)
-            grad += g
-            per_all.append(np.asarray(per)[: c.n_real])
+            per_all.append(per)
         per = np.concatenate(per_all)
-        self._last = (key, per, grad, value)
+        self._last = (key, per, grad if need_grad else None, value)
         return self._last
 
     def loglike_and_score(self, params) -> tuple[float, np.ndarray]:
@@ -248,8 +255,8 @@ class MarginalLikelihood:
         return value, grad.copy()
 
     def loglike(self, params) -> float:
-        """The marginal log-likelihood ℓ."""
-        return self.loglike_and_score(params)[0]
+        """The marginal log-likelihood ℓ (no gradient computed unless it is at hand)."""
+        return self._evaluate(np.array(self.theta(params), dtype=float), need_grad=False)[3]
 
     def score(self, params) -> np.ndarray:
         """The gradient of ℓ in θ."""
@@ -257,7 +264,7 @@ class MarginalLikelihood:
 
     def loglikeobs(self, params) -> np.ndarray:
         """The log marginal likelihood of each family (F,), in the order of :attr:`families`."""
-        return self._evaluate(np.array(self.theta(params), dtype=float))[1].copy()
+        return self._evaluate(np.array(self.theta(params), dtype=float), need_grad=False)[1].copy()
 
     def value_grad_families(self, theta) -> tuple[float, np.ndarray, np.ndarray]:
         """ℓ, its gradient and the per-family values at θ."""
@@ -266,7 +273,7 @@ class MarginalLikelihood:
 
     def modes(self, params) -> np.ndarray:
         """Every family's posterior mode (F, K), converged at ``params``."""
-        self._evaluate(np.array(self.theta(params), dtype=float))
+        self._evaluate(np.array(self.theta(params), dtype=float), need_grad=False)
         return np.concatenate([np.asarray(c.modes)[: c.n_real] for c in self._chunks])
 
     # ---- second derivatives ----------------------------------------------------------------
@@ -275,7 +282,8 @@ class MarginalLikelihood:
 
         ``"fd"``: central differences of the exact gradient (2P gradient calls, nothing more to
         compile); ``"exact"``: automatic differentiation, forward over reverse (one call per chunk,
-        after a longer compilation); ``"auto"``: exact beyond 2,000 families.
+        after a longer compilation); ``"auto"``: exact beyond 2,000 families, where 2P gradient
+        calls cost more than that compilation.
         """
         theta = self.theta(params)
         if method == "auto":
@@ -320,17 +328,13 @@ class MarginalLikelihood:
     def posterior_nodes(self, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every family's posterior mode (F, K), the rule's nodes α_fq (F, Q, K) and their
         normalized posterior weights (F, Q) at ``params`` (signed for a sparse grid)."""
-        theta = self.theta(params)
-        modes = self.modes(theta)
-        th = jnp.asarray(theta)
-        out, start = [], 0
+        th = jnp.asarray(self.theta(params))
+        out = []
         for c in self._chunks:
-            a0 = c.modes
-            alpha, alpha_q, w = _posterior_nodes(th, c.arrays, self._nodes, self._log_w, self._signs, a0,
+            modes = _modes(th, c.arrays, c.modes, self._static, c.n_families)
+            alpha, alpha_q, w = _posterior_nodes(th, c.arrays, self._nodes, self._log_w, self._signs, modes,
                                                  self._static, c.n_families)
             out.append(tuple(np.asarray(x)[: c.n_real] for x in (alpha, alpha_q, w)))
-            start += c.n_real
-        del modes
         return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
 
 

@@ -27,7 +27,7 @@ from scipy.optimize import minimize
 
 from latentscale.errors import InputError
 from latentscale.estimation.init import start_points
-from latentscale.estimation.likelihood import MarginalLikelihood, fd_hessian
+from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.estimation.optimize import convergence_diagnostics, negated, negative_definite_free, quasi_newton
 from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import Design
@@ -75,11 +75,10 @@ def _screen(screen: MarginalLikelihood, starts, bounds, screen_iter, gtol, say, 
     return results
 
 
-def _curvature(laplace, full, theta, hessian, exact, lo, hi, say):
+def _curvature(laplace, full, theta, hessian, how, lo, hi, say):
     """Hessian and per-family scores at the optimum (step 4 of the module docstring)."""
     if hessian is None:
         return None, None, None
-    how = "exact" if exact else "fd"
     curvature = full if hessian == "full" else laplace
     H, S = curvature.hessian_and_scores(theta, how)
     if hessian == "laplace" and full.rule.size > 1:
@@ -129,7 +128,7 @@ def fit_mle(
     starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed, start_scale, start)]
     laplace = MarginalLikelihood(spec, design, "laplace")
     full = laplace if quadrature.kind(spec.K) == "laplace" else MarginalLikelihood(spec, design, quadrature)
-    exact = design.n_families > screen_families  # the AD Hessian pays off with many families
+    how = "exact" if design.n_families > screen_families else "fd"  # the AD Hessian pays off with many families
 
     # Stage 1: screening, on a subset when there are many families.
     subset = screen_subset(design, screen_families)
@@ -141,32 +140,32 @@ def fit_mle(
     theta = best.x
     if subset is not None:
         say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
-        theta, B_sub, n_sub = quasi_newton(screen, theta, fd_hessian(screen, theta), lo, hi, gtol, maxiter)
+        theta, B_sub, n_sub = quasi_newton(screen, theta, screen.hessian(theta, "fd"), lo, hi, gtol, maxiter)
         iterations += n_sub
         H_start = -(design.n_families / subset.n_families) * B_sub
     else:
-        H_start = fd_hessian(laplace, theta)
+        H_start = laplace.hessian(theta, "fd")
 
     # Stage 2: the Laplace optimum.
     say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")
     theta, curv, n_lap = quasi_newton(laplace, theta, H_start, lo, hi, gtol, maxiter, ftol=1e-6)
     iterations += n_lap
-    ll_lap = laplace.loglike(theta)
+    ll_lap = laplace.loglike_and_score(theta)[0]
 
     # Stage 3: the quadrature optimum.
     if full is not laplace:
         say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K)}")
         if subset is None:
-            H_start = fd_hessian(laplace, theta)
+            H_start = laplace.hessian(theta, "fd")
         theta, curv, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
     value, grad = full.loglike_and_score(theta)
 
     # Stage 4: curvature for the standard errors.
-    H, S, hessian_kind = _curvature(laplace, full, theta, hessian, exact, lo, hi, say)
-    if H is not None:
+    if hessian is not None:
         say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian "
-            f"{'by automatic differentiation' if exact else 'by differences of the gradient'}")
+            f"{'by automatic differentiation' if how == 'exact' else 'by differences of the gradient'}")
+    H, S, hessian_kind = _curvature(laplace, full, theta, hessian, how, lo, hi, say)
     # Without a Hessian (no standard errors asked for) the last stage's BFGS curvature stands in
     # for it in the Newton decrement.
     diagnostics = {
@@ -174,7 +173,7 @@ def fit_mle(
         "iterations": iterations,
         "hessian_kind": hessian_kind,
         "start_log_likelihoods": [float(-r.fun) for r in results],
-        "laplace_log_likelihood": float(ll_lap if full is laplace else laplace.loglike(theta)),
+        "laplace_log_likelihood": float(ll_lap if full is laplace else laplace.loglike_and_score(theta)[0]),
         "quadrature_nodes": full.rule.size,
     }
     return EstimatorOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H,

@@ -131,3 +131,9 @@ def negated(ml, counter: list[int] | None = None):
         return -v, -g
 
     return fun
+
+
+def projected_gradient(theta: np.ndarray, grad: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The gradient with the entries of held coordinates (see :func:`free_coordinates`) zeroed: its
+    size is the stationarity measure of a maximum in a box."""
+    return np.where(free_coordinates(theta, grad, lo, hi), grad, 0.0)

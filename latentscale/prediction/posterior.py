@@ -62,7 +62,7 @@ def unknown_families_message(unknown, known) -> str:
         if close:
             hints.append(f"{name!r}: did you mean {', '.join(map(repr, close))}?")
     listed = ", ".join(repr(u) for u in unknown)
-    return (f"famil{'y' if len(unknown) == 1 else 'ies'} {listed} not in the fit's data"
+    return (f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {listed}: not in the fit's data"
             + (f" ({'; '.join(hints)})" if hints else f"; its families include {', '.join(sorted(map(str, known))[:8])}"))
 
 

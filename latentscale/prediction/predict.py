@@ -75,7 +75,7 @@ def _summaries(thetas, alpha, X, rng, qs, spec, n_rep):
 def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *, rows=None,
             n_samples: int = 4000, n_parameter_draws: int = 200, n_skill_draws: int = 1000,
             parameter_uncertainty: bool = True, se: str = "sandwich", seed: int = 0,
-            chunk: int = 200) -> pd.DataFrame:
+            chunk: int = 200, progress=None) -> pd.DataFrame:
     """Predictive mean, median and intervals of every benchmark for new models.
 
     ``models``: one row per model with ``model, family, size, tokens``. A family in the fit's
@@ -89,8 +89,9 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     α serving several Beta draws). Only the families of ``models`` are integrated. ``se``: the
     covariance of θ̂ behind the parameter draws: ``"sandwich"`` (default; robust to a
     misspecified likelihood, which the held-out check on real data shows), ``"observed"`` or
-    ``"opg"``.
+    ``"opg"``. ``progress``: a callable that gets a line per stage (library calls are quiet otherwise).
     """
+    say = progress or (lambda msg: None)
     levels = [float(x) for x in levels]
     if not levels:
         raise InputError("give at least one interval level")
@@ -114,6 +115,8 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
                       "fit (or from rows=) for an honest out-of-sample prediction", UserWarning, stacklevel=2)
     family_alpha = {}
     if posterior_families:
+        say(f"posterior draws of {len(posterior_families)} famil{'y' if len(posterior_families) == 1 else 'ies'} "
+            f"({S} parameter draws × {M} skill draws)")
         design = family_design(fit, rows=_as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
         alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, K)
         family_alpha = {name: alpha[:, f] for f, name in enumerate(design.families)}
@@ -135,6 +138,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         return _summaries(thetas, alpha, X[start:start + chunk], rng, qs, spec, n_rep)
 
     starts = range(0, len(new), chunk)
+    say(f"score draws for {len(new)} models × {len(spec.benchmarks)} benchmarks")
     if len(starts) > 1:  # NumPy's samplers and sorts release the GIL: chunks run on every core
         from concurrent.futures import ThreadPoolExecutor
 

@@ -409,7 +409,7 @@ class FitResult:
             "data": None if self.data is None else frame_split(self.data),
             "summary": self.to_dict(),
         }
-        return atomic_write_text(path, json.dumps(doc, indent=1, allow_nan=False))
+        return atomic_write_text(path, json.dumps(to_json(doc), indent=1, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FitResult":
@@ -443,6 +443,14 @@ class FitResult:
             options=doc.get("options", {}), diagnostics=diagnostics, hessian=parts["hessian"],
             score_outer=parts["score_outer"], data=parts["data"],
         )
+
+
+def _from_params(cls, params: dict, spec: ModelSpec, scaler: CovariateScaler, **kw) -> "FitResult":
+    """A fit from constrained parameters (the blocks' values, e.g. a simulation's truth)."""
+    return cls(spec=spec, scaler=scaler, theta=layout(spec).pack(params), **kw)
+
+
+FitResult.from_params = classmethod(_from_params)
 
 
 def _table_records(table: pd.DataFrame | None) -> list[dict] | None:

@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text to ``path`` through a temporary file in the same folder and an atomic rename."""
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as fh:
             fh.write(text)
 
     return atomic_write(path, write)

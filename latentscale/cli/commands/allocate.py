@@ -29,18 +29,19 @@ def parse_flops(text: str | None, points: int) -> list[float] | None:
     bad = BadInput(f"bad --flops {text!r}: give a range such as 1e20..1e25, a list such as 1e21,1e23 "
                    "or one budget, in FLOPs (positive)")
     try:
-        if ".." in text:
-            lo, hi = (float(v) for v in text.split("..", 1))
-            if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-                raise bad
-            if hi < lo:
-                raise BadInput(f"bad --flops {text!r}: the range is reversed; give LOW..HIGH")
-            if lo < hi and points < 2:
-                raise BadInput(f"--points {points}: a range of budgets needs at least 2 points")
-            return [float(v) for v in flops_range(lo, hi, points)]
-        values = [float(v) for v in text.split(",")]
+        parts = text.split("..", 1) if ".." in text else text.split(",")
+        values = [float(v) for v in parts]
     except ValueError:
         raise bad from None
+    if ".." in text:
+        lo, hi = values
+        if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+            raise bad
+        if hi < lo:
+            raise BadInput(f"bad --flops {text!r}: the range is reversed; give LOW..HIGH")
+        if lo < hi and points < 2:
+            raise BadInput(f"--points {points}: a range of budgets needs at least 2 points")
+        return [float(v) for v in flops_range(lo, hi, points)]
     if not values or not all(v > 0 and math.isfinite(v) for v in values):
         raise bad
     return values

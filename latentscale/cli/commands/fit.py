@@ -83,7 +83,6 @@ def fit(
             if k < 1:
                 raise BadInput(f"-k {k}: the number of skills must be at least 1")
             check_outputs([output_path], data_inputs(data))
-            progress(f"loading {data}")
             scores = load_data(data, paper_data_floors(floor, paper), benchmarks,
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,

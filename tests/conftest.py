@@ -1,0 +1,27 @@
+"""Test-session settings: one persistent JAX compilation cache per session, shared by the test
+workers (pytest-xdist) and the worker processes of parallel sweeps (joblib), so that a program is
+compiled once per session however many processes need it. It starts empty: the suite's timing is
+that of a cold cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller set the environment
+        return
+    if "LATENTSCALE_TEST_CACHE" not in os.environ:
+        path = tempfile.mkdtemp(prefix="latentscale-test-jax-")
+        os.environ["LATENTSCALE_TEST_CACHE"] = path
+        config._latentscale_cache = path
+    os.environ["LATENTSCALE_CACHE_DIR"] = os.environ["LATENTSCALE_TEST_CACHE"]
+    os.environ["LATENTSCALE_JAX_CACHE"] = "1"
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_latentscale_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
