@@ -21,7 +21,7 @@ from pathlib import Path
 
 from latentscale.data import load_dataset
 from latentscale.evaluation.crossval import METHODS, family_group_cv
-from latentscale.results.fit_result import atomic_write, atomic_write_text
+from latentscale.results.io import atomic_write, atomic_write_text
 
 TABLES = [("v1", 1), ("v1", 2), ("v2", 1), ("v2", 2), ("all", 1), ("all", 2)]
 

@@ -29,8 +29,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import latentscale as ls
-    from latentscale.estimation.mle import start_points
-    from latentscale.model.design import build_design
+    from latentscale.estimation.init import start_points
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the loader's notes on the published table
@@ -40,9 +39,8 @@ def main(argv=None) -> int:
     reference = model.fit(data)
     print(f"default fit ({model.n_starts} starts): ℓ {reference.llf:.3f}, converged {reference.converged}, "
           f"{time.perf_counter() - t:.1f} s", flush=True)
-    spec = model.spec_for(data)
-    design, _ = build_design(data, spec.benchmarks, spec.clip)
-    base = start_points(design, spec, 1, 0)[0]  # the moment-based start
+    ml = reference.loglikelihood()  # the fit's own likelihood object: its design and spec
+    base = start_points(ml.design, ml.spec, 1, 0)[0]  # the moment-based start
 
     lls = []
     for i in range(args.starts):

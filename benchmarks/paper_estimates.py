@@ -52,7 +52,7 @@ def profile(ml, theta: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndar
     def negated(z):
         x = theta.copy()
         x[free] = z
-        value, grad = ml.value_and_grad(x)
+        value, grad = ml.loglike_and_score(x)
         return -value, -grad[free]
 
     r = minimize(negated, theta[free], jac=True, method="L-BFGS-B", bounds=list(zip(lo[free], hi[free])),
@@ -64,19 +64,13 @@ def profile(ml, theta: np.ndarray, free: np.ndarray, lo: np.ndarray, hi: np.ndar
 
 def main() -> int:
     import latentscale as ls
-    from latentscale.estimation.objective import MarginalLikelihood
-    from latentscale.model.design import build_design
-    from latentscale.model.params import pack, parameter_bounds, parameter_names, unpack
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the loader's notes on the published table
         data = ls.load_dataset("lvf-paper")
     ours = ls.fit(data, k=4)
-    spec = ours.spec
-    design, scaler = build_design(data, spec.benchmarks, spec.clip)
-    full = MarginalLikelihood.build(spec, design)
-    lo, hi = np.array(parameter_bounds(spec)).T
-    names = parameter_names(spec)
+    spec, scaler, lay = ours.spec, ours.scaler, ours.layout
+    full = ours.loglikelihood()  # the public likelihood object of the fit (same rule, same rows)
+    lo, hi, names = lay.lower, lay.upper, lay.names
     print(f"default fit: ℓ {ours.llf:.3f}, AIC {ours.aic:.2f}, {len(names)} parameters; "
           f"the paper's figure: AIC -6091, ℓ ≈ 3123.5")
 
@@ -84,9 +78,9 @@ def main() -> int:
     loadings = np.stack([PAPER_LOADINGS[:, PAPER_ORDER.index(b)] for b in spec.benchmarks], axis=1)
     d = np.sqrt(np.diag(PAPER_SIGMA))
     corr = PAPER_SIGMA / np.outer(d, d)  # the model fixes the skills' variances at 1
-    mine = unpack(ours.theta, spec)
-    paper = pack({"B": B_std, "loadings": loadings, "intercepts": np.asarray(mine["intercepts"]),
-                  "log_precision": np.asarray(mine["log_precision"]), "corr_chol": np.linalg.cholesky(corr)}, spec)
+    mine = ours.constrained
+    paper = lay.pack({"B": B_std, "loadings": loadings, "intercepts": mine["intercepts"],
+                      "precision": mine["precision"], "corr": np.linalg.cholesky(corr)})
     nuisance = np.array([i for i, n in enumerate(names) if n.startswith(("intercept[", "precision["))])
     ll_paper, paper = profile(full, paper, nuisance, lo, hi)
     print(f"1. the paper's B, Λ, Σ, intercepts and precisions profiled: ℓ {ll_paper:.3f}")

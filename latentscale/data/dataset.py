@@ -49,9 +49,6 @@ class ScoreData:
         """(n_models, J) float array of scores, NaN where missing."""
         return self.frame[list(self.benchmarks)].to_numpy(dtype=float)
 
-    def floor_array(self) -> np.ndarray:
-        return np.array([self.floors[b] for b in self.benchmarks], dtype=float)
-
     def subset(self, rows) -> "ScoreData":
         """Rows selected by a boolean mask or a list of model names (benchmarks kept)."""
         frame = self.frame.loc[rows]

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize
 
+from latentscale.config import float64
 from latentscale.errors import InputError
 from latentscale.estimation.init import start_points
 from latentscale.estimation.likelihood import MarginalLikelihood
@@ -92,6 +93,38 @@ def _curvature(laplace, full, theta, hessian, how, lo, hi, say):
     return H, S, hessian
 
 
+
+def _starts(design, spec, n_starts, seed, start_scale, start) -> list[np.ndarray]:
+    """The starting points (the caller's ``start`` or the moment-based one, and perturbations), in the box."""
+    lay = layout(spec)
+    lo, hi = lay.lower, lay.upper
+    if start is not None:
+        start = np.asarray(start, dtype=float)
+        if start.shape != lo.shape or not np.all(np.isfinite(start)):
+            raise InputError(f"start must be {lo.size} finite numbers (the unconstrained parameter vector of "
+                             f"this model), got shape {start.shape}")
+    return [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed, start_scale, start)]
+
+
+def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gtol, maxiter, say):
+    """Stage 1: the best screened start and the curvature that starts stage 2 (with many families:
+    the start taken to the subset's optimum, its curvature scaled to all families)."""
+    lay = layout(spec)
+    lo, hi = lay.lower, lay.upper
+    subset = screen_subset(design, screen_families)
+    screen = laplace if subset is None else MarginalLikelihood(spec, subset, "laplace")
+    on = "" if subset is None else f" (on {subset.n_families} of {design.n_families} families)"
+    results = _screen(screen, starts, lay.bounds, screen_iter, gtol, say, on)
+    best = min(results, key=lambda r: r.fun)
+    iterations = int(sum(r.nit for r in results))
+    theta = best.x
+    if subset is None:
+        return theta, laplace.hessian(theta, "fd"), results, iterations, None
+    say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
+    theta, B_sub, n_sub = quasi_newton(screen, theta, screen.hessian(theta, "fd"), lo, hi, gtol, maxiter)
+    return theta, -(design.n_families / subset.n_families) * B_sub, results, iterations + n_sub, subset
+
+@float64
 def fit_mle(
     design: Design,
     spec: ModelSpec,
@@ -120,31 +153,14 @@ def fit_mle(
     quadrature = QuadratureSpec.coerce(quadrature)
     lay = layout(spec)
     lo, hi = lay.lower, lay.upper
-    if start is not None:
-        start = np.asarray(start, dtype=float)
-        if start.shape != lo.shape or not np.all(np.isfinite(start)):
-            raise InputError(f"start must be {lo.size} finite numbers (the unconstrained parameter vector of "
-                             f"this model), got shape {start.shape}")
-    starts = [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed, start_scale, start)]
+    starts = _starts(design, spec, n_starts, seed, start_scale, start)
     laplace = MarginalLikelihood(spec, design, "laplace")
     full = laplace if quadrature.kind(spec.K) == "laplace" else MarginalLikelihood(spec, design, quadrature)
     how = "exact" if design.n_families > screen_families else "fd"  # the AD Hessian pays off with many families
 
     # Stage 1: screening, on a subset when there are many families.
-    subset = screen_subset(design, screen_families)
-    screen = laplace if subset is None else MarginalLikelihood(spec, subset, "laplace")
-    on = "" if subset is None else f" (on {subset.n_families} of {design.n_families} families)"
-    results = _screen(screen, starts, lay.bounds, screen_iter, gtol, say, on)
-    best = min(results, key=lambda r: r.fun)
-    iterations = int(sum(r.nit for r in results))
-    theta = best.x
-    if subset is not None:
-        say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
-        theta, B_sub, n_sub = quasi_newton(screen, theta, screen.hessian(theta, "fd"), lo, hi, gtol, maxiter)
-        iterations += n_sub
-        H_start = -(design.n_families / subset.n_families) * B_sub
-    else:
-        H_start = laplace.hessian(theta, "fd")
+    theta, H_start, results, iterations, subset = _start_stage(design, spec, laplace, starts, screen_families,
+                                                               screen_iter, gtol, maxiter, say)
 
     # Stage 2: the Laplace optimum.
     say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from latentscale.config import float64
 from latentscale.errors import InputError
 from latentscale.estimation.init import start_points
 from latentscale.estimation.likelihood import MarginalLikelihood
@@ -220,6 +221,30 @@ def _run_restart(r, lr, schedule, params, arrays, root, statics, steps, avg_star
     return averaged, trace, scale
 
 
+def _run_grid(grid, starts, arrays, root, statics, steps, avg_start, draws, accurate, say):
+    """Every restart of the grid (learning rate, schedule, seed index); each averaged iterate is
+    scored by the accurate likelihood. Returns the restarts' records and the best
+    (log-likelihood, θ, restart index, Monte Carlo trace)."""
+    lay = accurate.layout
+    restarts, best = [], None
+    for r, (lr, sch, s) in enumerate(grid):
+        t0 = time.perf_counter()
+        averaged, trace, scale = _run_restart(r, lr, sch, starts[s], arrays, root, statics, steps, avg_start, draws,
+                                              say, len(grid))
+        theta = lay.pack({k: np.asarray(v) for k, v in lay.project(averaged).items()})
+        ll = accurate.loglike(theta)
+        ll = ll if np.isfinite(ll) else -np.inf
+        restarts.append({"learning_rate": float(lr), "schedule": sch, "seed_index": s, "log_likelihood": float(ll),
+                         "mc_log_likelihood_last": trace[-1], "final_lr_scale": scale,
+                         "seconds": time.perf_counter() - t0})
+        say(f"restart {r + 1}/{len(grid)}: log-likelihood {ll:.3f} of the averaged iterate "
+            f"({restarts[-1]['seconds']:.1f} s)")
+        if best is None or ll > best[0]:
+            best = (ll, theta, r, trace)
+    return restarts, best
+
+
+@float64
 def fit_psga(
     design: Design,
     spec: ModelSpec,
@@ -273,24 +298,9 @@ def fit_psga(
     # Starts: seed index 0 is the moment-based start, others perturb it (unconstrained space).
     starts = [lay.project({k: jnp.asarray(v) for k, v in lay.unpack(jnp.asarray(x)).items()})
               for x in start_points(design, spec, seeds, seed, init_scale)]
-    root = jax.random.PRNGKey(seed)
     grid = [(lr, sch, s) for lr in learning_rates for sch in schedules for s in range(seeds)]
-    restarts, best = [], None
-    for r, (lr, sch, s) in enumerate(grid):
-        t0 = time.perf_counter()
-        averaged, trace, scale = _run_restart(r, lr, sch, starts[s], arrays, root, statics, steps,
-                                              steps - n_avg_steps, draws, say, len(grid))
-        theta = lay.pack({k: np.asarray(v) for k, v in lay.project(averaged).items()})
-        ll = accurate.loglike(theta)
-        ll = ll if np.isfinite(ll) else -np.inf
-        restarts.append({"learning_rate": float(lr), "schedule": sch, "seed_index": s, "log_likelihood": float(ll),
-                         "mc_log_likelihood_last": trace[-1], "final_lr_scale": scale,
-                         "seconds": time.perf_counter() - t0})
-        say(f"restart {r + 1}/{len(grid)}: log-likelihood {ll:.3f} of the averaged iterate "
-            f"({restarts[-1]['seconds']:.1f} s)")
-        if best is None or ll > best[0]:
-            best = (ll, theta, r, trace)
-
+    restarts, best = _run_grid(grid, starts, arrays, jax.random.PRNGKey(seed), statics, steps, steps - n_avg_steps,
+                               draws, accurate, say)
     ll, theta, r_best, trace = best
     if not np.isfinite(ll):
         raise RuntimeError(f"all {len(grid)} PSGA restarts diverged (non-finite log-likelihood); lower the "

@@ -249,8 +249,6 @@ def simulate(
     constrained parameters (``pack(true_params, spec)`` is the true unconstrained vector) and,
     in addition, ``"alpha"``: the drawn family effects (F, K), in family order.
     """
-    from latentscale.data.loaders import build_score_data  # data layer imports model; keep lazy
-
     K, J, F = int(k), int(n_benchmarks), int(n_families)
     if F < 1:
         raise InputError(f"n_families must be at least 1, got {F}")
@@ -271,16 +269,7 @@ def simulate(
     # The anchor structure is imposed by the parametrization: round-trip through it.
     params = {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
 
-    # Families, sizes, tokens.
-    m_f = family_size_draws(family_sizes, F, design_rng)
-    fam = np.repeat(np.arange(F), m_f)
-    within = np.arange(fam.size) - np.repeat(np.cumsum(m_f) - m_f, m_f)  # 0-based index inside family
-    n = fam.size
-    size = _log_uniform(design_rng, *SIZE_RANGE, n)
-    fam_tokens = _log_uniform(design_rng, *TOKEN_RANGE, F)
-    shared = design_rng.random(F) < SHARED_TOKENS_PROB
-    jitter = np.exp(design_rng.normal(0.0, TOKEN_JITTER_SD, n))
-    tokens = np.where(shared[fam], fam_tokens[fam], np.clip(fam_tokens[fam] * jitter, *TOKEN_RANGE))
+    fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)
     X = CovariateScaler.fit(size, tokens).transform(size, tokens)
 
     # Latent skills and scores.
@@ -289,6 +278,28 @@ def simulate(
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
     y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
+    data = _score_data(y, fam, within, size, tokens, benchmarks, c, F)
+    true = dict(params)
+    true["alpha"] = alpha
+    return data, true, spec
+
+
+def _draw_design(family_sizes, F: int, rng: np.random.Generator):
+    """Family of each model, its index inside the family, sizes and tokens (the design)."""
+    m_f = family_size_draws(family_sizes, F, rng)
+    fam = np.repeat(np.arange(F), m_f)
+    within = np.arange(fam.size) - np.repeat(np.cumsum(m_f) - m_f, m_f)  # 0-based index inside family
+    size = _log_uniform(rng, *SIZE_RANGE, fam.size)
+    fam_tokens = _log_uniform(rng, *TOKEN_RANGE, F)
+    shared = rng.random(F) < SHARED_TOKENS_PROB
+    jitter = np.exp(rng.normal(0.0, TOKEN_JITTER_SD, fam.size))
+    tokens = np.where(shared[fam], fam_tokens[fam], np.clip(fam_tokens[fam] * jitter, *TOKEN_RANGE))
+    return fam, within, size, tokens
+
+
+def _score_data(y, fam, within, size, tokens, benchmarks, c, F: int):
+    """The simulated table as ScoreData (families ``fam001..``, models ``fam001-m1..``)."""
+    from latentscale.data.loaders import build_score_data  # data layer imports model; keep lazy
 
     width = max(3, len(str(F)))
     fam_names = np.array([f"fam{f + 1:0{width}d}" for f in range(F)])
@@ -300,8 +311,5 @@ def simulate(
     frame.insert(3, "tokens", tokens)
     # Scores are raw accuracies by construction: the mixed-scale heuristic (rows far below
     # the floor on several benchmarks) would only flag Beta noise, so it is off here.
-    data = build_score_data(frame, benchmarks=list(benchmarks), floors=dict(zip(benchmarks, c.tolist())),
+    return build_score_data(frame, benchmarks=list(benchmarks), floors=dict(zip(benchmarks, c.tolist())),
                             name="simulated", check_mixed=False)
-    true = dict(params)
-    true["alpha"] = alpha
-    return data, true, spec

@@ -67,32 +67,43 @@ def check_level(level: float) -> None:
         raise BadInput(f"bad --level {level}: give a number between 0 and 1, e.g. 0.95")
 
 
+SkillOpt = Annotated[Optional[str], typer.Option(
+    "--skill", help="Skill to maximize (named by its anchor). Default: every skill.", show_default=False)]
+BenchmarkOpt = Annotated[Optional[str], typer.Option(
+    "--benchmark", help="Maximize this benchmark's expected score instead of a skill.", show_default=False)]
+FamilyOpt = Annotated[Optional[str], typer.Option(
+    "--family", help="Family whose posterior-mean skills give the value at the optimum (the optimum itself does "
+                     "not depend on the family). Default: a typical family (α = 0).", show_default=False)]
+BoxSizeOpt = Annotated[Optional[str], typer.Option(
+    "--box-size", metavar="LO,HI", help="Sizes allowed, billions of parameters. Default: the data's range.",
+    show_default=False)]
+BoxTokensOpt = Annotated[Optional[str], typer.Option(
+    "--box-tokens", metavar="LO,HI", help="Token counts allowed, trillions. Default: the data's range.",
+    show_default=False)]
+DrawsOpt = Annotated[int, typer.Option("--draws", min=0, help="Parameter draws for the intervals (0: none).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the parameter draws.")]
+SeOpt = Annotated[CovKind, typer.Option("--se", help="Covariance of the parameters behind the intervals.")]
+OutputOpt = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", metavar="FIG.png", help="Save the allocation frontier as a figure.", show_default=False)]
+
+
 def allocate(
     fit_path: FitArg,
-    skill: Annotated[Optional[str], typer.Option(
-        "--skill", help="Skill to maximize (named by its anchor). Default: every skill.", show_default=False)] = None,
-    benchmark: Annotated[Optional[str], typer.Option(
-        "--benchmark", help="Maximize this benchmark's expected score instead of a skill.", show_default=False)] = None,
-    family: Annotated[Optional[str], typer.Option(
-        "--family", help="Family whose posterior-mean skills give the value at the optimum (the optimum itself does "
-                         "not depend on the family). Default: a typical family (α = 0).", show_default=False)] = None,
+    skill: SkillOpt = None,
+    benchmark: BenchmarkOpt = None,
+    family: FamilyOpt = None,
     flops: FlopsOpt = None,
     points: PointsOpt = 10,
-    box_size: Annotated[Optional[str], typer.Option(
-        "--box-size", metavar="LO,HI", help="Sizes allowed, billions of parameters. Default: the data's range.",
-        show_default=False)] = None,
-    box_tokens: Annotated[Optional[str], typer.Option(
-        "--box-tokens", metavar="LO,HI", help="Token counts allowed, trillions. Default: the data's range.",
-        show_default=False)] = None,
+    box_size: BoxSizeOpt = None,
+    box_tokens: BoxTokensOpt = None,
     level: LevelOpt = 0.95,
-    draws: Annotated[int, typer.Option("--draws", min=0, help="Parameter draws for the intervals (0: none).")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the parameter draws.")] = 0,
-    se: Annotated[CovKind, typer.Option("--se", help="Covariance of the parameters behind the intervals.")
-                  ] = CovKind.observed,
-    output_path: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)] = None,
-    plot_path: Annotated[Optional[Path], typer.Option(
-        "--plot", metavar="FIG.png", help="Save the allocation frontier as a figure.", show_default=False)] = None,
+    draws: DrawsOpt = 2000,
+    seed: SeedOpt = 0,
+    se: SeOpt = CovKind.observed,
+    output_path: OutputOpt = None,
+    plot_path: PlotOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -119,15 +130,7 @@ def allocate(
         box = (parse_side(box_size, "--box-size", "billions of parameters"),
                parse_side(box_tokens, "--box-tokens", "trillions of tokens"))
         fit = load_fit(fit_path)
-        if skill is not None and skill not in fit.spec.skills:
-            raise BadInput(f"unknown skill {skill!r}; this fit's skills are {', '.join(fit.spec.skills)}")
-        if benchmark is not None and benchmark not in fit.spec.benchmarks:
-            raise BadInput(f"unknown benchmark {benchmark!r}; this fit's benchmarks are {', '.join(fit.spec.benchmarks)}")
-        if family is not None and (fit.data is None or family not in set(fit.data["family"].astype(str))):
-            from latentscale.prediction.posterior import unknown_families_message
-
-            raise BadInput(unknown_families_message([family], set() if fit.data is None else set(fit.data["family"]))
-                           + "; leave --family out for a typical family")
+        check_target(fit, skill, benchmark, family)
         uncertainty = draws > 0
         if uncertainty and fit.hessian is None and se != CovKind.opg:
             progress.warn("the fit carries no Hessian: no intervals (refit with standard errors to get them)")
@@ -150,3 +153,16 @@ def allocate(
         output.print_json({"fit": str(fit_path), "level": level, "rows": table.to_dict(orient="records")})
     else:
         typer.echo(format_allocation(table))
+
+
+def check_target(fit, skill: str | None, benchmark: str | None, family: str | None) -> None:
+    """The skill, benchmark and family named on the command line exist in the fit."""
+    if skill is not None and skill not in fit.spec.skills:
+        raise BadInput(f"unknown skill {skill!r}; this fit's skills are {', '.join(fit.spec.skills)}")
+    if benchmark is not None and benchmark not in fit.spec.benchmarks:
+        raise BadInput(f"unknown benchmark {benchmark!r}; this fit's benchmarks are {', '.join(fit.spec.benchmarks)}")
+    if family is not None and (fit.data is None or family not in set(fit.data["family"].astype(str))):
+        from latentscale.prediction.posterior import unknown_families_message
+
+        raise BadInput(unknown_families_message([family], set() if fit.data is None else set(fit.data["family"]))
+                       + "; leave --family out for a typical family")

@@ -12,7 +12,7 @@ from latentscale.cli import output
 from latentscale.cli.commands.predict import SamplesOpt, SeedOpt, check_samples, save_csv
 from latentscale.cli.commands.select import JobsOpt, SchedulerOpt
 from latentscale.cli.common import (
-    CovKind, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, ModelCol, PaperOpt, QuietOpt, SeOpt,
+    BadInput, CovKind, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, ModelCol, PaperOpt, QuietOpt, SeOpt,
     SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs, file_columns, load_data,
     paper_data_floors, parse_levels, parse_list, reporting, talk_enabled,
 )
@@ -25,44 +25,54 @@ class Protocol(str, Enum):
 
 EVAL_PANEL = "Protocol family-group"
 
+ProtocolOpt = Annotated[Protocol, typer.Option(
+    "--protocol", help="holdout-largest: hold out each family's largest model, refit, check the prediction "
+                       "intervals; family-group: leave-family-group-out cross-validation against baselines.")]
+KOpt = Annotated[int, typer.Option("-k", "--skills", help="Number of latent skills (holdout-largest).")]
+AnchorsOpt = Annotated[Optional[str], typer.Option(
+    "--anchors", metavar="A,B,...", help="Anchor benchmarks (holdout-largest; default: the first K).",
+    show_default=False)]
+HoldoutOpt = Annotated[Optional[Path], typer.Option(
+    "--holdout", metavar="FILE", help="Hold out exactly these models (one name per line) instead of each "
+                                      "family's largest (holdout-largest).", show_default=False)]
+LevelOpt = Annotated[Optional[list[float]], typer.Option(
+    "--level", metavar="P", help="Interval level in (0, 1); repeat for several. Default 0.5, 0.8 and 0.95.",
+    show_default=False)]
+BenchSetOpt = Annotated[str, typer.Option(
+    "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL, help="Benchmark set (family-group).")]
+NTrainOpt = Annotated[int, typer.Option("--n-train", rich_help_panel=EVAL_PANEL,
+                                        help="Smallest models per held-out family kept in training.")]
+MethodsOpt = Annotated[Optional[str], typer.Option(
+    "--methods", metavar="M,M,...", rich_help_panel=EVAL_PANEL, help="Methods to compare (default: all).",
+    show_default=False)]
+GroupsOpt = Annotated[Optional[Path], typer.Option(
+    "--groups", metavar="FILE", rich_help_panel=EVAL_PANEL,
+    help="JSON file of held-out groups (default: every group of the data).", show_default=False)]
+EvalJobsOpt = Annotated[int, typer.Option("--jobs", "-j", rich_help_panel=EVAL_PANEL,
+                                          help="Local worker processes (-1: every core).")]
+OutputOpt = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", metavar="OUT.csv",
+    help="Save the tidy per-model results: predictions with actual scores (holdout-largest), absolute errors "
+         "(family-group).", show_default=False)]
+
 
 def evaluate(
     data: DataArg,
-    protocol: Annotated[Protocol, typer.Option(
-        "--protocol", help="holdout-largest: hold out each family's largest model, refit, check the prediction "
-                           "intervals; family-group: leave-family-group-out cross-validation against baselines.")
-    ] = Protocol.holdout_largest,
-    k: Annotated[int, typer.Option("-k", "--skills", help="Number of latent skills (holdout-largest).")] = 4,
-    anchors: Annotated[Optional[str], typer.Option(
-        "--anchors", metavar="A,B,...", help="Anchor benchmarks (holdout-largest; default: the first K).",
-        show_default=False)] = None,
-    holdout: Annotated[Optional[Path], typer.Option(
-        "--holdout", metavar="FILE", help="Hold out exactly these models (one name per line) instead of each "
-                                          "family's largest (holdout-largest).", show_default=False)] = None,
-    level: Annotated[Optional[list[float]], typer.Option(
-        "--level", metavar="P", help="Interval level in (0, 1); repeat for several. Default 0.5, 0.8 and 0.95.",
-        show_default=False)] = None,
+    protocol: ProtocolOpt = Protocol.holdout_largest,
+    k: KOpt = 4,
+    anchors: AnchorsOpt = None,
+    holdout: HoldoutOpt = None,
+    level: LevelOpt = None,
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     se: SeOpt = CovKind.sandwich,
-    bench_set: Annotated[str, typer.Option(
-        "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL,
-        help="Benchmark set (family-group).")] = "all",
-    n_train: Annotated[int, typer.Option("--n-train", rich_help_panel=EVAL_PANEL,
-                                         help="Smallest models per held-out family kept in training.")] = 1,
-    methods: Annotated[Optional[str], typer.Option(
-        "--methods", metavar="M,M,...", rich_help_panel=EVAL_PANEL, help="Methods to compare (default: all).",
-        show_default=False)] = None,
-    groups: Annotated[Optional[Path], typer.Option(
-        "--groups", metavar="FILE", rich_help_panel=EVAL_PANEL,
-        help="JSON file of held-out groups (default: every group of the data).", show_default=False)] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", rich_help_panel=EVAL_PANEL,
-                                      help="Local worker processes (-1: every core).")] = 1,
+    bench_set: BenchSetOpt = "all",
+    n_train: NTrainOpt = 1,
+    methods: MethodsOpt = None,
+    groups: GroupsOpt = None,
+    jobs: EvalJobsOpt = 1,
     scheduler: SchedulerOpt = None,
-    output_path: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", metavar="OUT.csv",
-        help="Save the tidy per-model results: predictions with actual scores (holdout-largest), absolute errors "
-             "(family-group).", show_default=False)] = None,
+    output_path: OutputOpt = None,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
     floor: FloorOpt = None,
@@ -85,31 +95,16 @@ def evaluate(
         with reporting(verbose, interrupted="interrupted; nothing was saved"):
             check_samples(samples)
             if k < 1 or n_train < 1:
-                from latentscale.cli.common import BadInput
-
                 raise BadInput("need -k >= 1 and --n-train >= 1")
             check_outputs([output_path], [*data_inputs(data), holdout, groups])
             scores = load_data(data, paper_data_floors(floor, paper), None,
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, logit_clip=logit_clip, paper=paper)
             if protocol == Protocol.holdout_largest:
-                from latentscale.evaluation.holdout import LEVELS, evaluate_holdout, read_holdout_file
-
-                names = read_holdout_file(holdout) if holdout is not None else None
-                result = evaluate_holdout(scores, holdout=names, k=k, anchors=model.anchors,
-                                          levels=parse_levels(level, LEVELS),
-                                          fit_options={key: v for key, v in model.get_params().items()
-                                                       if key not in ("k", "anchors")},
-                                          predict_options={"n_samples": samples, "seed": seed, "se": se.value},
-                                          progress=progress)
+                result = _holdout(scores, model, holdout, level, samples, seed, se, progress)
                 tidy = result.predictions
             else:
-                from latentscale.evaluation.crossval import family_group_cv
-
-                result = family_group_cv(scores, benchmarks=bench_set, n_train=n_train,
-                                         methods=parse_list(methods, "--methods"), groups=groups, n_jobs=jobs,
-                                         scheduler=scheduler, progress=progress,
-                                         model_options={"logit_clip": model.logit_clip} if model.logit_clip else None)
+                result = _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress)
                 tidy = result.errors
             if output_path is not None:
                 save_csv(output_path, tidy, progress)
@@ -119,3 +114,24 @@ def evaluate(
         output.print_json({"data": scores.name, "protocol": protocol.value, "rows": result.to_records()})
     else:
         typer.echo(result.format())
+
+
+def _holdout(scores, model, holdout, level, samples, seed, se, progress):
+    """The holdout-largest protocol with the command's model and options."""
+    from latentscale.evaluation.holdout import LEVELS, evaluate_holdout, read_holdout_file
+
+    names = read_holdout_file(holdout) if holdout is not None else None
+    return evaluate_holdout(scores, holdout=names, k=model.k, anchors=model.anchors,
+                            levels=parse_levels(level, LEVELS),
+                            fit_options={key: v for key, v in model.get_params().items() if key not in ("k", "anchors")},
+                            predict_options={"n_samples": samples, "seed": seed, "se": se.value},
+                            progress=progress)
+
+
+def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress):
+    """The family-group cross-validation with the command's options."""
+    from latentscale.evaluation.crossval import family_group_cv
+
+    return family_group_cv(scores, benchmarks=bench_set, n_train=n_train, methods=parse_list(methods, "--methods"),
+                           groups=groups, n_jobs=jobs, scheduler=scheduler, progress=progress,
+                           model_options={"logit_clip": model.logit_clip} if model.logit_clip else None)
