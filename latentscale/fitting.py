@@ -35,6 +35,8 @@ class LatentScalingModel:
         clamped to [−L, L] before the sigmoid, as the reference code behind the paper's figures
         does (4.5).
     covariates : ``"paper"`` (log N, log D and their product; default), ``"size-tokens"`` or ``"flops"``.
+    hetero_precision : the Beta precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i
+        (the authors' later code); default False.
     floors : random-guess floors by benchmark, overriding the known ones.
 
     Estimation options
@@ -59,6 +61,7 @@ class LatentScalingModel:
         clip: tuple[float, float] | None = DEFAULT_CLIP,
         logit_clip: float | None = None,
         covariates: str = "paper",
+        hetero_precision: bool = False,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -84,6 +87,7 @@ class LatentScalingModel:
         self.clip = None if clip is None else tuple(clip)
         self.logit_clip = logit_clip
         self.covariates = covariates
+        self.hetero_precision = bool(hetero_precision)
         self.floors = floors
         self.quadrature = (QuadratureSpec.coerce(quadrature) if quadrature is not None
                            else QuadratureSpec(grid=grid or "auto", points=points))
@@ -124,7 +128,8 @@ class LatentScalingModel:
             floors.update(self.floors)
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
-                         logit_clip=self.logit_clip, covariates=self.covariates)
+                         logit_clip=self.logit_clip, covariates=self.covariates,
+                         hetero_precision=self.hetero_precision)
 
     def likelihood(self, data, **frame_options):
         """The marginal likelihood of this model on ``data`` (the fit's rule), a
@@ -172,7 +177,8 @@ class LatentScalingModel:
         return {
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
-            "covariates": self.covariates, "floors": self.floors, "quadrature": self.quadrature.to_dict(),
+            "covariates": self.covariates, "hetero_precision": self.hetero_precision, "floors": self.floors,
+            "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options,
         }

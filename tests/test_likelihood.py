@@ -57,6 +57,7 @@ class Reference:
         self.c = np.asarray(spec.floors)
         self.B, self.lam, self.b = params["B"], params["loadings"], params["intercepts"]
         self.phi = params["precision"]
+        self.gamma = params.get("precision_slope")  # heteroscedastic precision: log φ_ij = log φ_j + γ_jᵀ x_i
         self.L = params["corr"]
 
     def family_names(self):
@@ -71,7 +72,10 @@ class Reference:
             obs[r, j] = False
         eta0 = (self.X[rows] @ self.B) @ self.lam + self.b  # (m, J) at α = 0
         r_idx, j_idx = np.nonzero(obs)
-        return eta0[r_idx, j_idx], self.lam[:, j_idx], self.Y[rows][r_idx, j_idx], self.c[j_idx], self.phi[j_idx]
+        phi = self.phi[j_idx]
+        if self.gamma is not None:
+            phi = phi * np.exp(np.sum(self.X[rows][r_idx] * self.gamma.T[j_idx], axis=1))
+        return eta0[r_idx, j_idx], self.lam[:, j_idx], self.Y[rows][r_idx, j_idx], self.c[j_idx], phi
 
     def loglik(self, name, alpha, drop=()):
         """log p(y_f | α) for α of shape (S, K), with scipy's Beta density."""

@@ -80,7 +80,7 @@ def test_cli_select_json(sim, tmp_path):
     doc = json.loads(res.stdout)
     assert [r["k"] for r in doc["rows"]] == [1, 2]
     assert doc["best_aic"] == 2
-    assert out.read_text().startswith("k,log_likelihood,n_params,aic,bic")
+    assert out.read_text().startswith("k,variant,log_likelihood,n_params,aic,bic")
 
 
 @pytest.mark.parametrize("bad", ["0..2", "x", "1..9"])

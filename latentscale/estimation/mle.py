@@ -5,8 +5,11 @@
    approximation (one node per family: cheap), within the parameter blocks' box; with more than
    ``screen_families`` families, on an evenly spread subset of them (the best start is then taken
    to that subset's optimum, whose curvature, scaled to all families, starts the next stages).
-2. **Laplace.** From the best start, projected quasi-Newton steps on the Laplace objective to its
-   optimum (curvature from central differences of the exact gradient, then BFGS updates).
+2. **Laplace.** From each of the ``laplace_starts`` best screened starts (the best only with a
+   screening subset), projected quasi-Newton steps on the Laplace objective to its optimum
+   (curvature from central differences of the exact gradient, then BFGS updates); the best
+   optimum goes on (the Laplace surface can have several local optima: lvf-paper at K = 2 has two,
+   0.26 apart, whose quadrature optima differ by 0.17).
 3. **Quadrature.** The same on the fit's adaptive rule, whose optimum lies close, starting from
    the Laplace curvature at the Laplace optimum (skipped when the rule is the Laplace one).
 4. **Curvature.** The Hessian of ℓ and the per-family scores at the optimum (for the observed,
@@ -106,23 +109,39 @@ def _starts(design, spec, n_starts, seed, start_scale, start) -> list[np.ndarray
     return [np.clip(x, lo, hi) for x in start_points(design, spec, n_starts, seed, start_scale, start)]
 
 
-def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gtol, maxiter, say):
-    """Stage 1: the best screened start and the curvature that starts stage 2 (with many families:
-    the start taken to the subset's optimum, its curvature scaled to all families)."""
+def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gtol, maxiter, n_best, say):
+    """Stage 1: the ``n_best`` best screened starts, each with the curvature that starts stage 2
+    (with many families: the best start taken to the subset's optimum, its curvature scaled to
+    all families). Returns [(θ, H)], the screening results, iterations and the subset (or None)."""
     lay = layout(spec)
     lo, hi = lay.lower, lay.upper
     subset = screen_subset(design, screen_families)
     screen = laplace if subset is None else MarginalLikelihood(spec, subset, "laplace")
     on = "" if subset is None else f" (on {subset.n_families} of {design.n_families} families)"
     results = _screen(screen, starts, lay.bounds, screen_iter, gtol, say, on)
-    best = min(results, key=lambda r: r.fun)
+    ranked = sorted(results, key=lambda r: r.fun)
     iterations = int(sum(r.nit for r in results))
-    theta = best.x
     if subset is None:
-        return theta, laplace.hessian(theta, "fd"), results, iterations, None
+        return [(r.x, laplace.hessian(r.x, "fd")) for r in ranked[:n_best]], results, iterations, None
+    best = ranked[0]
     say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
-    theta, B_sub, n_sub = quasi_newton(screen, theta, screen.hessian(theta, "fd"), lo, hi, gtol, maxiter)
-    return theta, -(design.n_families / subset.n_families) * B_sub, results, iterations + n_sub, subset
+    theta, B_sub, n_sub = quasi_newton(screen, best.x, screen.hessian(best.x, "fd"), lo, hi, gtol, maxiter)
+    return [(theta, -(design.n_families / subset.n_families) * B_sub)], results, iterations + n_sub, subset
+
+
+def _laplace_stage(laplace, candidates, lo, hi, gtol, maxiter, say):
+    """Stage 2: quasi-Newton steps to the Laplace optimum from each candidate; the best one."""
+    best, steps = None, 0
+    for i, (theta, H_start) in enumerate(candidates):
+        theta, curv, n = quasi_newton(laplace, theta, H_start, lo, hi, gtol, maxiter, ftol=1e-6)
+        steps += n
+        value = laplace.loglike_and_score(theta)[0]
+        if len(candidates) > 1:
+            say(f"Laplace optimum from start {i + 1} of the {len(candidates)} best: {value:.3f} ({n} steps)")
+        if best is None or value > best[2]:
+            best = (theta, curv, value)
+    return best[0], best[1], best[2], steps
+
 
 @float64
 def fit_mle(
@@ -140,12 +159,15 @@ def fit_mle(
     progress: Progress | None = None,
     start: np.ndarray | None = None,
     start_scale: float = 0.3,
+    laplace_starts: int = 2,
 ) -> EstimatorOutcome:
     """Maximize the marginal log-likelihood by the stages of the module docstring.
 
     ``maxiter`` bounds the quasi-Newton steps of stages 2 and 3 each; ``gtol`` is the largest
     gradient entry accepted as converged in them. ``start`` (unconstrained θ) replaces the
     moment-based start; the other starts perturb it by normal steps of sd ``start_scale``.
+    ``laplace_starts``: how many of the best screened starts are taken to a Laplace optimum (the
+    best optimum goes on; the Laplace surface can have several).
     """
     if hessian not in HESSIAN_KINDS:
         raise InputError(f"hessian must be 'laplace', 'full' or None, got {hessian!r}")
@@ -159,20 +181,19 @@ def fit_mle(
     how = "exact" if design.n_families > screen_families else "fd"  # the AD Hessian pays off with many families
 
     # Stage 1: screening, on a subset when there are many families.
-    theta, H_start, results, iterations, subset = _start_stage(design, spec, laplace, starts, screen_families,
-                                                               screen_iter, gtol, maxiter, say)
+    candidates, results, iterations, subset = _start_stage(design, spec, laplace, starts, screen_families,
+                                                           screen_iter, gtol, maxiter, laplace_starts, say)
 
-    # Stage 2: the Laplace optimum.
+    # Stage 2: the Laplace optimum (the best of those reached from the best screened starts).
     say(f"Laplace: quasi-Newton steps{' on all families' if subset is not None else ''}")
-    theta, curv, n_lap = quasi_newton(laplace, theta, H_start, lo, hi, gtol, maxiter, ftol=1e-6)
+    theta, curv, ll_lap, n_lap = _laplace_stage(laplace, candidates, lo, hi, gtol, maxiter, say)
     iterations += n_lap
-    ll_lap = laplace.loglike_and_score(theta)[0]
 
     # Stage 3: the quadrature optimum.
     if full is not laplace:
         say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K)}")
-        if subset is None:
-            H_start = laplace.hessian(theta, "fd")
+        # the Laplace curvature at the Laplace optimum (with a screening subset: the subset's, scaled)
+        H_start = laplace.hessian(theta, "fd") if subset is None else candidates[0][1]
         theta, curv, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
     value, grad = full.loglike_and_score(theta)

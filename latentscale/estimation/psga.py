@@ -61,7 +61,7 @@ from latentscale.estimation.init import start_points
 from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.estimation.mle import EstimatorOutcome
 from latentscale.model.design import Design
-from latentscale.model.observation import beta_logpdf, eta_bound, fixed_eta
+from latentscale.model.observation import beta_logpdf, eta_bound, fixed_eta, obs_terms
 from latentscale.model.params import layout
 from latentscale.model.spec import ModelSpec
 
@@ -87,16 +87,13 @@ def mc_loglik(params: dict, z, valid, arrays: dict, floors, n_families: int, bou
     The (observations × draws) work runs in ``dtype``; the result is returned in float64.
     ``checkpoint`` recomputes each chunk in the backward pass (memory ∝ one chunk).
     """
-    lam = params["loadings"]
     L = params["corr"]
-    j = arrays["obs_bench"]
     fam = arrays["obs_family"]
-    lam_obs = lam.T[j]  # (n, K)
+    c_obs, log_phi_obs, lam_obs = obs_terms(params, arrays, floors)  # (n,), (n,), (n, K)
     base = fixed_eta(params, arrays)
-    log_phi_b = jnp.log(params["precision"])
-    const = jax.ops.segment_sum(jax.scipy.special.gammaln(params["precision"])[j], fam, num_segments=n_families)
-    c = floors[j][:, None].astype(dtype)
-    log_phi = log_phi_b[j][:, None].astype(dtype)
+    const = jax.ops.segment_sum(jax.scipy.special.gammaln(jnp.exp(log_phi_obs)), fam, num_segments=n_families)
+    c = c_obs[:, None].astype(dtype)
+    log_phi = log_phi_obs[:, None].astype(dtype)
     log_y = arrays["log_y"][:, None].astype(dtype)
     log1m_y = arrays["log1m_y"][:, None].astype(dtype)
     base_d = base[:, None].astype(dtype)

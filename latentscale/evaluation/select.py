@@ -1,7 +1,9 @@
-"""Choice of the number of latent skills K by AIC and BIC (SPEC §3).
+"""Choice of the number of latent skills K, and of the model variant, by AIC and BIC (SPEC §3).
 
-Every K in the range is fitted by the default estimator, in parallel (joblib processes, or a
-Dask cluster), and tabulated: log-likelihood, free parameters, AIC, BIC (n = families).
+Every K in the range, for every model variant asked for (:mod:`latentscale.model.variants`:
+``plain``, ``hetero``, ``size-tokens``, ...), is fitted by the default estimator, in parallel
+(joblib processes, or a Dask cluster), and tabulated one row each: log-likelihood, free parameters,
+AIC, BIC (n = families), convergence and time.
 
 Anchors for each K follow one documented rule: the first K entries of an anchor ranking,
 which is the benchmark columns in data order unless the user gives a ranking (``anchors``) or
@@ -22,7 +24,7 @@ from latentscale.errors import InputError
 from latentscale.data.dataset import ScoreData
 from latentscale.parallel import parallel_map
 
-TABLE_COLUMNS = ["k", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "anchors"]
+TABLE_COLUMNS = ["k", "variant", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "anchors"]
 
 
 def anchors_for(k: int, benchmarks: Sequence[str], anchors: Sequence[str] | Mapping[int, Sequence[str]] | None) -> list[str]:
@@ -45,35 +47,58 @@ def anchors_for(k: int, benchmarks: Sequence[str], anchors: Sequence[str] | Mapp
 
 @dataclass
 class SelectionResult:
-    """One row per K, with the minima of AIC and BIC marked; the fits themselves by K."""
+    """One row per (K, variant), with the minima of AIC and BIC marked; the fits by (K, variant)
+    (and by K alone when there is one variant)."""
 
     table: pd.DataFrame
-    fits: dict[int, Any] = field(default_factory=dict)
+    fits: dict = field(default_factory=dict)
+
+    def _best_row(self, column: str) -> pd.Series:
+        return self.table.loc[self.table[column].idxmin()]
 
     @property
     def best_aic(self) -> int:
-        return int(self.table.loc[self.table["aic"].idxmin(), "k"])
+        """K of the row with the lowest AIC."""
+        return int(self._best_row("aic")["k"])
 
     @property
     def best_bic(self) -> int:
-        return int(self.table.loc[self.table["bic"].idxmin(), "k"])
+        return int(self._best_row("bic")["k"])
+
+    @property
+    def best_aic_variant(self) -> str:
+        """Variant of the row with the lowest AIC."""
+        return str(self._best_row("aic")["variant"])
+
+    @property
+    def best_bic_variant(self) -> str:
+        return str(self._best_row("bic")["variant"])
+
+    def _marks(self) -> list[str]:
+        a, b = self.table["aic"].idxmin(), self.table["bic"].idxmin()
+        return [" ".join(m for m, ok in (("AIC", i == a), ("BIC", i == b)) if ok) for i in self.table.index]
 
     def to_records(self) -> list[dict]:
         rows = self.table[TABLE_COLUMNS].to_dict(orient="records")
-        for r in rows:
+        for r, mark in zip(rows, self._marks()):
             r["k"] = int(r["k"])
             r["n_params"] = int(r["n_params"])
             r["converged"] = bool(r["converged"])
-            r["best_aic"] = r["k"] == self.best_aic
-            r["best_bic"] = r["k"] == self.best_bic
+            r["best_aic"] = "AIC" in mark
+            r["best_bic"] = "BIC" in mark
         return rows
 
     def format(self) -> str:
         t = self.table.copy()
-        t["min"] = [" ".join(m for m, ok in (("AIC", k == self.best_aic), ("BIC", k == self.best_bic)) if ok)
-                    for k in t["k"]]
-        show = t[["k", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "min"]]
-        return show.to_string(index=False, float_format=lambda v: f"{v:.2f}")
+        t["min"] = self._marks()
+        t["converged"] = ["yes" if c else "NO" for c in t["converged"]]
+        cols = ["k", "variant", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "min"]
+        if t["variant"].nunique() == 1:
+            cols.remove("variant")
+        text = t[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+        if not self.table["converged"].all():
+            text += "\nNO in 'converged': that fit stopped before a stationary point; its criteria are not comparable"
+        return text
 
     def plot(self, path: str | Path | None = None):
         """AIC and BIC against K (minima marked): saved atomically to ``path`` (returned), or
@@ -84,13 +109,17 @@ class SelectionResult:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        for col, marker in (("aic", "o"), ("bic", "s")):
-            ax.plot(self.table["k"], self.table[col], marker=marker, label=col.upper())
-        ax.scatter([self.best_aic], [self.table["aic"].min()], s=120, facecolors="none", edgecolors="k", zorder=3)
-        ax.scatter([self.best_bic], [self.table["bic"].min()], s=120, facecolors="none", edgecolors="k", zorder=3)
+        several = self.table["variant"].nunique() > 1
+        for variant, rows in self.table.groupby("variant", sort=False):
+            for col, marker in (("aic", "o"), ("bic", "s")):
+                label = f"{col.upper()} {variant}" if several else col.upper()
+                ax.plot(rows["k"], rows[col], marker=marker, label=label)
+        for col in ("aic", "bic"):
+            best = self._best_row(col)
+            ax.scatter([best["k"]], [best[col]], s=120, facecolors="none", edgecolors="k", zorder=3)
         ax.set_xlabel("number of latent skills K")
         ax.set_ylabel("information criterion (lower is better)")
-        ax.set_xticks(list(self.table["k"]))
+        ax.set_xticks(sorted(set(self.table["k"])))
         ax.legend()
         fig.tight_layout()
         if path is not None:
@@ -102,48 +131,58 @@ class SelectionResult:
         return fig
 
 
-def _fit_one(data: ScoreData, k: int, anchors: list[str], options: dict) -> dict:
+def _fit_one(data: ScoreData, k: int, variant: str, anchors: list[str], options: dict) -> dict:
     from latentscale.fitting import LatentScalingModel
 
     t0 = time.perf_counter()
     fit = LatentScalingModel(k, anchors, **options).fit(data)
-    return {"k": k, "fit": fit, "seconds": time.perf_counter() - t0}
+    return {"k": k, "variant": variant, "fit": fit, "seconds": time.perf_counter() - t0}
 
 
 def select_k(
     data: ScoreData,
     ks: Sequence[int] = range(1, 9),
     *,
+    variants: Sequence[str] | None = None,
     anchors: Sequence[str] | Mapping[int, Sequence[str]] | None = None,
     n_jobs: int = 1,
     scheduler: str | Any | None = None,
     progress: Callable[[str], None] | None = None,
     **fit_options,
 ) -> SelectionResult:
-    """Fit every K in ``ks`` and tabulate log-likelihood, parameters, AIC and BIC.
+    """Fit every K in ``ks`` for every variant and tabulate log-likelihood, parameters, AIC and BIC.
 
-    ``fit_options`` go to :class:`~latentscale.fitting.LatentScalingModel` (method, clip,
-    floors, points, n_starts, seed, ...). ``n_jobs``/``scheduler``: see
-    :func:`latentscale.parallel.parallel_map`.
+    ``variants``: names (:func:`~latentscale.model.variants.parse_variant`; default: the one model
+    ``fit_options`` describe). ``fit_options`` go to :class:`~latentscale.fitting.LatentScalingModel`
+    (method, clip, floors, points, n_starts, seed, ...); a variant's options override them.
+    ``n_jobs``/``scheduler``: see :func:`latentscale.parallel.parallel_map`.
     """
+    from latentscale.model.variants import parse_variant, variant_name
+
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise InputError(f"K must be at least 1; got {ks}")
     if ks[-1] > len(data.benchmarks):
         raise InputError(f"K = {ks[-1]} exceeds the number of benchmarks ({len(data.benchmarks)})")
-    tasks = [(data, k, anchors_for(k, data.benchmarks, anchors), dict(fit_options)) for k in ks]
+    names = [variant_name(fit_options)] if not variants else list(dict.fromkeys(variants))
+    models = {v: {**fit_options, **parse_variant(v)} for v in names} if variants else {names[0]: dict(fit_options)}
+    tasks = [(data, k, v, anchors_for(k, data.benchmarks, anchors), models[v]) for v in names for k in ks]
 
     def arrived(i, res):
         if progress is not None:
             f = res["fit"]
-            progress(f"K = {res['k']}: log-likelihood {f.llf:.2f}, AIC {f.aic:.2f}, BIC {f.bic:.2f} "
-                     f"({res['seconds']:.0f} s)")
+            label = f"K = {res['k']}" + (f", {res['variant']}" if len(names) > 1 else "")
+            progress(f"{label}: log-likelihood {f.llf:.2f}, AIC {f.aic:.2f}, BIC {f.bic:.2f} "
+                     f"({res['seconds']:.0f} s{'' if f.converged else ', NOT converged'})")
 
     results = parallel_map(_fit_one, tasks, n_jobs=n_jobs, scheduler=scheduler, on_result=arrived)
     rows = [{
-        "k": r["k"], "log_likelihood": r["fit"].llf, "n_params": r["fit"].n_params, "aic": r["fit"].aic,
-        "bic": r["fit"].bic, "converged": r["fit"].converged, "seconds": r["seconds"],
+        "k": r["k"], "variant": r["variant"], "log_likelihood": r["fit"].llf, "n_params": r["fit"].n_params,
+        "aic": r["fit"].aic, "bic": r["fit"].bic, "converged": r["fit"].converged, "seconds": r["seconds"],
         "anchors": ",".join(r["fit"].spec.anchors),
     } for r in results]
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    return SelectionResult(table=table, fits={r["k"]: r["fit"] for r in results})
+    fits = {(r["k"], r["variant"]): r["fit"] for r in results}
+    if len(names) == 1:
+        fits.update({r["k"]: r["fit"] for r in results})
+    return SelectionResult(table=table, fits=fits)

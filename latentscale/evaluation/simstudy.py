@@ -39,7 +39,7 @@ import pandas as pd
 from latentscale.errors import InputError
 from latentscale.parallel import parallel_map
 
-BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr")
+BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope")
 #: The fits' clip when the simulated scores are not clipped: it moves only scores that a Beta
 #: draw rounded to exactly 0 or 1.
 GUARD_CLIP = (1e-12, 1.0 - 1e-12)
@@ -60,11 +60,19 @@ class StudyConfig:
     clip: tuple[float, float] | None = None
     logit_clip: float | None = None
     fit_options: dict = field(default_factory=dict)
+    variant: str = "plain"
+    compare_variants: tuple[str, ...] = ()
 
-    def fit_kwargs(self) -> dict:
-        """Options of every fit: the study's clip (see the module docstring) and logit clamp, then
-        ``fit_options``."""
-        return {"clip": GUARD_CLIP if self.clip is None else tuple(self.clip), "logit_clip": self.logit_clip,
+    def model_options(self, variant: str | None = None) -> dict:
+        """The model options of the true variant (or of ``variant``), with the study's logit clamp."""
+        from latentscale.model.variants import parse_variant
+
+        return {"logit_clip": self.logit_clip, **parse_variant(self.variant if variant is None else variant)}
+
+    def fit_kwargs(self, variant: str | None = None) -> dict:
+        """Options of every fit: the study's clip (see the module docstring), the variant's model
+        options (the true one unless ``variant``), then ``fit_options``."""
+        return {"clip": GUARD_CLIP if self.clip is None else tuple(self.clip), **self.model_options(variant),
                 **self.fit_options}
 
 
@@ -82,12 +90,16 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     from latentscale.model.params import pack
     from latentscale.model.simulate import random_params, simulate
 
+    from latentscale.model.variants import extra_blocks
+
     t0 = time.perf_counter()
-    true = random_params(config.k, config.n_benchmarks, seed=config.param_seed)
+    options = config.model_options()
+    true = random_params(config.k, config.n_benchmarks, seed=config.param_seed, extra_blocks=extra_blocks(options))
     design_seed = config.design_seed if config.fixed_design else 10_000 + rep
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
                                 family_sizes=config.family_sizes, missing=config.missing, seed=1 + rep,
-                                design_seed=design_seed, clip=config.clip, logit_clip=config.logit_clip)
+                                design_seed=design_seed, clip=config.clip, logit_clip=options["logit_clip"],
+                                hetero_precision=bool(options.get("hetero_precision", False)))
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)
     table = fit.params_table("observed", config.level)
     truth = _truth_table(pack(true, spec), fit).reindex(table.index)
@@ -105,10 +117,17 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
             other = LatentScalingModel(k, **config.fit_kwargs()).fit(data)
             criteria[k] = (other.aic, other.bic, other.converged)
             log_lik[k] = other.log_likelihood
+    by_variant = {config.variant: (fit.aic, fit.bic, fit.converged)}
+    for v in config.compare_variants:
+        if v != config.variant:
+            other = LatentScalingModel(config.k, **config.fit_kwargs(v)).fit(data)
+            by_variant[v] = (other.aic, other.bic, other.converged)
     return {
         "replication": rep,
         "params": params,
         "converged": fit.converged,
+        "aic_variant": min(by_variant, key=lambda v: by_variant[v][0]) if config.compare_variants else None,
+        "bic_variant": min(by_variant, key=lambda v: by_variant[v][1]) if config.compare_variants else None,
         "hessian_pd": bool(fit.diagnostics.get("hessian_pd")),
         "aic_k": min(criteria, key=lambda k: criteria[k][0]) if config.compare_k else None,
         "bic_k": min(criteria, key=lambda k: criteria[k][1]) if config.compare_k else None,
@@ -151,20 +170,29 @@ class StudyResult:
         return r.loc[r["converged"] & r["hessian_pd"], "replication"].tolist()
 
     def selection_rates(self) -> dict | None:
-        """Share of replications in which AIC (BIC) picks each K, or None without ``compare_k``."""
-        if not self.config.compare_k:
+        """Share of replications in which AIC (BIC) picks each K (with ``compare_k``) and each
+        variant (with ``compare_variants``), or None without either."""
+        c, r = self.config, self.replications
+        if not c.compare_k and not c.compare_variants:
             return None
-        r = self.replications
-        return {"aic": r["aic_k"].value_counts(normalize=True).sort_index().to_dict(),
-                "bic": r["bic_k"].value_counts(normalize=True).sort_index().to_dict(),
-                "aic_true_k": float((r["aic_k"] == self.config.k).mean()),
-                "bic_true_k": float((r["bic_k"] == self.config.k).mean())}
+        out = {}
+        if c.compare_k:
+            out.update({"aic": r["aic_k"].value_counts(normalize=True).sort_index().to_dict(),
+                        "bic": r["bic_k"].value_counts(normalize=True).sort_index().to_dict(),
+                        "aic_true_k": float((r["aic_k"] == c.k).mean()),
+                        "bic_true_k": float((r["bic_k"] == c.k).mean())})
+        if c.compare_variants:
+            out.update({"aic_variants": r["aic_variant"].value_counts(normalize=True).to_dict(),
+                        "bic_variants": r["bic_variant"].value_counts(normalize=True).to_dict(),
+                        "aic_true_variant": float((r["aic_variant"] == c.variant).mean()),
+                        "bic_true_variant": float((r["bic_variant"] == c.variant).mean())})
+        return out
 
     def summary(self) -> str:
         c = self.config
         r = self.replications
         lines = [
-            f"simulation study: K = {c.k}, J = {c.n_benchmarks}, {c.n_families} families "
+            f"simulation study: K = {c.k}, variant {c.variant}, J = {c.n_benchmarks}, {c.n_families} families "
             f"(sizes {c.family_sizes}, missing {c.missing}, "
             f"{'scores unclipped' if c.clip is None else f'scores clipped to {list(c.clip)}'}), {len(r)} replications "
             f"({'fixed' if c.fixed_design else 'redrawn'} design); converged with a negative definite "
@@ -174,9 +202,13 @@ class StudyResult:
             self.by_block().to_string(float_format=lambda v: f"{v:.4f}"),
         ]
         rates = self.selection_rates()
-        if rates is not None:
+        if rates is not None and c.compare_k:
             lines += ["", f"AIC picks the true K = {c.k} in {100 * rates['aic_true_k']:.1f} % of replications "
                           f"(BIC {100 * rates['bic_true_k']:.1f} %); AIC choices {rates['aic']}, BIC {rates['bic']}"]
+        if rates is not None and c.compare_variants:
+            lines += ["", f"AIC picks the true variant {c.variant} in {100 * rates['aic_true_variant']:.1f} % of "
+                          f"replications (BIC {100 * rates['bic_true_variant']:.1f} %); AIC choices "
+                          f"{rates['aic_variants']}, BIC {rates['bic_variants']}"]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -235,6 +267,8 @@ def simulation_study(
     for k in config.compare_k:
         if not 1 <= k <= config.n_benchmarks:
             raise InputError(f"compare_k: K = {k} is not between 1 and n_benchmarks = {config.n_benchmarks}")
+    for v in (config.variant, *config.compare_variants):
+        config.model_options(v)  # an unknown variant term is an error before any replication
     t0 = time.perf_counter()
     done = [0]
 

@@ -197,9 +197,22 @@ def fixed_eta(params, arrays):
 
 
 def obs_terms(params, arrays, floors):
-    """Per-observation floor, log precision and loading vector, each gathered by benchmark."""
+    """Per-observation floor, log precision and loading vector, each gathered by benchmark (the
+    log precision also by model when the precision depends on the covariates)."""
     j = arrays["obs_bench"]
-    return floors[j], jnp.log(params["precision"])[j], params["loadings"].T[j]
+    log_phi = jnp.log(params["precision"])[j]
+    if "precision_slope" in params:  # log φ_ij = log φ_j + γ_jᵀ x_i
+        log_phi = log_phi + jnp.sum(arrays["X"][arrays["obs_model"]] * params["precision_slope"].T[j], axis=1)
+    return floors[j], log_phi, params["loadings"].T[j]
+
+
+def precisions(params, X):
+    """φ_ij of models with standardized covariates X (n, p): (n, J), numpy or JAX."""
+    xp = np if isinstance(X, np.ndarray) and isinstance(params["precision"], np.ndarray) else jnp
+    phi = xp.broadcast_to(params["precision"], (X.shape[0], params["precision"].shape[0]))
+    if "precision_slope" in params:
+        phi = phi * xp.exp(X @ params["precision_slope"])
+    return phi
 
 
 def log_prior(alpha, corr_chol):

@@ -344,6 +344,8 @@ for _block in (
                "Beta precisions φ (coordinates log φ)"),
     ParamBlock("corr", "corr", ("skill", "skill"), UnitRowCholesky(), (-20.0, 20.0), None,
                "Cholesky factor of the skill correlations Σ (coordinates: free entries of M)"),
+    ParamBlock("precision_slope", "precision_slope", ("covariate", "benchmark"), IDENTITY, (-5.0, 5.0), None,
+               "effects γ of the standardized covariates on log φ (heteroscedastic precision)"),
 ):
     register_block(_block)
 
@@ -351,8 +353,9 @@ CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
 
 
 def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The blocks the spec's options call for."""
-    return CORE_BLOCKS
+    """The blocks the spec's options call for: the core ones, and ``precision_slope`` with
+    ``hetero_precision``."""
+    return CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
 
 
 # ---- the layout -----------------------------------------------------------------------------

@@ -39,7 +39,8 @@ import pandas as pd
 
 from latentscale.errors import InputError
 from latentscale.model.covariates import CovariateScaler
-from latentscale.model.params import pack, unpack
+from latentscale.model.observation import precisions
+from latentscale.model.params import CORE_BLOCKS, layout, pack, unpack
 from latentscale.model.spec import DEFAULT_CLIP, ModelSpec
 
 #: Family-size distribution of the real data (lvf v1 ∪ v2: 170 families, 286 models).
@@ -60,13 +61,26 @@ def default_floors(n_benchmarks: int) -> np.ndarray:
     return np.where(np.arange(n_benchmarks) % 2 == 0, 0.0, 0.25)
 
 
-def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3) -> dict:
+def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_blocks: tuple[str, ...] = ()) -> dict:
     """Plausible true parameters (constrained form, anchors = the first ``k`` benchmarks).
 
     Anchor loadings ~ U(0.5, 1.5) on their own skill, other loadings ~ N(0, 0.5²),
     intercepts ~ N(0, 1), precisions log-uniform on [20, 200], B ~ N(0.5, 0.3²) entrywise,
-    and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6).
+    and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
+    (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
+    γ ~ N(0, 0.3²) entrywise.
     """
+    core = _core_params(k, n_benchmarks, seed, p)
+    rng = np.random.default_rng([int(seed), 2])
+    for name in extra_blocks:
+        if name == "precision_slope":
+            core[name] = rng.normal(0.0, 0.3, size=(p, int(n_benchmarks)))
+        else:
+            raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
+    return core
+
+
+def _core_params(k: int, n_benchmarks: int, seed: int, p: int) -> dict:
     K, J = int(k), int(n_benchmarks)
     if not 1 <= K <= J:
         raise InputError(f"need 1 <= k <= n_benchmarks, got k={K}, n_benchmarks={J}")
@@ -167,12 +181,13 @@ def _missing_mask(missing, fam_of_model: np.ndarray, n_families: int, J: int, rn
 
 
 def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: float | None,
-                rng: np.random.Generator) -> np.ndarray:
-    """Scores y ~ Beta(φμ, φ(1 − μ)) for skills θ (n, K): the model's observation step."""
+                rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
+    """Scores y ~ Beta(φμ, φ(1 − μ)) for skills θ (n, K) of models with covariates X (n, p): the
+    model's observation step."""
     eta = skills @ params["loadings"] + params["intercepts"]
     if logit_clip is not None:
         eta = np.clip(eta, -logit_clip, logit_clip)
-    phi = params["precision"]
+    phi = precisions(params, X)
     s = 1.0 / (1.0 + np.exp(-eta))
     a = np.maximum(phi * (c + (1.0 - c) * s), 1e-300)
     b = np.maximum(phi * (1.0 - c) * (1.0 / (1.0 + np.exp(eta))), 1e-300)
@@ -195,7 +210,7 @@ def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
     else:
         a = alpha.reindex(names).to_numpy(float)
     X = fit.scaler.transform(frame["size"], frame["tokens"])
-    y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng)
+    y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng, X)
     if spec.clip is not None:
         y = np.clip(y, *spec.clip)
     out = frame.copy()
@@ -217,6 +232,7 @@ def simulate(
     clip: tuple[float, float] | None = None,
     design_seed: int | None = None,
     logit_clip: float | None = None,
+    hetero_precision: bool = False,
 ):
     """Draw a score table from the model.
 
@@ -238,6 +254,8 @@ def simulate(
         every replication has the same shape (compiled once) and the same covariates.
     logit_clip : draw from the model with the linear predictor clamped to ±logit_clip (the
         reference code's variant; the returned spec carries it).
+    hetero_precision : draw from the model whose precision depends on the covariates
+        (``params`` then needs ``precision_slope``; the returned spec carries the option).
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -254,18 +272,22 @@ def simulate(
         raise InputError(f"n_families must be at least 1, got {F}")
     design_rng = np.random.default_rng(seed if design_seed is None else design_seed)
     rng = np.random.default_rng([int(seed), 1])  # responses: independent of the design stream
+    benchmarks = tuple(f"b{j + 1}" for j in range(J))
+    c = _resolve_floors(floors, J)
+    spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
+                     clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
+                     hetero_precision=hetero_precision)
+    names = layout(spec).slices
     if params is None:
-        params = random_params(K, J, seed=seed)
-    params = {name: np.asarray(params[name], dtype=float)
-              for name in ("B", "loadings", "intercepts", "precision", "corr")}
+        params = random_params(K, J, seed=seed, extra_blocks=tuple(n for n in names if n not in CORE_BLOCKS))
+    lacking = [name for name in names if name not in params]
+    if lacking:
+        raise InputError(f"params lack the block(s) {lacking} of this model")
+    params = {name: np.asarray(params[name], dtype=float) for name in names}
     if params["loadings"].shape != (K, J) or params["B"].shape != (3, K):
         raise InputError(
             f"params do not match k={K}, n_benchmarks={J}: loadings {params['loadings'].shape}, B {params['B'].shape}"
         )
-    benchmarks = tuple(f"b{j + 1}" for j in range(J))
-    c = _resolve_floors(floors, J)
-    spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
-                     clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip)
     # The anchor structure is imposed by the parametrization: round-trip through it.
     params = {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
 
@@ -274,7 +296,7 @@ def simulate(
 
     # Latent skills and scores.
     alpha = rng.standard_normal((F, K)) @ params["corr"].T
-    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng)
+    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng, X)
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
     y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan

@@ -26,6 +26,8 @@ class ModelSpec:
         clamped to [−L, L] before the sigmoid, as the reference code that produced the paper's
         figures does (L = 4.5); below −L the mean score is pinned at c + (1 − c)·sigmoid(−L).
     covariates : the covariate set (:data:`~latentscale.model.covariates.COVARIATE_SETS`).
+    hetero_precision : the precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i (the
+        authors' later code); default False (φ_j per benchmark).
     blocks : names of the parameter blocks (default: those the options above call for); a block
         must be registered in :data:`latentscale.model.params.BLOCKS`.
     """
@@ -36,6 +38,7 @@ class ModelSpec:
     clip: tuple[float, float] | None = DEFAULT_CLIP
     logit_clip: float | None = None
     covariates: str = "paper"
+    hetero_precision: bool = False
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -61,6 +64,7 @@ class ModelSpec:
             if not self.logit_clip > 0:
                 raise InputError(f"logit_clip must be a positive number (the reference code uses 4.5), got {self.logit_clip}")
         check_covariate_set(self.covariates)
+        object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
@@ -113,7 +117,8 @@ class ModelSpec:
             names = tuple(f"b{j + 1}" for j in range(self.J))
             canon = ModelSpec(benchmarks=names, anchors=tuple(names[j] for j in self.anchor_index),
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
-                              covariates=self.covariates, blocks=self.block_names)
+                              covariates=self.covariates, hetero_precision=self.hetero_precision,
+                              blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -126,7 +131,11 @@ class ModelSpec:
                  "scores clipped to [" + ", ".join(f"{c:g}" for c in self.clip) + "]" if self.clip else "no clip of scores"]
         parts.append(f"logit clamped to ±{self.logit_clip:g} (the reference code's)" if self.logit_clip
                      else "no logit clamp")
-        extra = [b for b in self.block_names if b not in ("B", "loadings", "intercepts", "precision", "corr")]
+        if self.hetero_precision:
+            parts.append("precision depends on the covariates (log φ_ij = log φ_j + γ_jᵀ x_i)")
+        from latentscale.model.params import default_block_names
+
+        extra = [b for b in self.block_names if b not in default_block_names(self)]
         if extra:
             parts.append("extra blocks: " + ", ".join(extra))
         return "; ".join(parts)
@@ -139,6 +148,7 @@ class ModelSpec:
             "clip": None if self.clip is None else list(self.clip),
             "logit_clip": self.logit_clip,
             "covariates": self.covariates,
+            "hetero_precision": self.hetero_precision,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -151,5 +161,6 @@ class ModelSpec:
             clip=None if d.get("clip") is None else tuple(d["clip"]),
             logit_clip=d.get("logit_clip"),
             covariates=d.get("covariates", "paper"),
+            hetero_precision=bool(d.get("hetero_precision", False)),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

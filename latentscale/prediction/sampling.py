@@ -25,7 +25,7 @@ from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
 from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
-from latentscale.model.observation import eta_bound, family_loglik_at, log_prior, mean_score, t_logpdf_std
+from latentscale.model.observation import eta_bound, family_loglik_at, log_prior, mean_score, precisions, t_logpdf_std
 from latentscale.model.params import layout
 from latentscale.model.spec import ModelSpec
 
@@ -161,13 +161,13 @@ def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> n
 
 @partial(jax.jit, static_argnames=("spec",))
 def _expected_scores(thetas, alpha, X, floors, spec):
-    """μ (S, M, N, J) for N new models with skills α (S, M, N, K) and covariates X (N, p), and φ (S, J)."""
+    """μ (S, M, N, J) for N new models with skills α (S, M, N, K) and covariates X (N, p), and φ (S, N, J)."""
     bound = eta_bound(spec.logit_clip)
 
     def one(theta, a):
         p = layout(spec).unpack(theta)
         skills = (X @ p["B"])[None] + a  # (M, N, K)
-        return mean_score(skills @ p["loadings"] + p["intercepts"], floors, bound), p["precision"]
+        return mean_score(skills @ p["loadings"] + p["intercepts"], floors, bound), precisions(p, X)
 
     return jax.vmap(one)(thetas, alpha)
 
@@ -181,7 +181,7 @@ def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: Mode
     mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
                                spec.structure)
     mu = np.asarray(mu)
-    phi = np.asarray(phi)[:, None, None, :]
+    phi = np.asarray(phi)[:, None, :, :]
     a = np.maximum(phi * mu, 1e-12)
     b = np.maximum(phi * (1.0 - mu), 1e-12)
     y = rng.beta(a, b, size=(n_rep,) + mu.shape)

@@ -105,11 +105,15 @@ def _selection_section(fit, sel_table, figs) -> str:
                 "<code>--selection table.csv</code> to show AIC and BIC against K.</p>")
     from latentscale.evaluation.select import SelectionResult
 
-    figs["aic_bic"] = _png(SelectionResult(table=sel_table).plot())
-    show_cols = [c for c in ("k", "log_likelihood", "n_params", "aic", "bic", "converged") if c in sel_table]
-    best_aic = int(sel_table.loc[sel_table["aic"].idxmin(), "k"])
-    best_bic = int(sel_table.loc[sel_table["bic"].idxmin(), "k"])
-    return (f"<p>AIC is lowest at K = {best_aic}, BIC (n = families) at K = {best_bic}; this fit has "
+    if "variant" not in sel_table:  # a table saved before variants were compared
+        sel_table = sel_table.assign(variant="plain")
+    sel = SelectionResult(table=sel_table)
+    figs["aic_bic"] = _png(sel.plot())
+    show_cols = [c for c in ("k", "variant", "log_likelihood", "n_params", "aic", "bic", "converged") if c in sel_table]
+    several = sel_table["variant"].nunique() > 1
+    where = {c: f"K = {k} ({v})" if several else f"K = {k}"
+             for c, k, v in (("aic", sel.best_aic, sel.best_aic_variant), ("bic", sel.best_bic, sel.best_bic_variant))}
+    return (f"<p>AIC is lowest at {where['aic']}, BIC (n = families) at {where['bic']}; this fit has "
             f"K = {fit.spec.K}.</p>" + _img("aic_bic", figs, "AIC and BIC against the number of skills K")
             + _table_html(sel_table[show_cols], floats="{:.2f}"))
 

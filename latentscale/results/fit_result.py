@@ -150,6 +150,7 @@ class FitResult:
 
     @property
     def precisions(self) -> pd.Series:
+        """φ_j by benchmark (with ``hetero_precision``: at the sample mean of the covariates)."""
         return pd.Series(self.constrained["precision"], index=list(self.spec.benchmarks), name="precision")
 
     @property
@@ -378,8 +379,26 @@ class FitResult:
         bench = self.benchmark_table()
         tables.append(SummaryTable("Benchmarks (floor, intercept, precision, loadings)", bench,
                                    bench.round(3).to_string()))
+        tables += self._extra_block_tables(table)
         tables.append(SummaryTable("Skill correlations", self.skill_corr, self.skill_corr.round(3).to_string()))
         return Summary(title=f"latentscale fit: {self.data_name}", facts=facts, tables=tables, notes=notes)
+
+    def _extra_block_tables(self, table: pd.DataFrame | None) -> list[SummaryTable]:
+        """A table per parameter block beyond the core ones (with standard errors when available)."""
+        from latentscale.model.params import CORE_BLOCKS
+
+        out = []
+        for b in self.layout.blocks:
+            if b.name in CORE_BLOCKS:
+                continue
+            title = f"{b.doc[:1].upper() + b.doc[1:] if b.doc else b.name} ({b.label})"
+            if table is None:
+                values = self.params[[n.startswith(b.label + "[") for n in self.params.index]]
+                out.append(SummaryTable(title + "; no standard errors", values.to_frame(), values.round(3).to_string()))
+            else:
+                sub = coefficient_block(table, b.label)
+                out.append(SummaryTable(title, sub, format_table(sub)))
+        return out
 
     def __str__(self) -> str:
         return self.summary().as_text()

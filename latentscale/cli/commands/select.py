@@ -10,39 +10,49 @@ import typer
 from latentscale.cli import output
 from latentscale.cli.commands.fit import ClipOpt, GridOpt, MethodOpt, NoClipOpt, PointsOpt, StartsOpt, short_note
 from latentscale.cli.common import (
-    BadInput, BenchOpt, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, Method, ModelCol, PaperOpt,
-    QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs, file_columns, load_data,
-    paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
+    BadInput, BenchOpt, CovariatesOpt, DataArg, FamilyCol, FloorOpt, GroupCol, HeteroOpt, JsonOpt, LogitClipOpt,
+    Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs,
+    file_columns, load_data, paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
 )
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")]
 SchedulerOpt = Annotated[Optional[str], typer.Option(
     "--scheduler", metavar="ADDRESS", help="Run on this Dask scheduler (tcp://host:8786) instead.", show_default=False)]
+KRangeOpt = Annotated[str, typer.Option("--k", metavar="A..B", help="The K to compare: a range 1..8 or a list 2,4,6.")]
+RankingOpt = Annotated[Optional[str], typer.Option(
+    "--anchors", metavar="A,B,...",
+    help="Anchor ranking: the model with K skills anchors on its first K entries. Default: the benchmark columns "
+         "in data order (with --paper: the reference code's order).", show_default=False)]
+VariantsOpt = Annotated[Optional[str], typer.Option(
+    "--variants", metavar="V,V,...",
+    help="Model variants to compare at every K, e.g. plain,hetero,size-tokens,hetero+flops (terms: plain, hetero, "
+         "clamp, paper, size-tokens, flops, joined by +). Default: the one model the other options describe.",
+    show_default=False)]
+TableOpt = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)]
+PlotOpt = Annotated[Optional[Path], typer.Option(
+    "--plot", metavar="FIG.png", help="Save a plot of AIC and BIC against K (png, pdf or svg).", show_default=False)]
 
 
 def select(
     data: DataArg,
-    k_range: Annotated[str, typer.Option("--k", metavar="A..B", help="The K to compare: a range 1..8 or a list 2,4,6.")
-                       ] = "1..8",
-    anchors: Annotated[Optional[str], typer.Option(
-        "--anchors", metavar="A,B,...",
-        help="Anchor ranking: the model with K skills anchors on its first K entries. Default: the benchmark columns "
-             "in data order (with --paper: the reference code's order).", show_default=False)] = None,
+    k_range: KRangeOpt = "1..8",
+    variants: VariantsOpt = None,
+    anchors: RankingOpt = None,
     method: MethodOpt = Method.aghq,
     clip: ClipOpt = None,
     no_clip: NoClipOpt = False,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
+    hetero_precision: HeteroOpt = False,
+    covariates: CovariatesOpt = None,
     points: PointsOpt = None,
     grid: GridOpt = None,
     starts: StartsOpt = 3,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
-    output_path: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)] = None,
-    plot_path: Annotated[Optional[Path], typer.Option(
-        "--plot", metavar="FIG.png", help="Save a plot of AIC and BIC against K (png, pdf or svg).",
-        show_default=False)] = None,
+    output_path: TableOpt = None,
+    plot_path: PlotOpt = None,
     floor: FloorOpt = None,
     benchmarks: BenchOpt = None,
     model_col: ModelCol = None,
@@ -54,9 +64,10 @@ def select(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Choose the number of latent skills: fit every K, tabulate log-likelihood, AIC and BIC.
+    """Choose the number of latent skills (and the model variant): fit every K, tabulate log-likelihood, AIC and BIC.
 
-    Example: latentscale select lvf-paper --k 1..8 --plot aic.png
+    Examples: latentscale select lvf-paper --k 1..8 --plot aic.png;
+    latentscale select sloth --k 1..4 --variants plain,hetero
     """
     from latentscale.evaluation.select import select_k
     from latentscale.fitting import PAPER_ANCHORS
@@ -75,14 +86,22 @@ def select(
             if max(ks) > len(scores.benchmarks):
                 raise BadInput(f"--k {k_range}: K = {max(ks)} exceeds the {len(scores.benchmarks)} benchmarks")
             model = build_model(max(ks), None, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,
-                                paper=paper, points=points, grid=grid, starts=starts)
+                                paper=paper, points=points, grid=grid, starts=starts,
+                                hetero_precision=hetero_precision, covariates=covariates)
+            variant_list = parse_list(variants, "--variants")
+            if variant_list:
+                from latentscale.model.variants import parse_variant
+
+                for v in variant_list:
+                    parse_variant(v)  # an unknown term is the user's mistake, before any fit
             options = {key: v for key, v in model.get_params().items() if key not in ("k", "anchors")}
             for note in output.merge_warnings(scores.warnings, caught.messages()):
                 progress.warn(short_note(note, data))
             where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
-            progress(f"fitting K = {', '.join(map(str, ks))} on {where}")
-            result = select_k(scores, ks, anchors=ranking, n_jobs=jobs, scheduler=scheduler, progress=progress,
-                              **options)
+            progress(f"fitting K = {', '.join(map(str, ks))}"
+                     + (f" for variants {', '.join(variant_list)}" if variant_list else "") + f" on {where}")
+            result = select_k(scores, ks, variants=variant_list, anchors=ranking, n_jobs=jobs, scheduler=scheduler,
+                              progress=progress, **options)
             if output_path is not None:
                 atomic_write_text(output_path, result.table.to_csv(index=False))
                 progress(f"saved the table to {output_path}")
@@ -91,6 +110,7 @@ def select(
                 progress(f"saved the plot to {plot_path}")
     if as_json:
         output.print_json({"data": scores.name, "rows": result.to_records(),
-                           "best_aic": result.best_aic, "best_bic": result.best_bic})
+                           "best_aic": result.best_aic, "best_bic": result.best_bic,
+                           "best_aic_variant": result.best_aic_variant, "best_bic_variant": result.best_bic_variant})
     else:
         typer.echo(result.format())

@@ -10,8 +10,8 @@ import typer
 from latentscale.cli import output
 from latentscale.cli.commands.select import JobsOpt, SchedulerOpt
 from latentscale.cli.common import (
-    BadInput, JsonOpt, LogitClipOpt, QuietOpt, VerboseOpt, check_outputs, parse_clip, parse_ks, reporting,
-    talk_enabled,
+    BadInput, JsonOpt, LogitClipOpt, QuietOpt, VerboseOpt, check_outputs, parse_clip, parse_ks, parse_list,
+    reporting, talk_enabled,
 )
 
 
@@ -36,6 +36,12 @@ def simulate(
         "analysis's 0.001,0.999). Default: scores as drawn, a correctly specified likelihood.",
         show_default=False)] = None,
     logit_clip: LogitClipOpt = None,
+    variant: Annotated[str, typer.Option(
+        "--variant", help="The model the data are drawn from and fitted by: plain, hetero, size-tokens, flops, "
+                          "hetero+flops, ...")] = "plain",
+    compare_variants: Annotated[Optional[str], typer.Option(
+        "--compare-variants", metavar="V,V,...", help="Also fit these variants (at the true K) and report how often "
+                                                     "AIC / BIC pick the true one.", show_default=False)] = None,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
     output_path: Annotated[Optional[Path], typer.Option(
@@ -75,9 +81,11 @@ def simulate(
             config = StudyConfig(k=k, n_benchmarks=n_benchmarks, n_families=families, family_sizes=sizes,
                                  missing=miss, level=level, compare_k=others, param_seed=seed, design_seed=seed,
                                  fixed_design=not redraw_design,
-                                 clip=None if clip is None else parse_clip(clip, False), logit_clip=logit_clip)
+                                 clip=None if clip is None else parse_clip(clip, False), logit_clip=logit_clip,
+                                 variant=variant, compare_variants=tuple(parse_list(compare_variants,
+                                                                                    "--compare-variants") or ()))
             where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
-            progress(f"{reps} replications of K = {k}, J = {n_benchmarks}, {families} families on {where}")
+            progress(f"{reps} replications of K = {k} ({variant}), J = {n_benchmarks}, {families} families on {where}")
             result = simulation_study(config, reps, n_jobs=jobs, scheduler=scheduler, progress=progress)
             if output_path is not None:
                 atomic_write_text(output_path, result.by_parameter().to_csv())

@@ -1,0 +1,69 @@
+"""Named model variants: combinations of the model options, for comparing models by name.
+
+A variant is a ``+``-joined list of terms, each setting model options of
+:class:`~latentscale.LatentScalingModel`:
+
+- ``plain``: the model of the paper's text (no option changed);
+- ``hetero``: heteroscedastic precision, log φ_ij = log φ_j + γ_jᵀ x_i (``hetero_precision=True``);
+- ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
+- ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``).
+
+``hetero+size-tokens`` is heteroscedastic precision with the covariates (log N, log D). Terms that set
+the same option twice are an error. :func:`variant_name` gives the canonical name of a set of options.
+"""
+
+from __future__ import annotations
+
+from latentscale.errors import InputError
+from latentscale.model.covariates import COVARIATE_SETS
+
+#: Each term and the model options it sets.
+TERMS: dict[str, dict] = {
+    "plain": {},
+    "hetero": {"hetero_precision": True},
+    "clamp": {"logit_clip": 4.5},
+    **{name: {"covariates": name} for name in COVARIATE_SETS},
+}
+
+#: The options a variant can set, with their values in the plain model.
+DEFAULTS: dict = {"hetero_precision": False, "logit_clip": None, "covariates": "paper"}
+
+
+def parse_variant(name: str) -> dict:
+    """The model options of a variant name (module docstring)."""
+    terms = [t.strip() for t in str(name).split("+")]
+    options: dict = {}
+    for t in terms:
+        if t not in TERMS:
+            raise InputError(f"unknown variant term {t!r} in {name!r}; terms: {', '.join(TERMS)} (join them with +)")
+        for key, value in TERMS[t].items():
+            if key in options and options[key] != value:
+                raise InputError(f"variant {name!r} sets {key} twice")
+            options[key] = value
+    return options
+
+
+def variant_name(options: dict) -> str:
+    """The canonical name of the variant that ``options`` describe (``plain`` when none differs)."""
+    terms = []
+    if options.get("hetero_precision"):
+        terms.append("hetero")
+    if options.get("logit_clip") is not None:
+        if float(options["logit_clip"]) != 4.5:
+            terms.append(f"clamp{float(options['logit_clip']):g}")
+        else:
+            terms.append("clamp")
+    cov = options.get("covariates", "paper")
+    if cov != "paper":
+        terms.append(cov)
+    return "+".join(terms) or "plain"
+
+
+def extra_blocks(options: dict) -> tuple[str, ...]:
+    """The parameter blocks beyond the core ones that a model with these options has."""
+    from latentscale.model.params import CORE_BLOCKS, default_block_names
+    from latentscale.model.spec import ModelSpec
+
+    spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
+                     hetero_precision=bool(options.get("hetero_precision", False)))
+    return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)
