@@ -37,6 +37,8 @@ class LatentScalingModel:
     covariates : ``"paper"`` (log N, log D and their product; default), ``"size-tokens"`` or ``"flops"``.
     hetero_precision : the Beta precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i
         (the authors' later code); default False.
+    residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
+        (benchmark-specific strengths of a family beyond its K skills); default False.
     floors : random-guess floors by benchmark, overriding the known ones.
 
     Estimation options
@@ -62,6 +64,7 @@ class LatentScalingModel:
         logit_clip: float | None = None,
         covariates: str = "paper",
         hetero_precision: bool = False,
+        residual: bool = False,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -88,6 +91,7 @@ class LatentScalingModel:
         self.logit_clip = logit_clip
         self.covariates = covariates
         self.hetero_precision = bool(hetero_precision)
+        self.residual = bool(residual)
         self.floors = floors
         self.quadrature = (QuadratureSpec.coerce(quadrature) if quadrature is not None
                            else QuadratureSpec(grid=grid or "auto", points=points))
@@ -129,7 +133,7 @@ class LatentScalingModel:
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
-                         hetero_precision=self.hetero_precision)
+                         hetero_precision=self.hetero_precision, residual=self.residual)
 
     def likelihood(self, data, **frame_options):
         """The marginal likelihood of this model on ``data`` (the fit's rule), a
@@ -177,7 +181,8 @@ class LatentScalingModel:
         return {
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
-            "covariates": self.covariates, "hetero_precision": self.hetero_precision, "floors": self.floors,
+            "covariates": self.covariates, "hetero_precision": self.hetero_precision, "residual": self.residual,
+            "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options,

@@ -279,6 +279,9 @@ LogitClipOpt = Annotated[Optional[float], typer.Option(
 HeteroOpt = Annotated[bool, typer.Option(
     "--hetero-precision", help="Let the Beta precision depend on the covariates: log φ_ij = log φ_j + γ_jᵀ x_i "
                                "(the authors' later code).")]
+ResidualOpt = Annotated[bool, typer.Option(
+    "--residual", help="Add a family × benchmark residual effect u_fj ~ N(0, τ_j²) to the linear predictor "
+                       "(benchmark-specific strengths of a family beyond its K skills).")]
 CovariatesOpt = Annotated[Optional[str], typer.Option(
     "--covariates", metavar="paper|size-tokens|flops",
     help="Covariates of the skills: paper (log N, log D, log N·log D; default), size-tokens (log N, log D) or "
@@ -308,7 +311,7 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
                 no_clip: bool = False, logit_clip: float | None = None, paper: bool = False,
                 floors: dict | None = None, points: int | None = None, grid: Grid | None = None,
                 starts: int = 3, seed: int = 0, hessian: HessianKind | None = None,
-                hetero_precision: bool = False, covariates: str | None = None):
+                hetero_precision: bool = False, residual: bool = False, covariates: str | None = None):
     """The :class:`~latentscale.LatentScalingModel` of the command-line options (``--paper`` sets
     the reference code's settings; options given explicitly override them)."""
     from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, LatentScalingModel
@@ -323,7 +326,7 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
     options = dict(method=method.value, clip=parse_clip(clip, no_clip), points=points,
                    grid=None if grid is None else grid.value, n_starts=starts, seed=seed,
                    hessian=(hessian or HessianKind.laplace).value, hetero_precision=hetero_precision,
-                   covariates=covariates or "paper")
+                   residual=residual, covariates=covariates or "paper")
     if paper:
         if anchor_list is None:
             anchor_list = list(PAPER_ANCHORS[:k])

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from latentscale.estimation import smallmat as sm
+from latentscale.estimation.residual import converge_joint_modes, residual_terms
 from latentscale.model.observation import (
     LOG_2PI,
     beta_eta_derivatives,
@@ -81,6 +82,9 @@ def converge_modes(params, arrays, floors, alpha0, n_families: int, n_benchmarks
     so an iteration costs one derivative and one density evaluation per score). A family stops
     when its step is below ``tol`` or its predicted gain is within rounding of its log joint.
     """
+    if "residual_sd" in params:  # the joint modes (α̂, û) of the residual model, as one (F, K + J) array
+        return converge_joint_modes(params, arrays, floors, alpha0, n_families, n_benchmarks, bound, max_iter, tol,
+                                    max_step)
     params = jax.lax.stop_gradient(params)
     fam = arrays["obs_family"]
     log_y, log1m_y = arrays["log_y"], arrays["log1m_y"]
@@ -156,7 +160,11 @@ def adaptive_terms(params, arrays, floors, nodes, log_weights, alpha_hat, n_fami
     """The adaptive rule of every family: its centre α (F, K), nodes α_fq (F, Q, K), log terms
     (F, Q) and the log-determinant (F,) of the node map. log p(y_f) is the log-sum-exp of the
     terms (signed by the rule's weights) plus the log-determinant; normalized, the terms are the
-    posterior weights of the nodes."""
+    posterior weights of the nodes. With a family × benchmark residual the terms integrate it out by
+    the nested rule (:func:`latentscale.estimation.residual.residual_terms`)."""
+    if "residual_sd" in params:
+        return residual_terms(params, arrays, floors, nodes, log_weights, alpha_hat, n_families, n_benchmarks, bound,
+                              exact_second)[:4]
     alpha, eta0, lam_obs = tracked_modes(params, arrays, floors, alpha_hat, n_families, n_benchmarks, bound,
                                          exact_second)
     fam = arrays["obs_family"]

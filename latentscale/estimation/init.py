@@ -58,13 +58,16 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
     C = np.corrcoef(fam_mean.T) if K > 1 else np.ones((1, 1))
     C = 0.5 * np.nan_to_num(C) + 0.5 * np.eye(K)
     np.fill_diagonal(C, 1.0)
-    return {
+    out = {
         "B": B,
         "loadings": loadings,
         "intercepts": b,
         "precision": np.full(J, 30.0),
         "corr": np.linalg.cholesky(C),
     }
+    if spec.residual:
+        out["residual_sd"] = np.full(J, 0.3)  # modest benchmark-specific family strengths
+    return out
 
 
 def start_points(design: Design, spec: ModelSpec, n_starts: int, seed: int, scale: float = 0.3,

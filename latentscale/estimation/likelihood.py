@@ -29,6 +29,7 @@ from latentscale.config import float64, opt_in_cache, release_compiled_if_crowde
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
 from latentscale.estimation.quadrature import QuadratureRule, QuadratureSpec
+from latentscale.estimation.residual import residual_terms
 from latentscale.model.design import Design
 from latentscale.model.observation import eta_bound
 from latentscale.model.params import layout
@@ -97,13 +98,27 @@ def _posterior_nodes(theta, arrays, nodes, log_weights, signs, alpha_hat, spec, 
     return alpha, alpha_q, posterior_weights(terms, signs)
 
 
+@partial(jax.jit, static_argnames=("spec", "n_families"))
+def _residual_nodes(theta, arrays, nodes, log_weights, x_hat, spec, n_families):
+    params = layout(spec).unpack(theta)
+    out = residual_terms(params, arrays, arrays["floors"], nodes, log_weights, x_hat, n_families, spec.J,
+                         eta_bound(spec.logit_clip))
+    u_qr, inner = out[4], out[5]
+    return u_qr, jax.nn.softmax(inner, axis=-1)
+
+
 # ---- chunks ---------------------------------------------------------------------------------
-def family_chunks(design: Design, max_obs: int, pad: bool = True) -> list[tuple[Design, int]]:
+def family_chunks(design: Design, max_obs: int, pad: bool | tuple[int, int, int] = True) -> list[tuple[Design, int]]:
     """Cut a design into chunks of consecutive whole families with at most ``max_obs`` observed
     scores each (a larger family gets a chunk of its own), all padded to one shape. Returns
-    (padded chunk, number of its real families) pairs; one chunk (padded to the next bucket size
-    when ``pad``) if all fit."""
+    (padded chunk, number of its real families) pairs; one chunk if all fit, padded to the next
+    bucket size when ``pad`` is True, or to ``pad`` = (scores, models, families) when it is a shape
+    that holds the design (designs of one data set's folds then share one compiled shape)."""
     if design.n_obs <= max_obs:
+        if isinstance(pad, tuple):
+            N, M, F = pad
+            if N >= design.n_obs and M >= design.n_models and F >= design.n_families:
+                return [(design.padded(N, M, F), design.n_families)]
         return [(design.padded() if pad else design, design.n_families)]
     per_family = np.bincount(design.obs_family, minlength=design.n_families)
     bounds, start, count = [], 0, 0
@@ -136,14 +151,15 @@ class MarginalLikelihood:
     quadrature : a :class:`QuadratureSpec` (default: the default rule for K), a dict or grid name,
         or a :class:`QuadratureRule` to use as it is.
     chunk_cells : bound on observed scores × nodes per compiled call.
-    pad : pad the design to one of a few sizes per octave (compiled code reused across designs).
+    pad : pad the design to one of a few sizes per octave (compiled code reused across designs), or
+        to a given shape (scores, models, families) that holds it; False: no padding.
     """
 
     spec: ModelSpec
     design: Design
     quadrature: QuadratureSpec | QuadratureRule | dict | str | None = None
     chunk_cells: int = CHUNK_CELLS
-    pad: bool = True
+    pad: bool | tuple[int, int, int] = True
     rule: QuadratureRule = field(init=False)
     _chunks: list = field(init=False, repr=False)
     # The last evaluation (θ, per-family values, gradient or None, ℓ): asking again at the same θ
@@ -163,12 +179,22 @@ class MarginalLikelihood:
         self._nodes = jnp.asarray(self.rule.nodes)
         self._log_w = jnp.asarray(self.rule.log_weights)
         self._signs = None if self.rule.signs is None else jnp.asarray(self.rule.signs)
-        max_obs = max(1, self.chunk_cells // self.rule.size)
         self._static = self.spec.structure  # compiled code is keyed on the structure, not the names
-        floors = jnp.asarray(self.spec.floors)
-        self._chunks = [_Chunk({**c.arrays(), "floors": floors}, c.n_families, n,
-                               jnp.zeros((c.n_families, self.spec.K)))
+        self._shared = {"floors": jnp.asarray(self.spec.floors)}  # arrays every chunk passes with its data
+        if self.spec.residual:  # the nested rule of the family × benchmark residuals
+            inner = (self.quadrature.inner_rule() if isinstance(self.quadrature, QuadratureSpec)
+                     else QuadratureSpec().inner_rule())
+            self._shared.update(inner_nodes=jnp.asarray(inner.nodes[:, 0]), inner_log_weights=jnp.asarray(inner.log_weights))
+        max_obs = max(1, self.chunk_cells // self.cells_per_score)
+        self._chunks = [_Chunk({**c.arrays(), **self._shared}, c.n_families, n,
+                               jnp.zeros((c.n_families, self.spec.n_effects)))
                         for c, n in family_chunks(self.design, max_obs, self.pad)]
+
+    @property
+    def cells_per_score(self) -> int:
+        """Likelihood evaluations per observed score (nodes, × inner nodes with residuals)."""
+        inner = self._shared["inner_nodes"].shape[0] if "inner_nodes" in self._shared else 1
+        return self.rule.size * inner
 
     # ---- sizes and names -----------------------------------------------------------------
     @property
@@ -272,7 +298,13 @@ class MarginalLikelihood:
         return value, grad.copy(), per.copy()
 
     def modes(self, params) -> np.ndarray:
-        """Every family's posterior mode (F, K), converged at ``params``."""
+        """Every family's posterior mode (F, K), converged at ``params`` (with residuals: the α
+        part of the joint mode, see :meth:`joint_modes`)."""
+        return self.joint_modes(params)[:, : self.spec.K]
+
+    def joint_modes(self, params) -> np.ndarray:
+        """Every family's joint posterior mode of all its random effects (F, ``spec.n_effects``):
+        α, then the J residuals u_fj with ``residual``."""
         self._evaluate(np.array(self.theta(params), dtype=float), need_grad=False)
         return np.concatenate([np.asarray(c.modes)[: c.n_real] for c in self._chunks])
 
@@ -313,13 +345,13 @@ class MarginalLikelihood:
         reverse pass are computed once per batch of directions."""
         P = theta.size
         batch = int(batch or direction_batch(P))
-        modes = self.modes(theta)
+        modes = self.joint_modes(theta)
         th = jnp.asarray(theta)
-        max_obs = max(1, self.chunk_cells // (self.rule.size * batch))
+        max_obs = max(1, self.chunk_cells // (self.cells_per_score * batch))
         H, S, start = np.zeros((P, P)), [], 0
         for chunk, n_real in family_chunks(self.design, max_obs, self.pad):
-            alpha0 = jnp.zeros((chunk.n_families, self.spec.K)).at[:n_real].set(modes[start:start + n_real])
-            arrays = {**chunk.arrays(), "floors": jnp.asarray(self.spec.floors)}
+            alpha0 = jnp.zeros((chunk.n_families, modes.shape[1])).at[:n_real].set(modes[start:start + n_real])
+            arrays = {**chunk.arrays(), **self._shared}
             h, s = _hessian_and_scores(th, arrays, self._nodes, self._log_w, self._signs, alpha0, self._static,
                                        chunk.n_families, batch)
             H += np.asarray(h)
@@ -340,6 +372,21 @@ class MarginalLikelihood:
                                                  self._static, c.n_families)
             out.append(tuple(np.asarray(x)[: c.n_real] for x in (alpha, alpha_q, w)))
         return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
+
+    @float64
+    def residual_nodes(self, params) -> tuple[np.ndarray, np.ndarray]:
+        """With residuals: the inner nodes u_fqjr (F, Q, J, R) of every family and their posterior
+        weights given the outer node (F, Q, J, R; each (f, q, j) sums to one), at ``params``; with
+        :meth:`posterior_nodes` the nested rule's representation of the joint posterior."""
+        if not self.spec.residual:
+            raise InputError("this model has no family × benchmark residuals")
+        th = jnp.asarray(self.theta(params))
+        out = []
+        for c in self._chunks:
+            modes = _modes(th, c.arrays, c.modes, self._static, c.n_families)
+            u, w = _residual_nodes(th, c.arrays, self._nodes, self._log_w, modes, self._static, c.n_families)
+            out.append((np.asarray(u)[: c.n_real], np.asarray(w)[: c.n_real]))
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
 
 def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4, with_scores: bool = False):

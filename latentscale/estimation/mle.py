@@ -160,6 +160,7 @@ def fit_mle(
     start: np.ndarray | None = None,
     start_scale: float = 0.3,
     laplace_starts: int = 2,
+    pad: bool | tuple[int, int, int] = True,
 ) -> EstimatorOutcome:
     """Maximize the marginal log-likelihood by the stages of the module docstring.
 
@@ -167,7 +168,9 @@ def fit_mle(
     gradient entry accepted as converged in them. ``start`` (unconstrained θ) replaces the
     moment-based start; the other starts perturb it by normal steps of sd ``start_scale``.
     ``laplace_starts``: how many of the best screened starts are taken to a Laplace optimum (the
-    best optimum goes on; the Laplace surface can have several).
+    best optimum goes on; the Laplace surface can have several). ``pad``: the likelihoods' padding
+    (:class:`~latentscale.estimation.likelihood.MarginalLikelihood`; a fixed shape lets refits on
+    subsets of one data set, such as cross-validation folds, share compiled code).
     """
     if hessian not in HESSIAN_KINDS:
         raise InputError(f"hessian must be 'laplace', 'full' or None, got {hessian!r}")
@@ -176,8 +179,8 @@ def fit_mle(
     lay = layout(spec)
     lo, hi = lay.lower, lay.upper
     starts = _starts(design, spec, n_starts, seed, start_scale, start)
-    laplace = MarginalLikelihood(spec, design, "laplace")
-    full = laplace if quadrature.kind(spec.K) == "laplace" else MarginalLikelihood(spec, design, quadrature)
+    laplace = MarginalLikelihood(spec, design, "laplace", pad=pad)
+    full = laplace if quadrature.kind(spec.K) == "laplace" else MarginalLikelihood(spec, design, quadrature, pad=pad)
     how = "exact" if design.n_families > screen_families else "fd"  # the AD Hessian pays off with many families
 
     # Stage 1: screening, on a subset when there are many families.
@@ -191,7 +194,7 @@ def fit_mle(
 
     # Stage 3: the quadrature optimum.
     if full is not laplace:
-        say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K)}")
+        say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K, spec.residual)}")
         # the Laplace curvature at the Laplace optimum (with a screening subset: the subset's, scaled)
         H_start = laplace.hessian(theta, "fd") if subset is None else candidates[0][1]
         theta, curv, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)

@@ -62,6 +62,7 @@ class QuadratureSpec:
     grid: str = "auto"
     points: int | None = None
     level: int = 3
+    inner_points: int = 7
 
     def __post_init__(self):
         if self.grid not in GRIDS:
@@ -75,6 +76,9 @@ class QuadratureSpec:
         if int(self.level) != self.level or self.level < 1:
             raise InputError(f"level must be a positive integer, got {self.level!r}")
         object.__setattr__(self, "level", int(self.level))
+        if int(self.inner_points) != self.inner_points or self.inner_points < 1:
+            raise InputError(f"inner_points must be a positive integer, got {self.inner_points!r}")
+        object.__setattr__(self, "inner_points", int(self.inner_points))
 
     def kind(self, K: int) -> str:
         """``product``, ``sparse`` or ``laplace``: the grid this spec gives at K."""
@@ -90,23 +94,30 @@ class QuadratureSpec:
             return gauss_hermite_rule(K, self.points or default_points(K))
         return sparse_rule(K, self.level)
 
-    def describe(self, K: int) -> str:
+    def inner_rule(self) -> QuadratureRule:
+        """The one-dimensional rule of the family × benchmark residuals (nested in the outer rule;
+        one node, the Laplace approximation, when the outer rule is the Laplace one)."""
+        return gauss_hermite_rule(1, 1 if self.grid == "laplace" else self.inner_points)
+
+    def describe(self, K: int, residual: bool = False) -> str:
         kind, size = self.kind(K), self.rule(K).size
         if kind == "laplace":
-            return "Laplace (1 node)"
+            return "Laplace (1 node)" + (", in (α, u)" if residual else "")
+        inner = f"; {self.inner_points} Gauss-Hermite nodes per family × benchmark residual" if residual else ""
         if kind == "product":
             q = self.points or default_points(K)
-            return f"product Gauss-Hermite, {q}^{K} = {size} nodes"
-        return f"sparse Smolyak grid, degree {2 * self.level - 1}, {size} nodes"
+            return f"product Gauss-Hermite, {q}^{K} = {size} nodes{inner}"
+        return f"sparse Smolyak grid, degree {2 * self.level - 1}, {size} nodes{inner}"
 
     def to_dict(self) -> dict:
-        return {"grid": self.grid, "points": self.points, "level": self.level}
+        return {"grid": self.grid, "points": self.points, "level": self.level, "inner_points": self.inner_points}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "QuadratureSpec":
         if not d:
             return cls()
-        return cls(grid=d.get("grid", "auto"), points=d.get("points"), level=d.get("level", 3))
+        return cls(grid=d.get("grid", "auto"), points=d.get("points"), level=d.get("level", 3),
+                   inner_points=d.get("inner_points", 7))
 
     @classmethod
     def coerce(cls, value) -> "QuadratureSpec":

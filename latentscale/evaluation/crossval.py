@@ -17,9 +17,9 @@ Protocol ``family-group`` (from the Sloth paper):
 The latent-variable methods are fitted by the same estimator as ``latentscale fit``
 (:meth:`latentscale.LatentScalingModel.fit`), warm-started from a fit on the *core* rows (those
 that are a training row in every fold, so no fold's test row enters it), with one start and no
-standard errors; their designs are padded to a few sizes per octave, so folds reuse compiled code
-(see :mod:`latentscale.evaluation.baselines.latent`). Every fit's convergence is recorded, per
-method and fold.
+standard errors; their designs are padded to the shape of all complete rows, so every fold reuses
+one compiled likelihood (see :mod:`latentscale.evaluation.baselines.latent`). Every fit's
+convergence is recorded, per method and fold.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from latentscale.data.dataset import ScoreData
 from latentscale.data.registry import SLOTH_BENCHMARKS
 from latentscale.data.validate import DataError, name_rows
 from latentscale.evaluation.baselines import BASELINES, LatentMethod, make_baseline
+from latentscale.model.design import padded_shape
 from latentscale.parallel import parallel_map
 
 #: Benchmark sets of the protocol; ``all`` is every benchmark of the data (the 12 of ``sloth``).
@@ -314,6 +315,10 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     group_list, notes = resolve_groups(data, rows, load_groups(groups, benchmarks, n_train), dropped)
     folds = split_folds(rows, group_list, n_train)
     floors = {b: float(data.floors[b]) for b in columns}
+    # Every latent fit (core and folds) is padded to the shape of all complete rows: one compiled
+    # likelihood per benchmark set and K.
+    latent_options["pad"] = padded_shape(int(rows[list(columns)].notna().to_numpy().sum()), len(rows),
+                                         int(rows["family"].nunique()))
     say(f"{benchmarks} (n = {n_train}): {len(rows)} complete rows in {rows['family'].nunique()} families, "
         f"{len(folds)} held-out groups, {len(methods)} methods")
 

@@ -177,6 +177,12 @@ def _codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse], uniques[order]
 
 
+def padded_shape(n_obs: int, n_models: int, n_families: int, minimum: int = 8) -> tuple[int, int, int]:
+    """The shape :meth:`Design.padded` pads a design of this size to by default; a design padded
+    to the shape of a larger one (``padded(*padded_shape(...))``) shares its compiled code."""
+    return _bucket(n_obs, minimum), _bucket(n_models, minimum), _bucket(n_families, minimum)
+
+
 def _bucket(n: int, minimum: int) -> int:
     """The smallest size ≥ max(n, minimum) of the form m · 2^e with m in {4, 5, 6, 7}: four
     sizes per octave, so padding wastes at most a quarter while shapes still repeat."""

@@ -231,10 +231,13 @@ def family_sums(values, arrays, n_families: int, n_benchmarks: int):
     return out.reshape(n_families, n_benchmarks)
 
 
-def family_loglik_at(alpha, params, arrays, floors, n_families: int, bound: float = ETA_BOUND):
-    """Σ over each family's observations of log p(y | α), for α of shape (F, K); returns (F,)."""
+def family_loglik_at(alpha, params, arrays, floors, n_families: int, bound: float = ETA_BOUND, u=None):
+    """Σ over each family's observations of log p(y | α), for α of shape (F, K) (and the families'
+    residuals u (F, J) when the model has them); returns (F,)."""
     c, log_phi, lam_obs = obs_terms(params, arrays, floors)
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[arrays["obs_family"]], axis=1)
+    if u is not None:
+        eta = eta + u.reshape(-1)[arrays["obs_family"] * u.shape[1] + arrays["obs_bench"]]
     ll = beta_logpdf(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound)
     return jax.ops.segment_sum(ll, arrays["obs_family"], num_segments=n_families)
 

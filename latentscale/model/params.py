@@ -112,7 +112,7 @@ class Exp(Bijector):
     def inverse(self, value, spec, shape):
         v = np.asarray(value, float).reshape(-1)
         if np.any(v <= 0):
-            raise InputError("a positive parameter (a precision) is zero or negative")
+            raise InputError("a positive parameter (a precision or an SD) is zero or negative")
         return np.log(v)
 
     def project(self, value, spec, floor=PROJECTION_FLOOR):
@@ -346,6 +346,8 @@ for _block in (
                "Cholesky factor of the skill correlations Σ (coordinates: free entries of M)"),
     ParamBlock("precision_slope", "precision_slope", ("covariate", "benchmark"), IDENTITY, (-5.0, 5.0), None,
                "effects γ of the standardized covariates on log φ (heteroscedastic precision)"),
+    ParamBlock("residual_sd", "residual_sd", ("benchmark",), Exp(), (float(np.log(1e-3)), float(np.log(20.0))), None,
+               "SDs τ of the family × benchmark residual effects (coordinates log τ)"),
 ):
     register_block(_block)
 
@@ -353,9 +355,10 @@ CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
 
 
 def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
-    """The blocks the spec's options call for: the core ones, and ``precision_slope`` with
-    ``hetero_precision``."""
-    return CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
+    """The blocks the spec's options call for: the core ones, ``precision_slope`` with
+    ``hetero_precision`` and ``residual_sd`` with ``residual``."""
+    return (CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
+            + (("residual_sd",) if spec.residual else ()))
 
 
 # ---- the layout -----------------------------------------------------------------------------

@@ -68,13 +68,15 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     intercepts ~ N(0, 1), precisions log-uniform on [20, 200], B ~ N(0.5, 0.3²) entrywise,
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
-    γ ~ N(0, 0.3²) entrywise.
+    γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6).
     """
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
     for name in extra_blocks:
         if name == "precision_slope":
             core[name] = rng.normal(0.0, 0.3, size=(p, int(n_benchmarks)))
+        elif name == "residual_sd":
+            core[name] = rng.uniform(0.2, 0.6, size=int(n_benchmarks))
         else:
             raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
     return core
@@ -181,10 +183,12 @@ def _missing_mask(missing, fam_of_model: np.ndarray, n_families: int, J: int, rn
 
 
 def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: float | None,
-                rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
-    """Scores y ~ Beta(φμ, φ(1 − μ)) for skills θ (n, K) of models with covariates X (n, p): the
-    model's observation step."""
+                rng: np.random.Generator, X: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+    """Scores y ~ Beta(φμ, φ(1 − μ)) for skills θ (n, K) of models with covariates X (n, p), and
+    their families' residuals (n, J) when the model has them: the model's observation step."""
     eta = skills @ params["loadings"] + params["intercepts"]
+    if residual is not None:
+        eta = eta + residual
     if logit_clip is not None:
         eta = np.clip(eta, -logit_clip, logit_clip)
     phi = precisions(params, X)
@@ -196,8 +200,8 @@ def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: flo
 
 def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
     """Scores drawn from a fitted model for the rows of ``data`` (its observed cells only): family
-    effects from N(0, Σ̂), or ``alpha`` (a frame of families × skills, e.g. ``fit.ranef()``);
-    clipped as the fit's scores. Returns a :class:`~latentscale.data.ScoreData` of the same shape."""
+    effects from N(0, Σ̂), or ``alpha`` (a frame of families × skills, e.g. ``fit.ranef()``), and
+    residuals (if the model has them) from N(0, τ̂²); clipped as the fit's scores. Returns a :class:`~latentscale.data.ScoreData` of the same shape."""
     from dataclasses import replace
 
     spec = fit.spec
@@ -210,7 +214,9 @@ def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
     else:
         a = alpha.reindex(names).to_numpy(float)
     X = fit.scaler.transform(frame["size"], frame["tokens"])
-    y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng, X)
+    u = rng.standard_normal((len(names), spec.J)) * p["residual_sd"] if spec.residual else None
+    y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng, X,
+                    None if u is None else u[codes])
     if spec.clip is not None:
         y = np.clip(y, *spec.clip)
     out = frame.copy()
@@ -233,6 +239,7 @@ def simulate(
     design_seed: int | None = None,
     logit_clip: float | None = None,
     hetero_precision: bool = False,
+    residual: bool = False,
 ):
     """Draw a score table from the model.
 
@@ -256,6 +263,8 @@ def simulate(
         reference code's variant; the returned spec carries it).
     hetero_precision : draw from the model whose precision depends on the covariates
         (``params`` then needs ``precision_slope``; the returned spec carries the option).
+    residual : draw from the model with family × benchmark residuals u_fj ~ N(0, τ_j²) (``params``
+        then needs ``residual_sd``); the drawn residuals are returned as ``"residual"`` (F, J).
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -276,7 +285,7 @@ def simulate(
     c = _resolve_floors(floors, J)
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
                      clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
-                     hetero_precision=hetero_precision)
+                     hetero_precision=hetero_precision, residual=residual)
     names = layout(spec).slices
     if params is None:
         params = random_params(K, J, seed=seed, extra_blocks=tuple(n for n in names if n not in CORE_BLOCKS))
@@ -296,13 +305,16 @@ def simulate(
 
     # Latent skills and scores.
     alpha = rng.standard_normal((F, K)) @ params["corr"].T
-    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng, X)
+    u = rng.standard_normal((F, J)) * params["residual_sd"] if residual else None
+    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng, X, None if u is None else u[fam])
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
     y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
     data = _score_data(y, fam, within, size, tokens, benchmarks, c, F)
     true = dict(params)
     true["alpha"] = alpha
+    if u is not None:
+        true["residual"] = u
     return data, true, spec
 
 

@@ -28,6 +28,8 @@ class ModelSpec:
     covariates : the covariate set (:data:`~latentscale.model.covariates.COVARIATE_SETS`).
     hetero_precision : the precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i (the
         authors' later code); default False (φ_j per benchmark).
+    residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
+        (benchmark-specific strengths of a family that the K skills do not carry); default False.
     blocks : names of the parameter blocks (default: those the options above call for); a block
         must be registered in :data:`latentscale.model.params.BLOCKS`.
     """
@@ -39,6 +41,7 @@ class ModelSpec:
     logit_clip: float | None = None
     covariates: str = "paper"
     hetero_precision: bool = False
+    residual: bool = False
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -65,6 +68,7 @@ class ModelSpec:
                 raise InputError(f"logit_clip must be a positive number (the reference code uses 4.5), got {self.logit_clip}")
         check_covariate_set(self.covariates)
         object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
+        object.__setattr__(self, "residual", bool(self.residual))
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
@@ -89,6 +93,11 @@ class ModelSpec:
     def skills(self) -> tuple[str, ...]:
         """Skills are named by their anchors."""
         return self.anchors
+
+    @property
+    def n_effects(self) -> int:
+        """Random effects per family: the K skills, and the J residuals with ``residual``."""
+        return self.K + (self.J if self.residual else 0)
 
     @property
     def free_index(self) -> tuple[int, ...]:
@@ -118,7 +127,7 @@ class ModelSpec:
             canon = ModelSpec(benchmarks=names, anchors=tuple(names[j] for j in self.anchor_index),
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
                               covariates=self.covariates, hetero_precision=self.hetero_precision,
-                              blocks=self.block_names)
+                              residual=self.residual, blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -133,6 +142,8 @@ class ModelSpec:
                      else "no logit clamp")
         if self.hetero_precision:
             parts.append("precision depends on the covariates (log φ_ij = log φ_j + γ_jᵀ x_i)")
+        if self.residual:
+            parts.append("family × benchmark residual u_fj ~ N(0, τ_j²)")
         from latentscale.model.params import default_block_names
 
         extra = [b for b in self.block_names if b not in default_block_names(self)]
@@ -149,6 +160,7 @@ class ModelSpec:
             "logit_clip": self.logit_clip,
             "covariates": self.covariates,
             "hetero_precision": self.hetero_precision,
+            "residual": self.residual,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -162,5 +174,6 @@ class ModelSpec:
             logit_clip=d.get("logit_clip"),
             covariates=d.get("covariates", "paper"),
             hetero_precision=bool(d.get("hetero_precision", False)),
+            residual=bool(d.get("residual", False)),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

@@ -5,6 +5,7 @@ A variant is a ``+``-joined list of terms, each setting model options of
 
 - ``plain``: the model of the paper's text (no option changed);
 - ``hetero``: heteroscedastic precision, log φ_ij = log φ_j + γ_jᵀ x_i (``hetero_precision=True``);
+- ``residual``: a family × benchmark residual effect u_fj ~ N(0, τ_j²) (``residual=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
 - ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``).
 
@@ -21,12 +22,13 @@ from latentscale.model.covariates import COVARIATE_SETS
 TERMS: dict[str, dict] = {
     "plain": {},
     "hetero": {"hetero_precision": True},
+    "residual": {"residual": True},
     "clamp": {"logit_clip": 4.5},
     **{name: {"covariates": name} for name in COVARIATE_SETS},
 }
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {"hetero_precision": False, "logit_clip": None, "covariates": "paper"}
+DEFAULTS: dict = {"hetero_precision": False, "residual": False, "logit_clip": None, "covariates": "paper"}
 
 
 def parse_variant(name: str) -> dict:
@@ -46,6 +48,8 @@ def parse_variant(name: str) -> dict:
 def variant_name(options: dict) -> str:
     """The canonical name of the variant that ``options`` describe (``plain`` when none differs)."""
     terms = []
+    if options.get("residual"):
+        terms.append("residual")
     if options.get("hetero_precision"):
         terms.append("hetero")
     if options.get("logit_clip") is not None:
@@ -65,5 +69,6 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
     from latentscale.model.spec import ModelSpec
 
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
-                     hetero_precision=bool(options.get("hetero_precision", False)))
+                     hetero_precision=bool(options.get("hetero_precision", False)),
+                     residual=bool(options.get("residual", False)))
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)

@@ -126,13 +126,13 @@ def family_posteriors(fit, families: list[str] | None = None, rows=None, n_sampl
     per_draw = max(1, -(-n_samples // n_par))
     thetas = theta_draws(fit, n_par, seed, parameter_uncertainty, se)
     alpha, ess = sampling.family_draws(thetas, fit.spec, design, per_draw, seed + 1,
-                                       center=fit.theta)  # (S, F, M, K)
+                                       center=fit.theta)  # (S, F, M, n_effects): α first
     mode, mean, cov = quadrature_moments(fit, design)
     n_models = np.bincount(design.model_family, minlength=design.n_families)
     n_obs = np.bincount(design.obs_family, minlength=design.n_families)
     out = {}
     for f, name in enumerate(design.families):
-        samples = alpha[:, f].reshape(-1, fit.spec.K)[:n_samples]
+        samples = alpha[:, f, :, : fit.spec.K].reshape(-1, fit.spec.K)[:n_samples]
         out[name] = FamilyPosterior(
             family=name, skills=fit.spec.skills, n_models=int(n_models[f]), n_obs=int(n_obs[f]),
             mode=mode[f], mean=mean[f], cov=cov[f], samples=samples, ess=float(ess[:, f].min()),

@@ -118,11 +118,11 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         say(f"posterior draws of {len(posterior_families)} famil{'y' if len(posterior_families) == 1 else 'ies'} "
             f"({S} parameter draws × {M} skill draws)")
         design = family_design(fit, rows=_as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
-        alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, K)
+        alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, n_effects)
         family_alpha = {name: alpha[:, f] for f, name in enumerate(design.families)}
     new_families = [f for f in pd.unique(new["family"]) if f not in family_alpha]
     if new_families:
-        prior = sampling.prior_draws(thetas, spec, M * len(new_families), seed + 2)  # (S, M·n, K)
+        prior = sampling.prior_draws(thetas, spec, M * len(new_families), seed + 2)  # (S, M·n, n_effects)
         for i, name in enumerate(new_families):
             family_alpha[name] = prior[:, i * M:(i + 1) * M]
 

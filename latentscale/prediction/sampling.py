@@ -24,8 +24,9 @@ from latentscale.config import float64
 from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
+from latentscale.estimation.residual import joint_mode_and_scale
 from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
-from latentscale.model.observation import eta_bound, family_loglik_at, log_prior, mean_score, precisions, t_logpdf_std
+from latentscale.model.observation import LOG_2PI, eta_bound, family_loglik_at, log_prior, mean_score, precisions, t_logpdf_std
 from latentscale.model.params import layout
 from latentscale.model.spec import ModelSpec
 
@@ -76,28 +77,47 @@ def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int
     return theta[None] + z @ root.T
 
 
-def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: ModelSpec, n_families: int,
+def _one_family_draws(theta, key, center, mode0, dmode, scale, fisher, arrays, spec: ModelSpec, n_families: int,
                       n_proposals: int, n_out: int):
-    """α draws (F, n_out, K) and the effective sample sizes (F,) for one parameter vector.
+    """Draws of every family's random effects (F, n_out, ``spec.n_effects``): α, then the
+    residuals u with ``spec.residual``; and the effective sample sizes (F,), for one parameter vector.
 
-    The proposal is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
-    its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw;
-    the importance weights make the draws exact for this θ."""
+    The proposal of α is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
+    its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw; with
+    residuals, each u_fj given α is proposed from a normal at its conditional mode predicted
+    linearly from the joint mode (scale from the Fisher information ``fisher`` (F, J) at θ̂). The
+    importance weights make the draws exact for this θ."""
     params = layout(spec).unpack(theta)
     floors = arrays["floors"]
     K = spec.K
     mode = mode0 + jnp.einsum("fkd,d->fk", dmode, theta - center)
-    k_z, k_u, k_r = jax.random.split(key, 3)
+    k_z, k_u, k_r, k_e = jax.random.split(key, 4)
     z = jax.random.normal(k_z, (n_families, n_proposals, K))
-    u = jax.random.chisquare(k_u, PROPOSAL_DF, (n_families, n_proposals, 1)) / PROPOSAL_DF
-    t = z / jnp.sqrt(u)
-    alpha = mode[:, None, :] + jnp.einsum("fkl,fml->fmk", scale, t)  # (F, M, K)
+    chi = jax.random.chisquare(k_u, PROPOSAL_DF, (n_families, n_proposals, 1)) / PROPOSAL_DF
+    t = z / jnp.sqrt(chi)
+    alpha = mode[:, None, :K] + jnp.einsum("fkl,fml->fmk", scale, t)  # (F, M, K)
     bound = eta_bound(spec.logit_clip)
-    ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families, bound), in_axes=1,
-                  out_axes=1)(alpha)
     log_q = t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=1, axis2=2))),
                                                     axis=1)[:, None]
-    logw = ll + log_prior(alpha, params["corr"]) - log_q
+    if spec.residual:
+        tau = params["residual_sd"]
+        rho = 1.0 / tau**2
+        shift = jnp.einsum("fmk,kj->fmj", alpha - mode[:, None, :K], params["loadings"])
+        centre = mode[:, None, K:] - (fisher / (fisher + rho))[:, None, :] * shift  # (F, M, J)
+        sd = PROPOSAL_INFLATE / jnp.sqrt(fisher + rho)  # (F, J)
+        e = jax.random.normal(k_e, centre.shape)
+        u = centre + sd[:, None, :] * e
+        log_q = log_q + jnp.sum(-0.5 * e**2 - jnp.log(sd)[:, None, :] - 0.5 * LOG_2PI, axis=-1)
+        log_p_u = jnp.sum(-0.5 * (u / tau) ** 2 - jnp.log(tau) - 0.5 * LOG_2PI, axis=-1)
+        ll = jax.vmap(lambda a, r: family_loglik_at(a, params, arrays, floors, n_families, bound, r), in_axes=1,
+                      out_axes=1)(alpha, u)
+        effects = jnp.concatenate([alpha, u], axis=-1)
+    else:
+        log_p_u = 0.0
+        ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families, bound), in_axes=1,
+                      out_axes=1)(alpha)
+        effects = alpha
+    logw = ll + log_prior(alpha, params["corr"]) + log_p_u - log_q
     logw = jnp.where(jnp.isfinite(logw), logw, -jnp.inf)
     w = jax.nn.softmax(logw, axis=1)  # (F, M)
     ess = 1.0 / jnp.sum(w**2, axis=1)
@@ -106,24 +126,28 @@ def _one_family_draws(theta, key, center, mode0, dmode, scale, arrays, spec: Mod
     cdf = jnp.cumsum(w, axis=1)
     idx = jax.vmap(lambda c, p: jnp.searchsorted(c, p))(cdf / cdf[:, -1:], pos)
     idx = jnp.minimum(idx, n_proposals - 1)
-    return jnp.take_along_axis(alpha, idx[:, :, None], axis=1), ess
+    return jnp.take_along_axis(effects, idx[:, :, None], axis=1), ess
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
 def _family_draws(center, thetas, keys, arrays, spec, n_families, n_proposals, n_out):
     floors = arrays["floors"]
     bound = eta_bound(spec.logit_clip)
-    zeros = jnp.zeros((n_families, spec.K), dtype=center.dtype)
+    zeros = jnp.zeros((n_families, spec.n_effects), dtype=center.dtype)
 
     def modes(th):
-        return mode_and_scale(layout(spec).unpack(th), arrays, floors, zeros, n_families, spec.J, bound, track=True)
+        params = layout(spec).unpack(th)
+        if spec.residual:
+            return joint_mode_and_scale(params, arrays, floors, zeros, n_families, spec.J, bound, track=True)
+        return (*mode_and_scale(params, arrays, floors, zeros, n_families, spec.J, bound, track=True),
+                jnp.zeros((n_families, 0), dtype=center.dtype))
 
-    mode0, H = modes(center)
-    # d mode / d θ (F, K, d), forward mode through the tracked Newton step (implicit derivative).
+    mode0, H, fisher = modes(center)
+    # d mode / d θ (F, n_effects, d), forward mode through the tracked Newton step (implicit derivative).
     dmode = jax.jacfwd(lambda th: modes(th)[0])(center)
     scale = sm.inv_lower_t(sm.cholesky(H)) * PROPOSAL_INFLATE  # (F, K, K)
     return jax.lax.map(
-        lambda tk: _one_family_draws(tk[0], tk[1], center, mode0, dmode, scale, arrays, spec, n_families,
+        lambda tk: _one_family_draws(tk[0], tk[1], center, mode0, dmode, scale, fisher, arrays, spec, n_families,
                                      n_proposals, n_out),
         (thetas, keys),
     )
@@ -132,7 +156,8 @@ def _family_draws(center, thetas, keys, arrays, spec, n_families, n_proposals, n
 @float64
 def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: int,
                  n_proposals: int | None = None, center: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior draws of every family's α in ``design``: (S, F, n_out, K), and the importance
+    """Posterior draws of every family's random effects in ``design``: (S, F, n_out, ``spec.n_effects``)
+    (α, then the residuals u with ``spec.residual``), and the importance
     sampling effective sample sizes (S, F) (of ``n_proposals``, default 4 × n_out). ``center``
     (default: the mean of ``thetas``; θ̂ in practice) is where the modes and their derivatives are
     computed; each parameter draw's proposal is centred at the mode linearized from there."""
@@ -150,24 +175,29 @@ def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: 
 
 @float64
 def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> np.ndarray:
-    """Draws of α from the prior N(0, Σ) of a family with no rows, for every parameter draw: (S, n_out, K)."""
-    lay = layout(spec)
-    sl = lay.slices["corr"]
-    block = lay.block("corr")
-    L = np.stack([block.bijector.forward(np.asarray(th, float)[sl], spec, block.shape(spec)) for th in thetas])
-    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.K)))
-    return np.einsum("skl,sml->smk", L, z)
+    """Draws of the random effects of a family with no rows, for every parameter draw:
+    (S, n_out, ``spec.n_effects``): α from N(0, Σ) (and u_j from N(0, τ_j²) with residuals)."""
+    params = layout(spec).unpack_many(thetas, blocks=("corr", "residual_sd"))
+    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.n_effects)))
+    alpha = np.einsum("skl,sml->smk", params["corr"], z[..., :spec.K])
+    if not spec.residual:
+        return alpha
+    return np.concatenate([alpha, z[..., spec.K:] * params["residual_sd"][:, None, :]], axis=-1)
 
 
 @partial(jax.jit, static_argnames=("spec",))
 def _expected_scores(thetas, alpha, X, floors, spec):
-    """μ (S, M, N, J) for N new models with skills α (S, M, N, K) and covariates X (N, p), and φ (S, N, J)."""
+    """μ (S, M, N, J) for N new models with random effects (S, M, N, n_effects) (α, and the
+    residuals u with ``spec.residual``) and covariates X (N, p), and φ (S, N, J)."""
     bound = eta_bound(spec.logit_clip)
 
     def one(theta, a):
         p = layout(spec).unpack(theta)
-        skills = (X @ p["B"])[None] + a  # (M, N, K)
-        return mean_score(skills @ p["loadings"] + p["intercepts"], floors, bound), precisions(p, X)
+        skills = (X @ p["B"])[None] + a[..., :spec.K]  # (M, N, K)
+        eta = skills @ p["loadings"] + p["intercepts"]
+        if spec.residual:
+            eta = eta + a[..., spec.K:]
+        return mean_score(eta, floors, bound), precisions(p, X)
 
     return jax.vmap(one)(thetas, alpha)
 
@@ -176,7 +206,8 @@ def _expected_scores(thetas, alpha, X, floors, spec):
 def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: ModelSpec,
                 rng: np.random.Generator, n_rep: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Expected scores μ (S, M, N, J) and observed scores y ~ Beta(φμ, φ(1 − μ)), ``n_rep`` per μ
-    (n_rep·S, M, N, J), for N new models with skills α (S, M, N, K) and covariates X (N, p).
+    (n_rep·S, M, N, J), for N new models with random effects (S, M, N, n_effects) (their family's
+    α, and its residuals with ``spec.residual``) and covariates X (N, p).
     (NumPy's Beta sampler: many times faster than JAX's on CPU.)"""
     mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
                                spec.structure)

@@ -10,9 +10,9 @@ import typer
 from latentscale.cli import output
 from latentscale.cli.commands.fit import ClipOpt, GridOpt, MethodOpt, NoClipOpt, PointsOpt, StartsOpt, short_note
 from latentscale.cli.common import (
-    BadInput, BenchOpt, CovariatesOpt, DataArg, FamilyCol, FloorOpt, GroupCol, HeteroOpt, JsonOpt, LogitClipOpt,
-    Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs,
-    file_columns, load_data, paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
+    BadInput, BenchOpt, CovariatesOpt, DataArg, FamilyCol, FloorOpt, GroupCol, HeteroOpt, ResidualOpt, JsonOpt,
+    LogitClipOpt, Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs,
+    data_inputs, file_columns, load_data, paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
 )
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")]
@@ -45,6 +45,7 @@ def select(
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
     hetero_precision: HeteroOpt = False,
+    residual: ResidualOpt = False,
     covariates: CovariatesOpt = None,
     points: PointsOpt = None,
     grid: GridOpt = None,
@@ -87,7 +88,7 @@ def select(
                 raise BadInput(f"--k {k_range}: K = {max(ks)} exceeds the {len(scores.benchmarks)} benchmarks")
             model = build_model(max(ks), None, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,
                                 paper=paper, points=points, grid=grid, starts=starts,
-                                hetero_precision=hetero_precision, covariates=covariates)
+                                hetero_precision=hetero_precision, residual=residual, covariates=covariates)
             variant_list = parse_list(variants, "--variants")
             if variant_list:
                 from latentscale.model.variants import parse_variant

@@ -18,6 +18,7 @@ import pandas as pd
 
 from latentscale.data.dataset import ScoreData
 from latentscale.errors import InputError
+from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.model.observation import eta_bound, mean_score
 from latentscale.model.spec import DEFAULT_CLIP
 
@@ -28,13 +29,17 @@ class LatentMethod:
     anchors : K benchmark names (anchor k loads only on skill k); default the first K benchmarks.
     quadrature : the fit's rule (a QuadratureSpec, dict or grid name; default the default rule).
     start : warm start (unconstrained parameter vector); ignored when its length does not match.
+    pad : the shape (scores, models, families) every design is padded to (default: a few sizes per
+        octave); cross-validation pads every fold to the shape of the whole data set, so all folds
+        share one compiled likelihood.
     n_starts, hessian : as :class:`~latentscale.LatentScalingModel` (defaults: one start, no Hessian).
     model_options : further options of the model (logit_clip, covariates, ...).
     """
 
     def __init__(self, k: int = 1, anchors: Sequence[str] | None = None, *, quadrature=None,
                  clip: tuple[float, float] | None = DEFAULT_CLIP, start: np.ndarray | None = None,
-                 n_starts: int = 1, hessian: str | None = None, **model_options):
+                 n_starts: int = 1, hessian: str | None = None, pad: tuple[int, int, int] | None = None,
+                 **model_options):
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         self.k = k
@@ -44,6 +49,7 @@ class LatentMethod:
         self.start = start
         self.n_starts = n_starts
         self.hessian = hessian
+        self.pad = pad
         self.model_options = model_options
 
     @property
@@ -56,7 +62,8 @@ class LatentMethod:
 
         anchors = self.anchors if self.anchors is not None else tuple(benchmarks[: self.k])
         return LatentScalingModel(self.k, anchors, quadrature=self.quadrature, clip=self.clip,
-                                  n_starts=self.n_starts, hessian=self.hessian, **self.model_options)
+                                  n_starts=self.n_starts, hessian=self.hessian,
+                                  method_options={"pad": self.pad} if self.pad else None, **self.model_options)
 
     def fit(self, train: pd.DataFrame, benchmarks: Sequence[str], floors: Mapping[str, float]):
         benchmarks = tuple(benchmarks)
@@ -68,15 +75,31 @@ class LatentMethod:
                          name="training rows")
         model = self.model(benchmarks)
         warm = self.start is not None and np.size(self.start) == model.spec_for(data).n_params
-        self.fit_ = fit = model.fit(data, start_params=np.asarray(self.start, float) if warm else None)
+        return self._prepare(model.fit(data, start_params=np.asarray(self.start, float) if warm else None))
+
+    @classmethod
+    def from_fit(cls, fit, pad: tuple[int, int, int] | None = None) -> "LatentMethod":
+        """The method with ``fit`` (a :class:`~latentscale.results.FitResult`) as its fitted state:
+        its posterior-mean predictions without refitting."""
+        return cls(fit.spec.K, fit.spec.anchors, quadrature=fit.quadrature, pad=pad)._prepare(fit)
+
+    def _prepare(self, fit):
+        """The fitted state: the fit, and every family's posterior nodes and weights at θ̂."""
+        self.fit_ = fit
         self.theta_ = fit.theta
         self.log_likelihood_ = fit.llf
         self.converged_ = fit.converged
-        _, self.posterior_nodes_, self.posterior_weights_ = fit.loglikelihood().posterior_nodes(fit.theta)
+        ml = MarginalLikelihood(fit.spec, fit.design(), fit.quadrature, pad=self.pad or True)  # the fit's shape
+        _, self.posterior_nodes_, self.posterior_weights_ = ml.posterior_nodes(fit.theta)
         self.family_index_ = {f: i for i, f in enumerate(fit.families)}
         rule = fit.quadrature.rule(fit.spec.K)
         self.prior_nodes_ = rule.nodes @ fit.constrained["corr"].T
         self.prior_weights_ = rule.weights
+        if fit.spec.residual:  # inner nodes of u_fj given each outer node, and the prior's rule of u
+            self.residual_nodes_, self.residual_weights_ = ml.residual_nodes(fit.theta)  # (F, Q, J, R)
+            inner = fit.quadrature.inner_rule()
+            self.prior_residual_ = (inner.nodes[:, 0][None, :] * fit.constrained["residual_sd"][:, None],
+                                    inner.weights)  # (J, R), (R,)
         return self
 
     def predict(self, models: pd.DataFrame) -> np.ndarray:
@@ -91,7 +114,17 @@ class LatentMethod:
             f = self.family_index_.get(fam)
             nodes, w = ((self.posterior_nodes_[f], self.posterior_weights_[f]) if f is not None
                         else (self.prior_nodes_, self.prior_weights_))
-            out[i] = w @ mean_score((fixed[i] + nodes) @ p["loadings"] + p["intercepts"], c, bound)  # (Q, J) → (J,)
+            eta = (fixed[i] + nodes) @ p["loadings"] + p["intercepts"]  # (Q, J)
+            if not fit.spec.residual:
+                out[i] = w @ mean_score(eta, c, bound)  # (Q, J) → (J,)
+                continue
+            if f is not None:  # E over u_fj given each outer node, by the inner nodes and weights
+                u, wu = self.residual_nodes_[f], self.residual_weights_[f]  # (Q, J, R)
+                inner = np.sum(wu * mean_score(eta[..., None] + u, c[:, None], bound), axis=-1)
+            else:  # a family without rows: u_fj ~ N(0, τ_j²)
+                u, wu = self.prior_residual_
+                inner = mean_score(eta[..., None] + u[None], c[:, None], bound) @ wu
+            out[i] = w @ inner
         return out
 
     def to_fit_result(self):
