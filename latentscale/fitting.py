@@ -39,6 +39,7 @@ class LatentScalingModel:
         (the authors' later code); default False.
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
         (benchmark-specific strengths of a family beyond its K skills); default False.
+    ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η); default False.
     floors : random-guess floors by benchmark, overriding the known ones.
 
     Estimation options
@@ -65,6 +66,7 @@ class LatentScalingModel:
         covariates: str = "paper",
         hetero_precision: bool = False,
         residual: bool = False,
+        ceiling: bool = False,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -92,6 +94,7 @@ class LatentScalingModel:
         self.covariates = covariates
         self.hetero_precision = bool(hetero_precision)
         self.residual = bool(residual)
+        self.ceiling = bool(ceiling)
         self.floors = floors
         self.quadrature = (QuadratureSpec.coerce(quadrature) if quadrature is not None
                            else QuadratureSpec(grid=grid or "auto", points=points))
@@ -133,7 +136,8 @@ class LatentScalingModel:
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
-                         hetero_precision=self.hetero_precision, residual=self.residual)
+                         hetero_precision=self.hetero_precision, residual=self.residual,
+                         ceiling=self.ceiling)
 
     def likelihood(self, data, **frame_options):
         """The marginal likelihood of this model on ``data`` (the fit's rule), a
@@ -182,6 +186,7 @@ class LatentScalingModel:
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
             "covariates": self.covariates, "hetero_precision": self.hetero_precision, "residual": self.residual,
+            "ceiling": self.ceiling,
             "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,

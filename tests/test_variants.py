@@ -256,3 +256,67 @@ def test_residual_predictions_agree_between_quadrature_and_sampling(residual, re
     mean = pred.pivot(index="model", columns="benchmark", values="mean").loc[["a", "b"], list(spec.benchmarks)]
     assert np.abs(mean.to_numpy() - quad).max() < 0.01
     assert np.abs(quad[0] - quad[1]).max() > 0.02  # the known family's α and u matter
+
+
+# ---- a fitted ceiling per benchmark -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def ceiling():
+    """K = 1, J = 4, 300 families of 3 models whose expected scores top out at c + (1 − c)·κ."""
+    from latentscale.model.simulate import random_params
+
+    true = random_params(1, 4, seed=2, extra_blocks=("ceiling",))
+    true["ceiling"] = np.array([0.9, 0.75, 0.95, 0.85])
+    data, true, spec = simulate(true, k=1, n_benchmarks=4, n_families=300, family_sizes=3, seed=3, ceiling=True)
+    return data, true, spec
+
+
+def test_ceiling_likelihood_and_gradient(ceiling):
+    """The ceiling enters the Beta mean: the likelihood against scipy's 1-D integration with
+    μ = c + (1 − c)·κ·sigmoid(η), and the gradient in the logit of κ against differences."""
+    from scipy import integrate, special, stats
+
+    from test_likelihood import standardized_covariates
+
+    data, true, spec = ceiling
+    small = data.subset(data.frame["family"].isin(data.frame["family"].unique()[:4]).to_numpy())
+    design, _ = build_design(small, spec.benchmarks, spec.clip)
+    theta = pack({k: true[k] for k in spec.block_names}, spec)
+    ml = MarginalLikelihood(spec, design, QuadratureSpec(points=30))
+    frame = small.frame
+    X = standardized_covariates(frame)  # standardized over the rows of the design, as build_design does
+    Y = np.clip(frame[list(spec.benchmarks)].to_numpy(float), *spec.clip)
+    c, kappa, phi = np.asarray(spec.floors), true["ceiling"], true["precision"]
+    for f, name in enumerate(design.families):
+        rows = np.flatnonzero(frame["family"].to_numpy() == name)
+        eta0 = X[rows] @ true["B"] @ true["loadings"] + true["intercepts"]
+
+        def log_joint(a):
+            mu = c + (1 - c) * kappa * special.expit(eta0 + a * true["loadings"][0])
+            return np.nansum(stats.beta.logpdf(Y[rows], phi * mu, phi * (1 - mu))) + stats.norm.logpdf(a)
+
+        top = max(log_joint(a) for a in np.linspace(-6, 6, 241))
+        v, _ = integrate.quad(lambda a: np.exp(log_joint(a) - top), -8, 8, epsabs=0, epsrel=1e-12, limit=200)
+        assert ml.loglikeobs(theta)[f] == pytest.approx(top + np.log(v), abs=1e-8)
+    _, g = ml.loglike_and_score(theta + 0.03)
+    for i in range(theta.size - 4, theta.size):  # the four logits of κ
+        e = np.zeros_like(theta)
+        e[i] = 1e-5
+        fd = (ml.loglike(theta + 0.03 + e) - ml.loglike(theta + 0.03 - e)) / 2e-5
+        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+
+
+def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling):
+    """κ is recovered within the Wald interval, formed on the logit scale (a share near 1 has a wide
+    interval reaching up to 1, never beyond); AIC prefers the model with the ceiling."""
+    _, true, spec = ceiling
+    data = ceiling[0]
+    fit = ls.LatentScalingModel(1, ceiling=True).fit(data)
+    plain = ls.LatentScalingModel(1, hessian=None).fit(data)
+    assert fit.converged and fit.aic < plain.aic
+    table = fit.params_table().xs("ceiling", level="block")
+    lo, hi = table["lower_95"].to_numpy(), table["upper_95"].to_numpy()
+    assert np.all((lo > 0) & (hi < 1) & (lo < table["estimate"]) & (table["estimate"] < hi))
+    z = (fit.theta[-4:] - np.log(true["ceiling"] / (1 - true["ceiling"]))) / np.sqrt(np.diag(fit.cov_theta()))[-4:]
+    assert np.all(np.abs(z) < 4.0), z
+    ci = fit.conf_int().loc[[f"ceiling[{b}]" for b in spec.benchmarks]]
+    np.testing.assert_allclose(ci["lower"], lo, rtol=1e-10)

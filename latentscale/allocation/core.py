@@ -12,7 +12,8 @@ On the raw log scale a skill is θ_k = b₁·log N + b₂·log D + b₃·log N·
 concave when b₃ > 0 (optimum at u* = (b₁ − b₂ + b₃·s) / (2·b₃), clipped to the box) and convex
 or linear otherwise (optimum at an end of the budget line's segment inside the box). A
 benchmark's linear predictor η_j = λ_jᵀθ + b_j is the same kind of quadratic with coefficients
-B_raw·λ_j, and its expected score c_j + (1 − c_j)·sigmoid(η_j) is increasing in η_j; so the
+B_raw·λ_j, and its expected score c_j + (1 − c_j)·κ_j·sigmoid(η_j) (κ_j = 1 without a fitted
+ceiling) is increasing in η_j; so the
 optimum of a benchmark is the optimum of that quadratic too. The family effect α only shifts the
 objective by a constant (for a benchmark: the score is increasing in η + λ_jᵀα for every α), so it
 never moves the optimal (N, D): a family changes the value at the optimum, not where it is.
@@ -111,7 +112,8 @@ def resolve_box(fit, box=None) -> tuple[tuple[float, float], tuple[float, float]
 def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str):
     """Raw-scale coefficients of the objective for parameter draws (S, d): (S, 3) on
     (log N, log D, log N·log D), the constant (S,), the weights w (S, K) with which α enters
-    (e_k for a skill, λ_j for a benchmark) and the floor (0 for a skill)."""
+    (e_k for a skill, λ_j for a benchmark) and the range (floor, top) of the expected score (top
+    = c + (1 − c)·κ with a fitted ceiling share κ, else 1; unused for a skill)."""
     spec = fit.spec
     thetas = np.atleast_2d(np.asarray(thetas, float))
     S, p, K = len(thetas), spec.p, spec.K
@@ -125,13 +127,15 @@ def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str):
         k = spec.skills.index(target)
         w = np.zeros((S, K))
         w[:, k] = 1.0
-        return B_raw[:, :, k], offset[:, k], w, 0.0
+        return B_raw[:, :, k], offset[:, k], w, (0.0, 1.0)
     j = spec.benchmarks.index(target)
     params = lay.unpack_many(thetas, ("loadings", "intercepts"))
     lam, icpt = params["loadings"][:, :, j], params["intercepts"][:, j]  # (S, K), (S,)
     coef = np.einsum("spk,sk->sp", B_raw, lam)
     const = np.einsum("sk,sk->s", offset, lam) + icpt
-    return coef, const, lam, float(spec.floors[j])
+    floor = float(spec.floors[j])
+    kappa = float(fit.constrained["ceiling"][j]) if "ceiling" in fit.constrained else 1.0
+    return coef, const, lam, (floor, floor + (1.0 - floor) * kappa)
 
 
 def _as_size_token_terms(B_raw: np.ndarray, offset: np.ndarray, covariates: str):
@@ -209,7 +213,8 @@ def _value(coef, const, weight, floor, u, s, alpha, kind):
     eta = a * u * u + b * u + c + const + np.sum(weight * alpha, axis=-1)
     if kind == "skill":
         return eta
-    return floor + (1.0 - floor) / (1.0 + np.exp(-eta))
+    low, top = floor
+    return low + (top - low) / (1.0 + np.exp(-eta))
 
 
 # ---- the public function ----------------------------------------------------------------

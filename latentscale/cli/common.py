@@ -276,16 +276,12 @@ LogitClipOpt = Annotated[Optional[float], typer.Option(
     "--logit-clip", metavar="L", help="Clamp the linear predictor to [-L, L] before the sigmoid, as the reference "
     "code behind the paper's figures does (4.5). Default: no clamp (the model of the paper's text).",
     show_default=False)]
-HeteroOpt = Annotated[bool, typer.Option(
-    "--hetero-precision", help="Let the Beta precision depend on the covariates: log φ_ij = log φ_j + γ_jᵀ x_i "
-                               "(the authors' later code).")]
-ResidualOpt = Annotated[bool, typer.Option(
-    "--residual", help="Add a family × benchmark residual effect u_fj ~ N(0, τ_j²) to the linear predictor "
-                       "(benchmark-specific strengths of a family beyond its K skills).")]
-CovariatesOpt = Annotated[Optional[str], typer.Option(
-    "--covariates", metavar="paper|size-tokens|flops",
-    help="Covariates of the skills: paper (log N, log D, log N·log D; default), size-tokens (log N, log D) or "
-         "flops (log 6ND).", show_default=False)]
+VariantOpt = Annotated[Optional[str], typer.Option(
+    "--variant", metavar="TERM+TERM", show_default=False,
+    help="Model variant: plain (default), or terms joined by +: residual (a family × benchmark residual effect), "
+         "ceiling (a fitted ceiling per benchmark), hetero (precision depending on size and tokens), "
+         "size-tokens or flops (covariate sets), clamp (the reference code's logit clamp). "
+         "Example: --variant residual+ceiling")]
 PaperOpt = Annotated[bool, typer.Option(
     "--paper", help="The reference code's settings: logit clamp 4.5, exact BBH and MuSR floors, scores clipped to "
                     "0.001,0.999, anchors in the order math, ifeval, hellaswag, bbh, mmlu-pro, mmlu, arc, truthfulqa, "
@@ -311,7 +307,7 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
                 no_clip: bool = False, logit_clip: float | None = None, paper: bool = False,
                 floors: dict | None = None, points: int | None = None, grid: Grid | None = None,
                 starts: int = 3, seed: int = 0, hessian: HessianKind | None = None,
-                hetero_precision: bool = False, residual: bool = False, covariates: str | None = None):
+                variant: str | None = None):
     """The :class:`~latentscale.LatentScalingModel` of the command-line options (``--paper`` sets
     the reference code's settings; options given explicitly override them)."""
     from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, LatentScalingModel
@@ -319,21 +315,21 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
     anchor_list = parse_list(anchors, "--anchors")
     if logit_clip is not None and not logit_clip > 0:
         raise BadInput(f"--logit-clip {logit_clip:g}: give a positive number, e.g. 4.5")
-    from latentscale.model.covariates import COVARIATE_SETS
+    from latentscale.model.variants import parse_variant
 
-    if covariates is not None and covariates not in COVARIATE_SETS:
-        raise BadInput(f"--covariates {covariates!r}: choose one of {', '.join(COVARIATE_SETS)}")
     options = dict(method=method.value, clip=parse_clip(clip, no_clip), points=points,
                    grid=None if grid is None else grid.value, n_starts=starts, seed=seed,
-                   hessian=(hessian or HessianKind.laplace).value, hetero_precision=hetero_precision,
-                   residual=residual, covariates=covariates or "paper")
+                   hessian=(hessian or HessianKind.laplace).value)
+    if variant is not None:
+        options.update(parse_variant(variant))
     if paper:
         if anchor_list is None:
             anchor_list = list(PAPER_ANCHORS[:k])
         options["logit_clip"] = 4.5 if logit_clip is None else logit_clip
         options["floors"] = {**PAPER_FLOORS, **(floors or {})}
     else:
-        options["logit_clip"] = logit_clip
+        if logit_clip is not None or "logit_clip" not in options:
+            options["logit_clip"] = logit_clip
         options["floors"] = floors
     return LatentScalingModel(k, anchor_list, **options)
 

@@ -28,6 +28,7 @@ from latentscale.model.observation import (
     LOG_2PI,
     beta_eta_derivatives,
     beta_logpdf,
+    expand,
     family_sums,
     fixed_eta,
     log_prior,
@@ -38,8 +39,8 @@ from latentscale.model.observation import (
 def _curvatures(params, arrays, floors, eta, n_families, n_benchmarks, bound):
     """Per-family data gradient in α (F, K), the true negative Hessian of the log joint and the
     Fisher scale (F, K, K), and Σ⁻¹."""
-    c, log_phi, _ = obs_terms(params, arrays, floors)
-    d1, d2, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound)
+    c, log_phi, _, kappa = obs_terms(params, arrays, floors)
+    d1, d2, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound, kappa)
     lam = params["loadings"]  # (K, J)
     G = family_sums(d1, arrays, n_families, n_benchmarks)  # (F, J)
     Hs = family_sums(-d2, arrays, n_families, n_benchmarks)
@@ -54,8 +55,8 @@ def _curvatures(params, arrays, floors, eta, n_families, n_benchmarks, bound):
 
 def _fisher_scale(params, arrays, floors, eta, n_families, n_benchmarks, bound):
     """The rule's scale H_f: the Fisher information of the family's scores at η plus Σ⁻¹."""
-    c, log_phi, _ = obs_terms(params, arrays, floors)
-    _, _, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound)
+    c, log_phi, _, kappa = obs_terms(params, arrays, floors)
+    _, _, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound, kappa)
     Fs = family_sums(fisher, arrays, n_families, n_benchmarks)
     lam = params["loadings"]
     L = params["corr"]
@@ -88,14 +89,14 @@ def converge_modes(params, arrays, floors, alpha0, n_families: int, n_benchmarks
     params = jax.lax.stop_gradient(params)
     fam = arrays["obs_family"]
     log_y, log1m_y = arrays["log_y"], arrays["log1m_y"]
-    c_obs, log_phi_obs, lam_obs = obs_terms(params, arrays, floors)
+    c_obs, log_phi_obs, lam_obs, kappa = obs_terms(params, arrays, floors)
     eta0 = fixed_eta(params, arrays)
     K = lam_obs.shape[1]
     prec = jax.scipy.linalg.cho_solve((params["corr"], True), jnp.eye(K, dtype=eta0.dtype))
 
     def joint(alpha):  # log p(y_f | α_f) + log N(α_f; 0, Σ) up to a constant, (F,)
         eta = eta0 + jnp.sum(lam_obs * alpha[fam], axis=1)
-        ll = beta_logpdf(eta, log_y, log1m_y, c_obs, log_phi_obs, bound)
+        ll = beta_logpdf(eta, log_y, log1m_y, c_obs, log_phi_obs, bound, kappa=kappa)
         ll_fam = jax.ops.segment_sum(ll, fam, num_segments=n_families)
         return ll_fam - 0.5 * jnp.einsum("fk,kl,fl->f", alpha, prec, alpha)
 
@@ -142,7 +143,7 @@ def tracked_modes(params, arrays, floors, alpha_hat, n_families: int, n_benchmar
     """
     alpha = jax.lax.stop_gradient(alpha_hat)
     fam = arrays["obs_family"]
-    _, _, lam_obs = obs_terms(params, arrays, floors)
+    lam_obs = obs_terms(params, arrays, floors)[2]
     eta0 = fixed_eta(params, arrays)
     for _ in range(2 if exact_second else 1):
         eta = eta0 + jnp.sum(lam_obs * alpha[fam], axis=1)
@@ -174,12 +175,12 @@ def adaptive_terms(params, arrays, floors, nodes, log_weights, alpha_hat, n_fami
     K = R.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(K, dtype=R.dtype), R.shape)
     S = jnp.swapaxes(jax.scipy.linalg.solve_triangular(R, eye, lower=True), -1, -2)  # S = R^{-T}, S Sᵀ = H⁻¹
-    c, log_phi, _ = obs_terms(params, arrays, floors)
+    c, log_phi, _, kappa = obs_terms(params, arrays, floors)
     U = jnp.einsum("fkl,kj->fjl", S, params["loadings"])  # (F, J, K): S_fᵀ λ_j
     u_obs = U[fam, arrays["obs_bench"]]  # (n_obs, K)
     eta = eta_hat[:, None] + u_obs @ nodes.T  # (n_obs, Q)
     ll = beta_logpdf(eta, arrays["log_y"][:, None], arrays["log1m_y"][:, None], c[:, None], log_phi[:, None],
-                     bound)
+                     bound, kappa=expand(kappa, 1))
     ll_fam = jax.ops.segment_sum(ll, fam, num_segments=n_families)  # (F, Q)
     alpha_q = alpha[:, None, :] + jnp.einsum("fkl,ql->fqk", S, nodes)  # (F, Q, K)
     lp = log_prior(alpha_q, params["corr"])  # (F, Q)
@@ -217,6 +218,6 @@ def mode_and_scale(params, arrays, floors, alpha0, n_families: int, n_benchmarks
     alpha = converge_modes(params, arrays, floors, alpha0, n_families, n_benchmarks, bound)
     if track:
         alpha, _, _ = tracked_modes(params, arrays, floors, alpha, n_families, n_benchmarks, bound)
-    c, log_phi, lam_obs = obs_terms(params, arrays, floors)
+    lam_obs = obs_terms(params, arrays, floors)[2]
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[arrays["obs_family"]], axis=1)
     return alpha, _fisher_scale(params, arrays, floors, eta, n_families, n_benchmarks, bound)

@@ -67,6 +67,8 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
     }
     if spec.residual:
         out["residual_sd"] = np.full(J, 0.3)  # modest benchmark-specific family strengths
+    if spec.ceiling:
+        out["ceiling"] = np.full(J, 0.95)  # near the plain model's ceiling of 1
     return out
 
 

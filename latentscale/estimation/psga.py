@@ -89,11 +89,12 @@ def mc_loglik(params: dict, z, valid, arrays: dict, floors, n_families: int, bou
     """
     L = params["corr"]
     fam = arrays["obs_family"]
-    c_obs, log_phi_obs, lam_obs = obs_terms(params, arrays, floors)  # (n,), (n,), (n, K)
+    c_obs, log_phi_obs, lam_obs, kappa = obs_terms(params, arrays, floors)  # (n,), (n,), (n, K), (n,) or None
     base = fixed_eta(params, arrays)
     const = jax.ops.segment_sum(jax.scipy.special.gammaln(jnp.exp(log_phi_obs)), fam, num_segments=n_families)
     c = c_obs[:, None].astype(dtype)
     log_phi = log_phi_obs[:, None].astype(dtype)
+    kappa_d = None if kappa is None else kappa[:, None].astype(dtype)
     log_y = arrays["log_y"][:, None].astype(dtype)
     log1m_y = arrays["log1m_y"][:, None].astype(dtype)
     base_d = base[:, None].astype(dtype)
@@ -103,7 +104,7 @@ def mc_loglik(params: dict, z, valid, arrays: dict, floors, n_families: int, bou
     def chunk(zc, vc):
         alpha = zc.astype(dtype) @ L_d.T  # (m, K)
         eta = base_d + lam_d @ alpha.T  # (n, m)
-        ll = beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound, normalized=False)
+        ll = beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound, normalized=False, kappa=kappa_d)
         per = jax.ops.segment_sum(ll, fam, num_segments=n_families)  # (F, m)
         per = jnp.where(vc[None, :], per, -jnp.inf)
         return jax.scipy.special.logsumexp(per, axis=1).astype(const.dtype)  # (F,)

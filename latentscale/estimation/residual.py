@@ -35,6 +35,7 @@ from latentscale.model.observation import (
     LOG_2PI,
     beta_eta_derivatives,
     beta_logpdf,
+    expand,
     family_sums,
     fixed_eta,
     log_prior,
@@ -62,8 +63,8 @@ def _eta(eta0, lam_obs, alpha, u, arrays, n_benchmarks: int):
 def _stats(params, arrays, floors, eta, n_families, n_benchmarks, bound):
     """Per (family, benchmark) sums of the score's first derivative in η, of its negative second
     derivative and of its Fisher information: G, Hd, Fd (F, J)."""
-    c, log_phi, _ = obs_terms(params, arrays, floors)
-    d1, d2, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound)
+    c, log_phi, _, kappa = obs_terms(params, arrays, floors)
+    d1, d2, fisher = beta_eta_derivatives(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound, kappa)
     return (family_sums(d1, arrays, n_families, n_benchmarks), family_sums(-d2, arrays, n_families, n_benchmarks),
             family_sums(fisher, arrays, n_families, n_benchmarks))
 
@@ -107,7 +108,7 @@ def converge_joint_modes(params, arrays, floors, start, n_families: int, n_bench
     params = jax.lax.stop_gradient(params)
     fam = arrays["obs_family"]
     log_y, log1m_y = arrays["log_y"], arrays["log1m_y"]
-    c_obs, log_phi_obs, lam_obs = obs_terms(params, arrays, floors)
+    c_obs, log_phi_obs, lam_obs, kappa = obs_terms(params, arrays, floors)
     eta0 = fixed_eta(params, arrays)
     lam = params["loadings"]
     K = lam.shape[0]
@@ -115,7 +116,7 @@ def converge_joint_modes(params, arrays, floors, start, n_families: int, n_bench
 
     def joint(alpha, u):
         eta = _eta(eta0, lam_obs, alpha, u, arrays, n_benchmarks)
-        ll = jax.ops.segment_sum(beta_logpdf(eta, log_y, log1m_y, c_obs, log_phi_obs, bound), fam,
+        ll = jax.ops.segment_sum(beta_logpdf(eta, log_y, log1m_y, c_obs, log_phi_obs, bound, kappa=kappa), fam,
                                  num_segments=n_families)
         return ll - 0.5 * jnp.einsum("fk,kl,fl->f", alpha, prec, alpha) - 0.5 * jnp.sum(rho * u * u, axis=1)
 
@@ -157,7 +158,7 @@ def tracked_joint_modes(params, arrays, floors, x_hat, n_families: int, n_benchm
     see :func:`latentscale.estimation.adaptive.tracked_modes`. Returns α (F, K), u (F, J), the
     fixed part of η and the per-observation loadings."""
     x = jax.lax.stop_gradient(x_hat)
-    _, _, lam_obs = obs_terms(params, arrays, floors)
+    lam_obs = obs_terms(params, arrays, floors)[2]
     eta0 = fixed_eta(params, arrays)
     lam = params["loadings"]
     K = lam.shape[0]
@@ -206,9 +207,9 @@ def residual_terms(params, arrays, floors, nodes, log_weights, x_hat, n_families
     # scores at every (outer, inner) node: (n_obs, Q, R)
     eta_q = eta0[:, None] + jnp.einsum("ok,oqk->oq", lam_obs, alpha_q[fam])
     u_obs = jnp.swapaxes(u_qr, 1, 2).reshape(-1, *u_qr.shape[1:2], u_qr.shape[-1])[cell]  # (n_obs, Q, R)
-    c, log_phi, _ = obs_terms(params, arrays, floors)
+    c, log_phi, _, kappa = obs_terms(params, arrays, floors)
     ll = beta_logpdf(eta_q[..., None] + u_obs, arrays["log_y"][:, None, None], arrays["log1m_y"][:, None, None],
-                     c[:, None, None], log_phi[:, None, None], bound)
+                     c[:, None, None], log_phi[:, None, None], bound, kappa=expand(kappa, 1, 2))
     J = n_benchmarks
     ll_cell = jax.ops.segment_sum(ll, cell, num_segments=n_families * J)  # (F·J, Q, R)
     ll_cell = jnp.swapaxes(ll_cell.reshape(n_families, J, *ll_cell.shape[1:]), 1, 2)  # (F, Q, J, R)
@@ -236,7 +237,7 @@ def joint_mode_and_scale(params, arrays, floors, start, n_families: int, n_bench
         alpha, u, eta0, lam_obs = tracked_joint_modes(params, arrays, floors, x, n_families, n_benchmarks, bound)
         x = jnp.concatenate([alpha, u], axis=1)
     else:
-        _, _, lam_obs = obs_terms(params, arrays, floors)
+        lam_obs = obs_terms(params, arrays, floors)[2]
         eta0 = fixed_eta(params, arrays)
     eta = _eta(eta0, lam_obs, x[:, :K], x[:, K:], arrays, n_benchmarks)
     _, _, Fd = _stats(params, arrays, floors, eta, n_families, n_benchmarks, bound)

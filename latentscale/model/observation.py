@@ -103,12 +103,16 @@ def tetragamma(x):
 
 
 # ---- the Beta density in η ------------------------------------------------------------------
-def _shapes(eta, c, log_phi, bound):
+def _shapes(eta, c, log_phi, bound, kappa=None):
     tiny = 1e-30 if eta.dtype == jnp.float32 else TINY
     phi = jnp.exp(log_phi)
     eta = jnp.clip(eta, -bound, bound)
-    a = jnp.maximum(phi * (c + (1.0 - c) * jax.nn.sigmoid(eta)), tiny)
-    b = jnp.maximum(phi * (1.0 - c) * jax.nn.sigmoid(-eta), tiny)
+    if kappa is None:
+        a = jnp.maximum(phi * (c + (1.0 - c) * jax.nn.sigmoid(eta)), tiny)
+        b = jnp.maximum(phi * (1.0 - c) * jax.nn.sigmoid(-eta), tiny)
+    else:  # a ceiling: μ = c + (1 − c)·κ·sigmoid(η), 1 − μ = (1 − c)·((1 − κ) + κ·sigmoid(−η))
+        a = jnp.maximum(phi * (c + (1.0 - c) * kappa * jax.nn.sigmoid(eta)), tiny)
+        b = jnp.maximum(phi * (1.0 - c) * ((1.0 - kappa) + kappa * jax.nn.sigmoid(-eta)), tiny)
     return phi, eta, a, b
 
 
@@ -148,36 +152,71 @@ def _beta_core_jvp(bound, primals, tangents):
 _beta_core.defjvp(_beta_core_jvp, symbolic_zeros=True)
 
 
-def beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, normalized: bool = True):
-    """log Beta(y | φμ, φ(1−μ)) with μ = c + (1−c)·sigmoid(clip(η, ±bound)); broadcasts.
-    ``normalized=False`` leaves out the log Γ(φ) term (a caller with many evaluations per
-    observation adds it once per observation)."""
-    eta, log_y, log1m_y, c, log_phi = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi)
-    out = _beta_core(eta, log_y, log1m_y, c, log_phi, float(bound))
+@partial(jax.custom_jvp, nondiff_argnums=(6,))
+def _beta_core_k(eta, log_y, log1m_y, c, log_phi, kappa, bound):
+    """:func:`_beta_core` with a ceiling share κ: μ = c + (1 − c)·κ·sigmoid(η)."""
+    _, _, a, b = _shapes(eta, c, log_phi, bound, kappa)
+    return (a - 1.0) * log_y + (b - 1.0) * log1m_y - log_gamma_and_digamma(a)[0] - log_gamma_and_digamma(b)[0]
+
+
+def _beta_core_k_jvp(bound, primals, tangents):
+    eta, log_y, log1m_y, c, log_phi, kappa = primals
+    d_eta, d_log_y, d_log1m_y, d_c, d_log_phi, d_kappa = tangents
+    phi, clipped, a, b = _shapes(eta, c, log_phi, bound, kappa)
+    lga, dga = log_gamma_and_digamma(a)
+    lgb, dgb = log_gamma_and_digamma(b)
+    value = (a - 1.0) * log_y + (b - 1.0) * log1m_y - lga - lgb
+    r = phi * ((log_y - dga) - (log1m_y - dgb))  # ∂ℓ/∂μ
+    s = jax.nn.sigmoid(clipped)
+    inside = jnp.abs(eta) < bound
+    terms = [(jnp.where(inside, (1.0 - c) * kappa * s * (1.0 - s), 0.0) * r, d_eta),
+             (a * (log_y - dga) + b * (log1m_y - dgb), d_log_phi), ((1.0 - kappa * s) * r, d_c),
+             ((1.0 - c) * s * r, d_kappa), (a - 1.0, d_log_y), (b - 1.0, d_log1m_y)]
+    parts = [g * d for g, d in terms if not _is_zero(d)]
+    tangent = sum(parts[1:], parts[0]) if parts else jnp.zeros_like(value)
+    return value, tangent
+
+
+_beta_core_k.defjvp(_beta_core_k_jvp, symbolic_zeros=True)
+
+
+def beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, normalized: bool = True, kappa=None):
+    """log Beta(y | φμ, φ(1−μ)) with μ = c + (1−c)·sigmoid(clip(η, ±bound)) (times the ceiling share
+    κ when given: μ = c + (1 − c)·κ·sigmoid(η)); broadcasts. ``normalized=False`` leaves out the
+    log Γ(φ) term (a caller with many evaluations per observation adds it once per observation)."""
+    if kappa is None:
+        eta, log_y, log1m_y, c, log_phi = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi)
+        out = _beta_core(eta, log_y, log1m_y, c, log_phi, float(bound))
+    else:
+        eta, log_y, log1m_y, c, log_phi, kappa = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi, kappa)
+        out = _beta_core_k(eta, log_y, log1m_y, c, log_phi, kappa, float(bound))
     return out + log_gamma_and_digamma(jnp.exp(log_phi))[0] if normalized else out
 
 
-def beta_eta_derivatives(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND):
+def beta_eta_derivatives(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, kappa=None):
     """First and second derivative of :func:`beta_logpdf` in η, and the Fisher information in η
     (all zero where the clip holds η, beyond ±bound)."""
-    phi, clipped, a, b = _shapes(eta, c, log_phi, bound)
+    phi, clipped, a, b = _shapes(eta, c, log_phi, bound, kappa)
     s = jax.nn.sigmoid(clipped)
     l_mu = phi * (log_y - log1m_y - digamma(a) + digamma(b))
     l_mumu = -(phi**2) * (trigamma(a) + trigamma(b))
-    d_mu = (1.0 - c) * s * (1.0 - s)
+    d_mu = (1.0 - c) * s * (1.0 - s) if kappa is None else (1.0 - c) * kappa * s * (1.0 - s)
     d_mu = jnp.where(jnp.abs(eta) < bound, d_mu, 0.0)
     d2_mu = d_mu * (1.0 - 2.0 * s)
     fisher = -l_mumu * d_mu**2
     return l_mu * d_mu, l_mumu * d_mu**2 + l_mu * d2_mu, fisher
 
 
-def mean_score(eta, c, bound: float = ETA_BOUND):
-    """μ = c + (1 − c)·sigmoid(clip(η, ±bound)), for numpy or JAX arrays."""
+def mean_score(eta, c, bound: float = ETA_BOUND, kappa=None):
+    """μ = c + (1 − c)·sigmoid(clip(η, ±bound)) (times the ceiling share κ when given), for numpy
+    or JAX arrays."""
     if isinstance(eta, np.ndarray):
         from scipy.special import expit
 
-        return c + (1.0 - c) * expit(np.clip(eta, -bound, bound))
-    return c + (1.0 - c) * jax.nn.sigmoid(jnp.clip(eta, -bound, bound))
+        s = expit(np.clip(eta, -bound, bound))
+    else:
+        s = jax.nn.sigmoid(jnp.clip(eta, -bound, bound))
+    return c + (1.0 - c) * s if kappa is None else c + (1.0 - c) * kappa * s
 
 
 def floor_logit(y, c, eps: float = 0.02) -> np.ndarray:
@@ -197,13 +236,20 @@ def fixed_eta(params, arrays):
 
 
 def obs_terms(params, arrays, floors):
-    """Per-observation floor, log precision and loading vector, each gathered by benchmark (the
-    log precision also by model when the precision depends on the covariates)."""
+    """Per-observation floor, log precision, loading vector and ceiling share, each gathered by
+    benchmark (the log precision also by model when the precision depends on the covariates; the
+    ceiling share None when the model has no ceiling)."""
     j = arrays["obs_bench"]
     log_phi = jnp.log(params["precision"])[j]
     if "precision_slope" in params:  # log φ_ij = log φ_j + γ_jᵀ x_i
         log_phi = log_phi + jnp.sum(arrays["X"][arrays["obs_model"]] * params["precision_slope"].T[j], axis=1)
-    return floors[j], log_phi, params["loadings"].T[j]
+    kappa = params["ceiling"][j] if "ceiling" in params else None
+    return floors[j], log_phi, params["loadings"].T[j], kappa
+
+
+def expand(kappa, *axes):
+    """The ceiling share per observation broadcast like the other per-observation terms (None stays None)."""
+    return None if kappa is None else jnp.expand_dims(kappa, axes)
 
 
 def precisions(params, X):
@@ -234,11 +280,11 @@ def family_sums(values, arrays, n_families: int, n_benchmarks: int):
 def family_loglik_at(alpha, params, arrays, floors, n_families: int, bound: float = ETA_BOUND, u=None):
     """Σ over each family's observations of log p(y | α), for α of shape (F, K) (and the families'
     residuals u (F, J) when the model has them); returns (F,)."""
-    c, log_phi, lam_obs = obs_terms(params, arrays, floors)
+    c, log_phi, lam_obs, kappa = obs_terms(params, arrays, floors)
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[arrays["obs_family"]], axis=1)
     if u is not None:
         eta = eta + u.reshape(-1)[arrays["obs_family"] * u.shape[1] + arrays["obs_bench"]]
-    ll = beta_logpdf(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound)
+    ll = beta_logpdf(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound, kappa=kappa)
     return jax.ops.segment_sum(ll, arrays["obs_family"], num_segments=n_families)
 
 

@@ -63,7 +63,7 @@ class Bijector:
     unconstrained coordinates (a vector). Methods take the array module ``xp`` of their input
     (numpy or jax.numpy), so the same code serves compiled likelihoods and plain numpy."""
 
-    positive = False  # natural-scale parameters are positive (intervals on the log scale)
+    interval = "linear"  # the scale Wald intervals are formed on: linear, log (positive), logit (in (0, 1))
 
     def size(self, spec: ModelSpec, shape: tuple[int, ...]) -> int:
         return int(np.prod(shape))
@@ -89,8 +89,9 @@ class Bijector:
             return [(r, "") for r in values[0]]
         return [(r, c) for r in values[0] for c in values[1]]
 
-    def positives(self, spec: ModelSpec, n: int) -> np.ndarray:
-        return np.full(n, self.positive)
+    def intervals(self, spec: ModelSpec, n: int) -> np.ndarray:
+        """The interval scale of each coordinate's natural parameter."""
+        return np.full(n, self.interval, dtype=object)
 
     def project(self, value, spec: ModelSpec, floor: float = PROJECTION_FLOOR):
         """The paper's projection of a constrained value onto the constraints (PSGA)."""
@@ -104,7 +105,7 @@ class Identity(Bijector):
 class Exp(Bijector):
     """A positive block: coordinates are the logs."""
 
-    positive = True
+    interval = "log"
 
     def forward(self, u, spec, shape):
         return _xp(u).exp(u).reshape(shape)
@@ -173,9 +174,9 @@ class AnchoredLoadings(Bijector):
         free = [(bm[j], s) for j in spec.free_index for s in sk]
         return free + [(bm[j], s) for s, j in zip(sk, spec.anchor_index)]
 
-    def positives(self, spec, n):
+    def intervals(self, spec, n):
         n_free, n_anchor = self._counts(spec)
-        return np.r_[np.zeros(n_free, bool), np.ones(n_anchor, bool)]
+        return np.array(["linear"] * n_free + ["log"] * n_anchor, dtype=object)
 
     def project(self, value, spec, floor=PROJECTION_FLOOR):
         xp = _xp(value)
@@ -256,6 +257,25 @@ class UnitRowCholesky(Bijector):
         return L / xp.maximum(xp.sqrt(xp.sum(L * L, axis=1, keepdims=True)), 1e-300)
 
 
+class Logistic(Bijector):
+    """A block in (0, 1): coordinates are the logits."""
+
+    interval = "logit"
+
+    def forward(self, u, spec, shape):
+        xp = _xp(u)
+        return (1.0 / (1.0 + xp.exp(-u))).reshape(shape)
+
+    def inverse(self, value, spec, shape):
+        v = np.asarray(value, float).reshape(-1)
+        if np.any((v <= 0) | (v >= 1)):
+            raise InputError("a share (a ceiling share) must lie strictly between 0 and 1")
+        return np.log(v / (1.0 - v))
+
+    def project(self, value, spec, floor=PROJECTION_FLOOR):
+        return _xp(value).clip(value, floor, 1.0 - floor)
+
+
 IDENTITY = Identity()
 
 
@@ -266,7 +286,7 @@ class Derived(NamedTuple):
     label: str
     rows: list[tuple[str, str]]
     values: Any  # 1-D, differentiable in θ
-    positive: np.ndarray
+    interval: np.ndarray  # the scale of each value's Wald interval (linear, log, logit)
 
 
 @dataclass(frozen=True)
@@ -309,8 +329,8 @@ def _raw_B(B, spec, scaler):
     B_raw, offset = scaler.to_raw(B)
     cov, sk = spec.covariate_names, spec.skills
     return [
-        Derived("B_raw", [(c, s) for c in cov for s in sk], B_raw.reshape(-1), np.zeros(len(cov) * len(sk), bool)),
-        Derived("offset", [("offset", s) for s in sk], offset, np.zeros(len(sk), bool)),
+        Derived("B_raw", [(c, s) for c in cov for s in sk], B_raw.reshape(-1), np.full(len(cov) * len(sk), "linear")),
+        Derived("offset", [("offset", s) for s in sk], offset, np.full(len(sk), "linear")),
     ]
 
 
@@ -348,6 +368,8 @@ for _block in (
                "effects γ of the standardized covariates on log φ (heteroscedastic precision)"),
     ParamBlock("residual_sd", "residual_sd", ("benchmark",), Exp(), (float(np.log(1e-3)), float(np.log(20.0))), None,
                "SDs τ of the family × benchmark residual effects (coordinates log τ)"),
+    ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 15.0), None,
+               "ceiling shares κ: the expected score is c + (1 − c)·κ·sigmoid(η) (coordinates logit κ)"),
 ):
     register_block(_block)
 
@@ -356,9 +378,9 @@ CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
 
 def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
     """The blocks the spec's options call for: the core ones, ``precision_slope`` with
-    ``hetero_precision`` and ``residual_sd`` with ``residual``."""
+    ``hetero_precision``, ``residual_sd`` with ``residual`` and ``ceiling`` with ``ceiling``."""
     return (CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
-            + (("residual_sd",) if spec.residual else ()))
+            + (("residual_sd",) if spec.residual else ()) + (("ceiling",) if spec.ceiling else ()))
 
 
 # ---- the layout -----------------------------------------------------------------------------
@@ -375,7 +397,7 @@ class ParameterLayout:
         self.blocks = tuple(blocks)
         self.slices: dict[str, slice] = {}
         start = 0
-        names, labels, lo, hi, positive = [], [], [], [], []
+        names, labels, lo, hi, interval = [], [], [], [], []
         for b in self.blocks:
             n = b.size(spec)
             self.slices[b.name] = slice(start, start + n)
@@ -388,13 +410,13 @@ class ParameterLayout:
             low, high = b.box(spec)
             lo.append(low)
             hi.append(high)
-            positive.append(b.bijector.positives(spec, n))
+            interval.append(b.bijector.intervals(spec, n))
         self.size = start
         self.names: list[str] = names
         self.labels: list[tuple[str, str, str]] = labels
         self.lower = np.concatenate(lo) if lo else np.zeros(0)
         self.upper = np.concatenate(hi) if hi else np.zeros(0)
-        self.positive = np.concatenate(positive) if positive else np.zeros(0, bool)
+        self.interval = np.concatenate(interval) if interval else np.zeros(0, dtype=object)
 
     @property
     def bounds(self) -> list[tuple[float, float]]:
@@ -456,7 +478,7 @@ class ParameterLayout:
 
     def reported(self, theta, scaler):
         """Every reported quantity as one vector (natural parameters, each block followed by its
-        derived quantities) and its labels (block, row, column, positive, parameter name or "")."""
+        derived quantities) and its labels (block, row, column, interval scale, parameter name or "")."""
         xp = _xp(theta)
         spec = self.spec
         values, rows = [], []
@@ -464,12 +486,12 @@ class ParameterLayout:
             sl = self.slices[b.name]
             u = theta[sl]
             values.append(b.bijector.natural(u, spec, b.shape(spec)))
-            for (lab, r, c), name, pos in zip(self.labels[sl], self.names[sl], self.positive[sl]):
-                rows.append((lab, r, c, bool(pos), name))
+            for (lab, r, c), name, scale in zip(self.labels[sl], self.names[sl], self.interval[sl]):
+                rows.append((lab, r, c, str(scale), name))
             if b.derived is not None:
                 for d in b.derived(b.bijector.forward(u, spec, b.shape(spec)), spec, scaler):
                     values.append(d.values)
-                    rows += [(d.label, r, c, bool(p), "") for (r, c), p in zip(d.rows, d.positive)]
+                    rows += [(d.label, r, c, str(v), "") for (r, c), v in zip(d.rows, d.interval)]
         return xp.concatenate(values), rows
 
     def project(self, params: dict, floor: float = PROJECTION_FLOOR) -> dict:

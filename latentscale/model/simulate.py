@@ -68,7 +68,7 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     intercepts ~ N(0, 1), precisions log-uniform on [20, 200], B ~ N(0.5, 0.3²) entrywise,
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
-    γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6).
+    γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``ceiling`` κ ~ U(0.7, 0.95).
     """
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
@@ -77,6 +77,8 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
             core[name] = rng.normal(0.0, 0.3, size=(p, int(n_benchmarks)))
         elif name == "residual_sd":
             core[name] = rng.uniform(0.2, 0.6, size=int(n_benchmarks))
+        elif name == "ceiling":
+            core[name] = rng.uniform(0.7, 0.95, size=int(n_benchmarks))
         else:
             raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
     return core
@@ -192,9 +194,10 @@ def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: flo
     if logit_clip is not None:
         eta = np.clip(eta, -logit_clip, logit_clip)
     phi = precisions(params, X)
+    kappa = params.get("ceiling", 1.0)
     s = 1.0 / (1.0 + np.exp(-eta))
-    a = np.maximum(phi * (c + (1.0 - c) * s), 1e-300)
-    b = np.maximum(phi * (1.0 - c) * (1.0 / (1.0 + np.exp(eta))), 1e-300)
+    a = np.maximum(phi * (c + (1.0 - c) * kappa * s), 1e-300)
+    b = np.maximum(phi * (1.0 - c) * ((1.0 - kappa) + kappa / (1.0 + np.exp(eta))), 1e-300)
     return rng.beta(a, b)
 
 
@@ -240,6 +243,7 @@ def simulate(
     logit_clip: float | None = None,
     hetero_precision: bool = False,
     residual: bool = False,
+    ceiling: bool = False,
 ):
     """Draw a score table from the model.
 
@@ -265,6 +269,7 @@ def simulate(
         (``params`` then needs ``precision_slope``; the returned spec carries the option).
     residual : draw from the model with family × benchmark residuals u_fj ~ N(0, τ_j²) (``params``
         then needs ``residual_sd``); the drawn residuals are returned as ``"residual"`` (F, J).
+    ceiling : draw from the model with a ceiling share κ_j per benchmark (``params["ceiling"]``).
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -279,13 +284,45 @@ def simulate(
     K, J, F = int(k), int(n_benchmarks), int(n_families)
     if F < 1:
         raise InputError(f"n_families must be at least 1, got {F}")
+    if not 1 <= K <= J:  # before the spec, whose anchors would otherwise silently be fewer
+        raise InputError(f"need 1 <= k <= n_benchmarks, got k={K}, n_benchmarks={J}")
     design_rng = np.random.default_rng(seed if design_seed is None else design_seed)
     rng = np.random.default_rng([int(seed), 1])  # responses: independent of the design stream
     benchmarks = tuple(f"b{j + 1}" for j in range(J))
     c = _resolve_floors(floors, J)
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
                      clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
-                     hetero_precision=hetero_precision, residual=residual)
+                     hetero_precision=hetero_precision, residual=residual, ceiling=ceiling)
+    params = _true_params(params, spec, seed)
+
+    fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)
+    X = CovariateScaler.fit(size, tokens).transform(size, tokens)
+
+    alpha, u, y = _draw_scores(params, spec, X, fam, F, c, rng)
+    if clip is not None:
+        y = np.clip(y, clip[0], clip[1])
+    y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
+    data = _score_data(y, fam, within, size, tokens, benchmarks, c, F)
+    true = dict(params)
+    true["alpha"] = alpha
+    if u is not None:
+        true["residual"] = u
+    return data, true, spec
+
+
+def _draw_scores(params: dict, spec: ModelSpec, X: np.ndarray, fam: np.ndarray, F: int, c: np.ndarray,
+                 rng: np.random.Generator):
+    """Family effects α (F, K), residuals u (F, J) or None, and every model's scores (n, J)."""
+    alpha = rng.standard_normal((F, spec.K)) @ params["corr"].T
+    u = rng.standard_normal((F, spec.J)) * params["residual_sd"] if spec.residual else None
+    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, spec.logit_clip, rng, X, None if u is None else u[fam])
+    return alpha, u, y
+
+
+def _true_params(params, spec: ModelSpec, seed: int) -> dict:
+    """The true parameters of every block of ``spec`` (random ones with ``seed`` when None),
+    checked, and with the anchor structure imposed by a round trip through the parametrization."""
+    K, J = spec.K, spec.J
     names = layout(spec).slices
     if params is None:
         params = random_params(K, J, seed=seed, extra_blocks=tuple(n for n in names if n not in CORE_BLOCKS))
@@ -297,25 +334,7 @@ def simulate(
         raise InputError(
             f"params do not match k={K}, n_benchmarks={J}: loadings {params['loadings'].shape}, B {params['B'].shape}"
         )
-    # The anchor structure is imposed by the parametrization: round-trip through it.
-    params = {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
-
-    fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)
-    X = CovariateScaler.fit(size, tokens).transform(size, tokens)
-
-    # Latent skills and scores.
-    alpha = rng.standard_normal((F, K)) @ params["corr"].T
-    u = rng.standard_normal((F, J)) * params["residual_sd"] if residual else None
-    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, logit_clip, rng, X, None if u is None else u[fam])
-    if clip is not None:
-        y = np.clip(y, clip[0], clip[1])
-    y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
-    data = _score_data(y, fam, within, size, tokens, benchmarks, c, F)
-    true = dict(params)
-    true["alpha"] = alpha
-    if u is not None:
-        true["residual"] = u
-    return data, true, spec
+    return {name: np.asarray(v) for name, v in unpack(pack(params, spec), spec).items()}
 
 
 def _draw_design(family_sizes, F: int, rng: np.random.Generator):

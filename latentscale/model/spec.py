@@ -30,6 +30,8 @@ class ModelSpec:
         authors' later code); default False (φ_j per benchmark).
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
         (benchmark-specific strengths of a family that the K skills do not carry); default False.
+    ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) with κ_j ∈ (0, 1) (a
+        benchmark whose scores saturate below 1); default False (κ = 1).
     blocks : names of the parameter blocks (default: those the options above call for); a block
         must be registered in :data:`latentscale.model.params.BLOCKS`.
     """
@@ -42,6 +44,7 @@ class ModelSpec:
     covariates: str = "paper"
     hetero_precision: bool = False
     residual: bool = False
+    ceiling: bool = False
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -69,6 +72,7 @@ class ModelSpec:
         check_covariate_set(self.covariates)
         object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
         object.__setattr__(self, "residual", bool(self.residual))
+        object.__setattr__(self, "ceiling", bool(self.ceiling))
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
@@ -127,7 +131,7 @@ class ModelSpec:
             canon = ModelSpec(benchmarks=names, anchors=tuple(names[j] for j in self.anchor_index),
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
                               covariates=self.covariates, hetero_precision=self.hetero_precision,
-                              residual=self.residual, blocks=self.block_names)
+                              residual=self.residual, ceiling=self.ceiling, blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -144,6 +148,8 @@ class ModelSpec:
             parts.append("precision depends on the covariates (log φ_ij = log φ_j + γ_jᵀ x_i)")
         if self.residual:
             parts.append("family × benchmark residual u_fj ~ N(0, τ_j²)")
+        if self.ceiling:
+            parts.append("a fitted ceiling per benchmark (μ = c + (1 − c)·κ·sigmoid(η))")
         from latentscale.model.params import default_block_names
 
         extra = [b for b in self.block_names if b not in default_block_names(self)]
@@ -161,6 +167,7 @@ class ModelSpec:
             "covariates": self.covariates,
             "hetero_precision": self.hetero_precision,
             "residual": self.residual,
+            "ceiling": self.ceiling,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -175,5 +182,6 @@ class ModelSpec:
             covariates=d.get("covariates", "paper"),
             hetero_precision=bool(d.get("hetero_precision", False)),
             residual=bool(d.get("residual", False)),
+            ceiling=bool(d.get("ceiling", False)),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

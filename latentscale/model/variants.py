@@ -6,6 +6,7 @@ A variant is a ``+``-joined list of terms, each setting model options of
 - ``plain``: the model of the paper's text (no option changed);
 - ``hetero``: heteroscedastic precision, log φ_ij = log φ_j + γ_jᵀ x_i (``hetero_precision=True``);
 - ``residual``: a family × benchmark residual effect u_fj ~ N(0, τ_j²) (``residual=True``);
+- ``ceiling``: a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) (``ceiling=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
 - ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``).
 
@@ -23,12 +24,13 @@ TERMS: dict[str, dict] = {
     "plain": {},
     "hetero": {"hetero_precision": True},
     "residual": {"residual": True},
+    "ceiling": {"ceiling": True},
     "clamp": {"logit_clip": 4.5},
     **{name: {"covariates": name} for name in COVARIATE_SETS},
 }
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {"hetero_precision": False, "residual": False, "logit_clip": None, "covariates": "paper"}
+DEFAULTS: dict = {"hetero_precision": False, "residual": False, "ceiling": False, "logit_clip": None, "covariates": "paper"}
 
 
 def parse_variant(name: str) -> dict:
@@ -50,6 +52,8 @@ def variant_name(options: dict) -> str:
     terms = []
     if options.get("residual"):
         terms.append("residual")
+    if options.get("ceiling"):
+        terms.append("ceiling")
     if options.get("hetero_precision"):
         terms.append("hetero")
     if options.get("logit_clip") is not None:
@@ -70,5 +74,5 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
 
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
                      hetero_precision=bool(options.get("hetero_precision", False)),
-                     residual=bool(options.get("residual", False)))
+                     residual=bool(options.get("residual", False)), ceiling=bool(options.get("ceiling", False)))
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)

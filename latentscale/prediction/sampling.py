@@ -197,7 +197,7 @@ def _expected_scores(thetas, alpha, X, floors, spec):
         eta = skills @ p["loadings"] + p["intercepts"]
         if spec.residual:
             eta = eta + a[..., spec.K:]
-        return mean_score(eta, floors, bound), precisions(p, X)
+        return mean_score(eta, floors, bound, p.get("ceiling")), precisions(p, X)
 
     return jax.vmap(one)(thetas, alpha)
 

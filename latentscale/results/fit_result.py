@@ -278,11 +278,12 @@ class FitResult:
 
     def conf_int(self, alpha: float = 0.05, kind: str | None = None) -> pd.DataFrame:
         """Wald intervals of :attr:`params` at level 1 − alpha (columns lower, upper); positive
-        parameters (anchor loadings, precisions) get theirs on the log scale, as in the table."""
+        parameters (anchor loadings, precisions, residual SDs) get theirs on the log scale and
+        ceiling shares on the logit scale, as in the table."""
         if not 0 < alpha < 1:
             raise InputError(f"alpha must be in (0, 1), got {alpha}")
         bse = self._bse(kind or self.cov_type)
-        _, _, lower, upper = wald(self.params.to_numpy(), bse.to_numpy(), self.layout.positive, 1 - alpha)
+        _, _, lower, upper = wald(self.params.to_numpy(), bse.to_numpy(), self.layout.interval, 1 - alpha)
         return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
 
     def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:

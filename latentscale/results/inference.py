@@ -12,8 +12,9 @@ Reported quantities (the natural-scale parameters: B, loadings, intercepts, prec
 correlations; and what blocks derive from them: B on the raw log scale and its offsets) are
 functions g(θ) declared by the blocks (:meth:`~latentscale.model.params.ParameterLayout.reported`);
 their covariance is J Cov(θ) Jᵀ with J the Jacobian of g by automatic differentiation (the delta
-method). Quantities that are positive by construction (anchor loadings, precisions) get their
-interval on the log scale, transformed back, so it never crosses zero.
+method). Quantities that are positive by construction (anchor loadings, precisions, residual SDs)
+get their interval on the log scale and shares in (0, 1) (ceiling shares) on the logit scale,
+transformed back, so it never leaves their range.
 """
 
 from __future__ import annotations
@@ -103,24 +104,33 @@ def _reported_and_jacobian(theta, mean, scale, spec):
 @float64
 def reported(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Every reported quantity at θ, its Jacobian in θ, and the labels (block, row, column,
-    positive, parameter) of each (one compiled program per model)."""
+    interval scale, parameter) of each (one compiled program per model)."""
     _, labels = layout(spec).reported(np.asarray(theta, float), scaler)
     v, J = _reported_and_jacobian(jnp.asarray(theta, dtype=float), jnp.asarray(scaler.mean, dtype=float),
                                   jnp.asarray(scaler.scale, dtype=float), spec.structure)
-    lab = pd.DataFrame(labels, columns=["block", "row", "column", "positive", "parameter"])
+    lab = pd.DataFrame(labels, columns=["block", "row", "column", "interval", "parameter"])
     return np.asarray(v), np.asarray(J), lab
 
 
-def wald(est: np.ndarray, se: np.ndarray, positive: np.ndarray, level: float):
-    """z, two-sided p-value and the interval at ``level`` (on the log scale for positive quantities)."""
+def wald(est: np.ndarray, se: np.ndarray, interval: np.ndarray, level: float):
+    """z, two-sided p-value and the interval at ``level``, formed on the scale ``interval`` of each
+    quantity: ``linear``, ``log`` (positive quantities) or ``logit`` (shares in (0, 1)), with the
+    delta-method SE carried to that scale and the ends transformed back."""
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
     q = stats.norm.ppf(0.5 + level / 2.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    interval = np.asarray(interval, dtype=object)
+    log, logit = interval == "log", interval == "logit"
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = est / se
         se_log = se / est
-        lower = np.where(positive, est * np.exp(-q * se_log), est - q * se)
-        upper = np.where(positive, est * np.exp(q * se_log), est + q * se)
+        lower = np.where(log, est * np.exp(-q * se_log), est - q * se)
+        upper = np.where(log, est * np.exp(q * se_log), est + q * se)
+        if logit.any():
+            centre = np.log(est / (1.0 - est))
+            se_logit = se / (est * (1.0 - est))
+            lower = np.where(logit, 1.0 / (1.0 + np.exp(-(centre - q * se_logit))), lower)
+            upper = np.where(logit, 1.0 / (1.0 + np.exp(-(centre + q * se_logit))), upper)
     return z, 2.0 * stats.norm.sf(np.abs(z)), lower, upper
 
 
@@ -141,7 +151,7 @@ def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, co
     se[~np.isfinite(d)] = np.nan
     if held is not None and np.any(held):
         se[np.any(J[:, np.asarray(held, dtype=bool)] != 0, axis=1)] = np.nan
-    z, p, lower, upper = wald(est, se, lab["positive"].to_numpy(), level)
+    z, p, lower, upper = wald(est, se, lab["interval"].to_numpy(), level)
     pct = f"{100 * level:g}"
     table = pd.DataFrame({"estimate": est, "se": se, "z": z, "p_value": p, f"lower_{pct}": lower,
                           f"upper_{pct}": upper, "parameter": lab["parameter"].to_numpy()})

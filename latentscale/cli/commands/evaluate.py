@@ -12,9 +12,9 @@ from latentscale.cli import output
 from latentscale.cli.commands.predict import SamplesOpt, SeedOpt, check_samples, save_csv
 from latentscale.cli.commands.select import JobsOpt, SchedulerOpt
 from latentscale.cli.common import (
-    BadInput, CovKind, CovariatesOpt, DataArg, FamilyCol, FloorOpt, GroupCol, HeteroOpt, ResidualOpt, JsonOpt,
-    LogitClipOpt, ModelCol, PaperOpt, QuietOpt, SeOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs,
-    data_inputs, file_columns, load_data, paper_data_floors, parse_levels, parse_list, reporting, talk_enabled,
+    BadInput, CovKind, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, ModelCol, PaperOpt, QuietOpt,
+    SeOpt, SizeCol, TokensCol, VariantOpt, VerboseOpt, build_model, check_outputs, data_inputs, file_columns,
+    load_data, paper_data_floors, parse_levels, parse_list, reporting, talk_enabled,
 )
 
 
@@ -75,9 +75,7 @@ def evaluate(
     output_path: OutputOpt = None,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
-    hetero_precision: HeteroOpt = False,
-    residual: ResidualOpt = False,
-    covariates: CovariatesOpt = None,
+    variant: VariantOpt = None,
     floor: FloorOpt = None,
     model_col: ModelCol = None,
     family_col: FamilyCol = None,
@@ -102,8 +100,7 @@ def evaluate(
             check_outputs([output_path], [*data_inputs(data), holdout, groups])
             scores = load_data(data, paper_data_floors(floor, paper), None,
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
-            model = build_model(k, anchors, logit_clip=logit_clip, paper=paper, hetero_precision=hetero_precision, residual=residual,
-                                covariates=covariates)
+            model = build_model(k, anchors, logit_clip=logit_clip, paper=paper, variant=variant)
             if protocol == Protocol.holdout_largest:
                 result = _holdout(scores, model, holdout, level, samples, seed, se, progress)
                 tidy = result.predictions
@@ -139,4 +136,4 @@ def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, sche
     return family_group_cv(scores, benchmarks=bench_set, n_train=n_train, methods=parse_list(methods, "--methods"),
                            groups=groups, n_jobs=jobs, scheduler=scheduler, progress=progress,
                            model_options={key: v for key, v in model.get_params().items()
-                                          if key in ("logit_clip", "hetero_precision", "residual", "covariates")})
+                                          if key in ("logit_clip", "hetero_precision", "residual", "ceiling", "covariates")})

@@ -9,10 +9,9 @@ import typer
 
 from latentscale.cli import output
 from latentscale.cli.common import (
-    BadInput, BenchOpt, CovKind, CovariatesOpt, DataArg, FamilyCol, FloorOpt, Grid, GroupCol, HessianKind,
-    HeteroOpt, ResidualOpt, JsonOpt, LogitClipOpt, Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol,
-    VerboseOpt, build_model, check_outputs, data_inputs, file_columns, load_data, paper_data_floors, reporting,
-    talk_enabled,
+    BadInput, BenchOpt, CovKind, DataArg, FamilyCol, FloorOpt, Grid, GroupCol, HessianKind, JsonOpt, LogitClipOpt,
+    Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VariantOpt, VerboseOpt, build_model, check_outputs,
+    data_inputs, file_columns, load_data, paper_data_floors, reporting, talk_enabled,
 )
 
 KOpt = Annotated[int, typer.Option("-k", "--skills", show_default=False, help="Number of latent skills K (at least 1).")]
@@ -49,9 +48,7 @@ def fit(
     no_clip: NoClipOpt = False,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
-    hetero_precision: HeteroOpt = False,
-    residual: ResidualOpt = False,
-    covariates: CovariatesOpt = None,
+    variant: VariantOpt = None,
     floor: FloorOpt = None,
     starts: StartsOpt = 3,
     seed: SeedOpt = 0,
@@ -91,7 +88,7 @@ def fit(
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,
                                 paper=paper, points=points, grid=grid, starts=starts, seed=seed, hessian=hessian,
-                                hetero_precision=hetero_precision, residual=residual, covariates=covariates)
+                                variant=variant)
             spec = model.spec_for(scores)  # anchors and K against the benchmarks
             build_design(scores, spec.benchmarks, spec.clip)  # rows with covariates; exact 0/1 without a clip
             shown = output.merge_warnings(scores.warnings, caught.messages())

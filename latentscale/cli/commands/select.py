@@ -10,9 +10,9 @@ import typer
 from latentscale.cli import output
 from latentscale.cli.commands.fit import ClipOpt, GridOpt, MethodOpt, NoClipOpt, PointsOpt, StartsOpt, short_note
 from latentscale.cli.common import (
-    BadInput, BenchOpt, CovariatesOpt, DataArg, FamilyCol, FloorOpt, GroupCol, HeteroOpt, ResidualOpt, JsonOpt,
-    LogitClipOpt, Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs,
-    data_inputs, file_columns, load_data, paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
+    BadInput, BenchOpt, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, Method, ModelCol, PaperOpt,
+    QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs, file_columns, load_data,
+    paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
 )
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")]
@@ -25,8 +25,8 @@ RankingOpt = Annotated[Optional[str], typer.Option(
          "in data order (with --paper: the reference code's order).", show_default=False)]
 VariantsOpt = Annotated[Optional[str], typer.Option(
     "--variants", metavar="V,V,...",
-    help="Model variants to compare at every K, e.g. plain,hetero,size-tokens,hetero+flops (terms: plain, hetero, "
-         "clamp, paper, size-tokens, flops, joined by +). Default: the one model the other options describe.",
+    help="Model variants to compare at every K, e.g. plain,residual,residual+ceiling (terms: plain, residual, "
+         "ceiling, hetero, clamp, paper, size-tokens, flops, joined by +). Default: the plain model.",
     show_default=False)]
 TableOpt = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)]
@@ -44,9 +44,6 @@ def select(
     no_clip: NoClipOpt = False,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
-    hetero_precision: HeteroOpt = False,
-    residual: ResidualOpt = False,
-    covariates: CovariatesOpt = None,
     points: PointsOpt = None,
     grid: GridOpt = None,
     starts: StartsOpt = 3,
@@ -87,8 +84,7 @@ def select(
             if max(ks) > len(scores.benchmarks):
                 raise BadInput(f"--k {k_range}: K = {max(ks)} exceeds the {len(scores.benchmarks)} benchmarks")
             model = build_model(max(ks), None, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,
-                                paper=paper, points=points, grid=grid, starts=starts,
-                                hetero_precision=hetero_precision, residual=residual, covariates=covariates)
+                                paper=paper, points=points, grid=grid, starts=starts)
             variant_list = parse_list(variants, "--variants")
             if variant_list:
                 from latentscale.model.variants import parse_variant

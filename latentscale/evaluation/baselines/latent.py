@@ -107,6 +107,7 @@ class LatentMethod:
         fit = self.fit_
         p = fit.constrained
         c = np.asarray(fit.spec.floors)
+        kappa = p.get("ceiling")
         bound = eta_bound(fit.spec.logit_clip)
         fixed = fit.scaler.transform(models["size"], models["tokens"]) @ p["B"]  # (n, K)
         out = np.empty((len(models), fit.spec.J))
@@ -116,17 +117,21 @@ class LatentMethod:
                         else (self.prior_nodes_, self.prior_weights_))
             eta = (fixed[i] + nodes) @ p["loadings"] + p["intercepts"]  # (Q, J)
             if not fit.spec.residual:
-                out[i] = w @ mean_score(eta, c, bound)  # (Q, J) → (J,)
+                out[i] = w @ mean_score(eta, c, bound, kappa)  # (Q, J) → (J,)
                 continue
             if f is not None:  # E over u_fj given each outer node, by the inner nodes and weights
                 u, wu = self.residual_nodes_[f], self.residual_weights_[f]  # (Q, J, R)
-                inner = np.sum(wu * mean_score(eta[..., None] + u, c[:, None], bound), axis=-1)
+                inner = np.sum(wu * mean_score(eta[..., None] + u, c[:, None], bound, _col(kappa)), axis=-1)
             else:  # a family without rows: u_fj ~ N(0, τ_j²)
                 u, wu = self.prior_residual_
-                inner = mean_score(eta[..., None] + u[None], c[:, None], bound) @ wu
+                inner = mean_score(eta[..., None] + u[None], c[:, None], bound, _col(kappa)) @ wu
             out[i] = w @ inner
         return out
 
     def to_fit_result(self):
         """The fit, a :class:`~latentscale.results.FitResult` (no Hessian unless asked for)."""
         return self.fit_
+
+
+def _col(kappa):
+    return None if kappa is None else kappa[:, None]
