@@ -36,7 +36,7 @@ def make_data(seed=0, n_families=14, per_family=4):
     return from_frame(df, group="group", benchmarks=BENCH, floors={b: 0.25 for b in BENCH})
 
 
-FAST = ["flops-global", "flops-family", "size-tokens-family", "pca-flops", "sloth-d1"]
+FAST = ["flops-global", "flops-family", "size-tokens-family", "pca-flops", "sloth-basic-d1"]
 
 
 def test_complete_cases_and_family_rule():
@@ -73,7 +73,7 @@ def test_no_test_score_reaches_any_fit():
     predictions stay exactly the same for every method, although the scored actuals change."""
     data = make_data(seed=1, n_families=10)
     groups = [["f2", "f3"], ["f8"]]
-    methods = FAST + ["sloth-d2", "latent-k1"]
+    methods = FAST + ["sloth-basic-d2", "latent-k1"]
     run = lambda d, ms=methods: family_group_cv(d, benchmarks="all", n_train=1, methods=ms, groups=groups)
     key = ["method", "model", "benchmark"]
     base = run(data)
@@ -154,7 +154,11 @@ def test_errors_name_what_is_wrong():
         family_group_cv(data, methods=["flops-global"], groups=[["f1"], ["f1", "f2"]])
     with pytest.raises(DataError, match="no family has 9 or more rows"):
         family_group_cv(data, n_train=8, methods=["flops-global"])
-    assert METHODS[-1] == "latent-k4" and "sloth-d3" in METHODS
+    assert METHODS[-1] == "latent-auto" and "sloth-basic-d3" in METHODS
+    with pytest.raises(ValueError, match="bad latent method"):
+        family_group_cv(data, methods=["latent-kx"], groups=[["f1"]])
+    with pytest.raises(ValueError, match="unknown variant term"):
+        family_group_cv(data, methods=["latent-k1:nosuch"], groups=[["f1"]])
 
 
 def test_parallel_gives_the_same_errors():
@@ -188,3 +192,43 @@ def test_sloth_groups_resolve_on_the_real_data(benchmarks, n, n_groups):
     folds = split_folds(rows, groups, n)
     assert len(folds) == n_groups and not notes
     assert all(f.test for f in folds)
+
+
+def test_published_results_are_aggregated_like_ours_and_matched_by_cases():
+    """The peer's stored errors, aggregated as our tables (fold means, then the mean over folds);
+    attached only when its test cases are ours."""
+    from latentscale.evaluation.published import check_same_cases, published_table
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for fold, models in enumerate([["a1", "a2"], ["b1"]]):
+        for m in models:
+            for b in ("MMLU", "ARC"):
+                rows.append({"exp": 0, "n_train_models": 1, "fold": fold, "model": m, "benchmark": b,
+                             "method": "factor_trainlink_faminter_d=2", "abs_error": rng.uniform(0, 0.1)})
+    errors = pd.DataFrame(rows)
+    t = published_table("v1", 1, errors)
+    assert list(t.index) == ["sloth-published-d2"]
+    e = errors.set_index(["fold", "model", "benchmark"])["abs_error"]
+    mmlu = (np.mean([e[0, "a1", "MMLU"], e[0, "a2", "MMLU"]]) + e[1, "b1", "MMLU"]) / 2 * 100
+    assert t.loc["sloth-published-d2", "MMLU"] == pytest.approx(mmlu)
+    assert t.loc["sloth-published-d2", "average"] == pytest.approx(t[["ARC", "MMLU"]].mean(axis=1).iloc[0])
+    ours = FamilyGroupResult(errors=pd.DataFrame({"fold": [0, 0, 1], "model": ["a1", "a2", "b1"]}),
+                             benchmarks=("MMLU", "ARC"), methods=("x",), benchmark_set="v1", n_train=1)
+    assert check_same_cases(ours, errors) == []
+    ours.errors = pd.DataFrame({"fold": [0, 1], "model": ["a1", "b1"]})
+    assert check_same_cases(ours, errors)
+    ours.add_published(errors)
+    assert ours.published is None and "published results not shown" in ours.notes[-1]
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not DATA_DIR, reason="needs LATENTSCALE_DATA_DIR")
+def test_published_sloth_tables_match_the_paper():
+    """Sloth's best published averages (its paper's heatmaps): 4.06 / 4.10 / 2.86 / 3.25 / 3.52 / 3.96."""
+    from latentscale.evaluation.published import published_errors, published_table
+
+    errors = published_errors()
+    best = [published_table(s, n, errors)["average"].min() for s, n in
+            [("v1", 1), ("v1", 2), ("v2", 1), ("v2", 2), ("all", 1), ("all", 2)]]
+    np.testing.assert_allclose(best, [4.06, 4.10, 2.86, 3.25, 3.52, 3.96], atol=0.005)

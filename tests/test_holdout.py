@@ -216,7 +216,7 @@ def test_evaluate_family_group_command(tmp_path):
     res = CliRunner().invoke(app, [*args, "--json", "-o", str(out)])
     assert res.exit_code == 0, res.output
     rows = pd.DataFrame(json.loads(res.stdout)["rows"])
-    assert set(rows["method"]) == {"flops-global", "sloth-d1"}
+    assert set(rows["method"]) == {"flops-global", "sloth-basic-d1"}  # the older name is accepted
     assert set(rows["benchmark"]) == set(BENCH) | {"average"}
     assert (rows["mae_pp"] >= 0).all()
     errors = pd.read_csv(out)

@@ -38,7 +38,11 @@ SHA256: dict[tuple[str, str], str] = {
     ("lvf", "df_full_v2.csv"): "cb509883cf57c8bd9bd19a0c6ef4cc331d1348e0ca703a001dc24de2743fb4d6",
     ("lvf", "open-llm-leaderboard_new.csv"): "6fd9f4760999fb04fe441a0480b869ebb2458449233dd51dd9821c20fe958298",
     ("sloth", "data_v2.csv"): "528d08d7bc04dc71a73d42ea0a1041396616505b53a140052828104afe0c6f39",
+    ("sloth", "published_errors_long.csv"): "10b19a557bfde55b50d5ecb91ed95fc0d80f4dd611ef668c3fceacb35e8c2bdb",
 }
+
+#: Registered files with no download address (derived tables): they resolve from LATENTSCALE_DATA_DIR only.
+LOCAL_ONLY: frozenset[tuple[str, str]] = frozenset({("sloth", "published_errors_long.csv")})
 
 SLOTH_BENCHMARKS = (
     "MMLU", "ARC", "HellaSwag", "Winogrande", "TruthfulQA", "GSM8K",
@@ -116,6 +120,9 @@ def resolve_file(
                 stacklevel=2,
             )
         return path
+    if key in LOCAL_ONLY:
+        raise DataError(f"{source}/{filename} has no download address; set LATENTSCALE_DATA_DIR (or data_dir=) to "
+                        f"the folder that holds {source}/{filename}")
     cache = Path(cache_dir or os.environ.get("LATENTSCALE_CACHE_DIR") or "~/.cache/latentscale").expanduser()
     path = cache / source / filename
     if path.is_file() and _sha256(path) == expected:

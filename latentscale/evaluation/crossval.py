@@ -40,6 +40,7 @@ from latentscale.data.registry import SLOTH_BENCHMARKS
 from latentscale.data.validate import DataError, name_rows
 from latentscale.evaluation.baselines import BASELINES, LatentMethod, make_baseline
 from latentscale.model.design import padded_shape
+from latentscale.model.variants import PREDICTION_VARIANT, parse_variant
 from latentscale.parallel import parallel_map
 
 #: Benchmark sets of the protocol; ``all`` is every benchmark of the data (the 12 of ``sloth``).
@@ -58,7 +59,37 @@ ANCHOR_RANKINGS: dict[str, tuple[str, ...]] = {
 
 LATENT_KS = (1, 2, 3, 4)
 SLOTH_DS = (1, 2, 3, 4)
-METHODS: tuple[str, ...] = BASELINES + tuple(f"latent-k{k}" for k in LATENT_KS)
+#: The latent model's variant for prediction (:data:`latentscale.model.variants.PREDICTION_VARIANT`).
+AUTO = "latent-auto"
+#: The methods of the tables: the baselines, the latent model with the prediction variant at each K,
+#: and ``latent-auto``, the rule fixed before any test fold was seen: the K whose fit on the core
+#: rows (training rows of every fold) has the lowest AIC. ``latent-kK`` (the plain model) and
+#: ``latent-kK:VARIANT`` (any variant) can be asked for too.
+METHODS: tuple[str, ...] = BASELINES + tuple(f"latent-k{k}:{PREDICTION_VARIANT}" for k in LATENT_KS) + (AUTO,)
+
+
+def parse_latent(name: str) -> tuple[int, str] | None:
+    """(K, variant) of a latent method name (``latent-k2``: plain; ``latent-k2:residual+ceiling``),
+    or None for any other name (``latent-auto`` included)."""
+    if not name.startswith("latent-k"):
+        return None
+    k, _, variant = name[8:].partition(":")
+    if not k.isdigit() or int(k) < 1:
+        raise InputError(f"bad latent method {name!r}: give latent-kK or latent-kK:VARIANT, e.g. latent-k2:residual")
+    variant = variant or "plain"
+    parse_variant(variant)
+    return int(k), variant
+
+
+def known_method(name: str) -> bool:
+    return name in BASELINES or name == AUTO or parse_latent(name) is not None
+
+
+def canonical_method(name: str) -> str:
+    """A method's name as the tables show it (``sloth-dN``, the older name, is ``sloth-basic-dN``)."""
+    if name.startswith("sloth-d") and name[7:].isdigit():
+        return f"sloth-basic-d{name[7:]}"
+    return name
 
 
 ERROR_COLUMNS = ["method", "fold", "group", "family", "model", "benchmark", "predicted", "actual", "abs_error"]
@@ -201,25 +232,39 @@ def resolve_groups(data: ScoreData, rows: pd.DataFrame, groups: list[list[str]] 
     return out, notes
 
 
-def _make_method(name: str, set_name: str, columns: Sequence[str], options: dict, start):
-    if name.startswith("latent-k"):
-        k = int(name[8:])
-        return LatentMethod(k, anchors_for_set(set_name, columns, k), start=start, **options)
+def _make_method(name: str, set_name: str, columns: Sequence[str], options: dict, start, auto: str | None = None):
+    latent = parse_latent(auto if name == AUTO else name)
+    if latent is not None:
+        k, variant = latent
+        return LatentMethod(k, anchors_for_set(set_name, columns, k), start=start,
+                            **{**options, **parse_variant(variant)})
     return make_baseline(name)
 
 
-def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options) -> tuple[str, np.ndarray]:
+def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options) -> tuple[str, np.ndarray, float]:
     m = _make_method(name, set_name, columns, options, None).fit(train, columns, floors)
-    return name, m.theta_
+    return name, m.theta_, float(m.fit_.aic)
+
+
+def _latent_names(methods: Sequence[str]) -> list[str]:
+    """The latent fits a set of methods needs on the core rows (``latent-auto``: every K of the
+    prediction variant)."""
+    names = [m for m in methods if parse_latent(m) is not None]
+    if AUTO in methods:
+        names += [f"latent-k{k}:{PREDICTION_VARIANT}" for k in LATENT_KS]
+    return list(dict.fromkeys(names))
 
 
 def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.ndarray, methods: Sequence[str],
-              set_name: str, columns: Sequence[str], floors: dict, options: dict, starts: dict) -> dict:
-    """Fit every method on a fold's training rows and score its predictions of the test rows."""
+              set_name: str, columns: Sequence[str], floors: dict, options: dict, starts: dict,
+              auto: str | None = None) -> dict:
+    """Fit every method on a fold's training rows and score its predictions of the test rows
+    (``latent-auto`` is the latent method ``auto``, chosen on the core rows)."""
     parts, seconds, converged = [], {}, {}
     for name in methods:
         t0 = time.perf_counter()
-        m = _make_method(name, set_name, columns, options, starts.get(name)).fit(train, columns, floors)
+        start = starts.get(auto if name == AUTO else name)
+        m = _make_method(name, set_name, columns, options, start, auto).fit(train, columns, floors)
         pred = np.asarray(m.predict(test), float)
         seconds[name] = time.perf_counter() - t0
         converged[name] = getattr(m, "converged_", None)
@@ -247,6 +292,33 @@ class FamilyGroupResult:
     seconds: float = float("nan")
     method_seconds: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
+    fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # method, fold, converged (None: no iterations)
+    published: pd.DataFrame | None = None  # the peer's published table for the same cases (:meth:`add_published`)
+
+    def add_published(self, errors: pd.DataFrame | None = None) -> "FamilyGroupResult":
+        """Attach Sloth's published results for this table (same groups, test models and
+        aggregation; :mod:`latentscale.evaluation.published`), after checking that its test cases
+        are ours; a mismatch is noted and nothing is attached."""
+        from latentscale.evaluation.published import check_same_cases, published_errors, published_table
+
+        errors = published_errors() if errors is None else errors
+        differences = check_same_cases(self, errors)
+        if differences:
+            self.notes.append("published results not shown: " + "; ".join(differences))
+            return self
+        table = published_table(self.benchmark_set, self.n_train, errors)
+        self.published = table.reindex(columns=[*self.benchmarks, "average"])
+        return self
+
+    def convergence(self) -> pd.DataFrame:
+        """Per method: fits, how many converged, how many did not (fits without an iterative
+        optimizer count as converged)."""
+        if self.fits.empty:
+            return pd.DataFrame(columns=["fits", "converged", "not_converged"])
+        ok = self.fits["converged"].map(lambda v: v is None or bool(v))
+        t = ok.groupby(self.fits["method"], sort=False).agg(fits="size", converged="sum")
+        t["not_converged"] = t["fits"] - t["converged"]
+        return t.reindex([m for m in self.methods if m in t.index])
 
     def summary(self) -> pd.DataFrame:
         """Columns method, benchmark, mae_pp: mean absolute error over a group's test models, then over
@@ -277,12 +349,45 @@ class FamilyGroupResult:
         head = (f"leave-family-group-out, benchmarks {self.benchmark_set} ({len(self.benchmarks)}), n = {self.n_train}: "
                 f"{len(self.folds)} held-out groups, {self.errors['model'].nunique()} test models; "
                 f"mean absolute error in percentage points (per group, then over groups)")
+        conv = self.convergence()
+        failed = conv.index[conv["not_converged"] > 0] if len(conv) else []
+        t = t.rename(index={m: f"{m} *" for m in failed})
         body = t.to_string(float_format=lambda v: f"{v:.2f}")
-        lines = [head, body, f"lowest average: {best} ({t.loc[best, 'average']:.2f} pp)"]
+        lines = [head, body, f"lowest average: {best} ({self.table().loc[best, 'average']:.2f} pp)"]
+        for m in failed:
+            lines.append(f"* {m}: the fit did not converge in {int(conv.loc[m, 'not_converged'])} of "
+                         f"{int(conv.loc[m, 'fits'])} folds (its predictions are those of the last iterate)")
+        if self.published is not None:
+            peer = self.published
+            lines += ["published by Sloth (Maia Polo et al.), the same test cases and aggregation "
+                      f"(best: {peer['average'].idxmin()}, {peer['average'].min():.2f} pp):",
+                      peer.to_string(float_format=lambda v: f"{v:.2f}")]
         if np.isfinite(self.seconds):
             lines.append(f"wall time {self.seconds:.0f} s")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs, scheduler, notes, say):
+    """The latent fits on the core rows (the training rows of every fold, so no test row enters
+    them): warm starts of the folds' fits by method, and the method ``latent-auto`` stands for (the
+    lowest AIC among the prediction variant's K), noted in ``notes``."""
+    latent = _latent_names(methods)
+    if not latent:
+        return {}, None
+    tested = {m for f in folds for m in f.test}
+    core = rows[~rows.index.isin(tested)]
+    t0 = time.perf_counter()
+    res = parallel_map(_fit_core, [(m, set_name, columns, core, floors, options) for m in latent],
+                       n_jobs=min(n_jobs, len(latent)) if scheduler is None else n_jobs, scheduler=scheduler)
+    say(f"warm starts: latent fits on the {len(core)} core rows ({time.perf_counter() - t0:.0f} s)")
+    auto = None
+    if AUTO in methods:
+        aic = {name: a for name, _, a in res if name.endswith(f":{PREDICTION_VARIANT}")}
+        auto = min(aic, key=aic.get)
+        notes.append(f"{AUTO} is {auto}: the lowest AIC on the {len(core)} core rows (training rows of every fold) "
+                     "among " + ", ".join(f"K = {parse_latent(n)[0]} ({a:.1f})" for n, a in aic.items()))
+    return {name: theta for name, theta, _ in res}, auto
 
 
 def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 1,
@@ -303,10 +408,10 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     say = progress or (lambda msg: None)
     if not isinstance(n_train, (int, np.integer)) or isinstance(n_train, bool) or n_train < 1:
         raise InputError(f"n_train must be a positive integer, got {n_train!r}")
-    methods = tuple(METHODS if methods is None else methods)
-    bad = [m for m in methods if m not in METHODS]
+    methods = tuple(METHODS if methods is None else (canonical_method(m) for m in methods))
+    bad = [m for m in methods if not known_method(m)]
     if bad or not methods:
-        raise InputError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}, latent-kK or latent-kK:VARIANT")
     columns = benchmark_set(data, benchmarks)
     rows, dropped = complete_cases(data, columns, n_train)
     if rows.empty:
@@ -322,23 +427,15 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     say(f"{benchmarks} (n = {n_train}): {len(rows)} complete rows in {rows['family'].nunique()} families, "
         f"{len(folds)} held-out groups, {len(methods)} methods")
 
-    latent = [m for m in methods if m.startswith("latent-")]
-    starts: dict[str, np.ndarray] = {}
-    if latent:
-        tested = {m for f in folds for m in f.test}
-        core = rows[~rows.index.isin(tested)]
-        t0 = time.perf_counter()
-        res = parallel_map(_fit_core, [(m, benchmarks, columns, core, floors, latent_options) for m in latent],
-                           n_jobs=min(n_jobs, len(latent)) if scheduler is None else n_jobs, scheduler=scheduler)
-        starts = dict(res)
-        say(f"warm starts: latent fits on the {len(core)} core rows ({time.perf_counter() - t0:.0f} s)")
+    starts, auto = _core_fits(rows, folds, methods, benchmarks, columns, floors, latent_options, n_jobs, scheduler,
+                              notes, say)
 
     model_cols = ["family", "size", "tokens"]
     tasks = []
     for f in folds:
         test = rows.loc[list(f.test)]
         tasks.append((f, rows.loc[list(f.train)], test[model_cols].copy(), test[list(columns)].to_numpy(float),
-                      methods, benchmarks, columns, floors, latent_options, starts))
+                      methods, benchmarks, columns, floors, latent_options, starts, auto))
 
     def arrived(i, res):
         f = folds[res["fold"]]
@@ -356,6 +453,8 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     empty = [f.group for f in folds if not f.test]
     if empty:
         notes.append(f"groups without test models (not scored): {', '.join(empty)}")
+    fits = pd.DataFrame([{"method": m, "fold": r["fold"], "converged": r["converged"][m]}
+                         for r in results for m in methods], columns=["method", "fold", "converged"])
     return FamilyGroupResult(errors=errors, benchmarks=tuple(columns), methods=methods, benchmark_set=benchmarks,
                              n_train=int(n_train), folds=fold_table, seconds=time.perf_counter() - t_start,
-                             method_seconds=method_seconds, notes=notes)
+                             method_seconds=method_seconds, notes=notes, fits=fits)

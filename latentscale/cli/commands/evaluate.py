@@ -50,6 +50,10 @@ GroupsOpt = Annotated[Optional[Path], typer.Option(
     help="JSON file of held-out groups (default: every group of the data).", show_default=False)]
 EvalJobsOpt = Annotated[int, typer.Option("--jobs", "-j", rich_help_panel=EVAL_PANEL,
                                           help="Local worker processes (-1: every core).")]
+PublishedOpt = Annotated[bool, typer.Option(
+    "--published", rich_help_panel=EVAL_PANEL,
+    help="Show Sloth's published results for the same test cases next to ours (needs LATENTSCALE_DATA_DIR with "
+         "sloth/published_errors_long.csv).")]
 OutputOpt = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="OUT.csv",
     help="Save the tidy per-model results: predictions with actual scores (holdout-largest), absolute errors "
@@ -72,6 +76,7 @@ def evaluate(
     groups: GroupsOpt = None,
     jobs: EvalJobsOpt = 1,
     scheduler: SchedulerOpt = None,
+    published: PublishedOpt = False,
     output_path: OutputOpt = None,
     logit_clip: LogitClipOpt = None,
     paper: PaperOpt = False,
@@ -106,13 +111,22 @@ def evaluate(
                 tidy = result.predictions
             else:
                 result = _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress)
+                if published:
+                    result.add_published()
                 tidy = result.errors
             if output_path is not None:
                 save_csv(output_path, tidy, progress)
         for note in output.merge_warnings(scores.warnings, caught.messages()):
             progress.warn(output.shorten(note))
     if as_json:
-        output.print_json({"data": scores.name, "protocol": protocol.value, "rows": result.to_records()})
+        doc = {"data": scores.name, "protocol": protocol.value, "rows": result.to_records()}
+        if protocol == Protocol.family_group:
+            doc["convergence"] = result.convergence().reset_index().to_dict(orient="records")
+            doc["notes"] = list(result.notes)
+            if result.published is not None:
+                doc["published"] = result.published.reset_index().rename(columns={"index": "method"}).to_dict(
+                    orient="records")
+        output.print_json(doc)
     else:
         typer.echo(result.format())
 
