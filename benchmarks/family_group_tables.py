@@ -19,6 +19,8 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
+
 from latentscale.data import load_dataset
 from latentscale.evaluation.crossval import METHODS, family_group_cv
 from latentscale.results.io import atomic_write, atomic_write_text
@@ -27,15 +29,23 @@ TABLES = [("v1", 1), ("v1", 2), ("v2", 1), ("v2", 2), ("all", 1), ("all", 2)]
 
 
 def markdown_table(result) -> str:
+    """Our methods, then the peer's published rows (when attached); the lowest average of all rows in
+    bold; methods whose fits did not converge in every fold marked with *."""
     t = result.table()
+    conv = result.convergence()
+    peer = result.published if result.published is not None else t.iloc[:0]
     cols = list(t.columns)
-    best = t["average"].idxmin()
+    best = min(t["average"].min(), peer["average"].min() if len(peer) else float("inf"))
     lines = ["| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for m, row in t.iterrows():
+    for m, row in pd.concat([t, peer]).iterrows():
         cells = [f"{v:.2f}" for v in row]
-        if m == best:
+        if row["average"] == best:
             cells[-1] = f"**{cells[-1]}**"
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        flag = " *" if m in conv.index and conv.loc[m, "not_converged"] > 0 else ""
+        label = f"{m} (published)" if m in peer.index else m
+        lines.append(f"| {label}{flag} | " + " | ".join(cells) + " |")
+    for m in conv.index[conv["not_converged"] > 0]:
+        lines.append(f"\n\\* {m}: not converged in {int(conv.loc[m, 'not_converged'])} of {int(conv.loc[m, 'fits'])} folds")
     return "\n".join(lines)
 
 
@@ -71,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scheduler", default=None, help="Dask scheduler address")
     ap.add_argument("--methods", default=None, help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--tables", default=None, help="comma-separated subset such as v1:1,all:2 (default all six)")
+    ap.add_argument("--no-published", action="store_true", help="leave out Sloth's published rows")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,20 +98,24 @@ def main(argv=None) -> int:
                             n_jobs=args.n_jobs, scheduler=args.scheduler,
                             progress=lambda m: print(f"[{time.perf_counter() - t_all:6.0f} s] {m}", file=sys.stderr,
                                                      flush=True))
+        if not args.no_published:
+            r.add_published()
         results[(name, n)] = r
         print(r.format(), flush=True)
         r.errors.to_csv(out / f"errors_{name}_n{n}.csv.tmp", index=False)
         (out / f"errors_{name}_n{n}.csv.tmp").replace(out / f"errors_{name}_n{n}.csv")
         summary.append({"benchmarks": name, "n_train": n, "seconds": time.perf_counter() - t0,
                         "groups": len(r.folds), "test_models": int(r.errors["model"].nunique()),
-                        "method_seconds": r.method_seconds, "rows": r.to_records(), "notes": r.notes})
+                        "method_seconds": r.method_seconds, "rows": r.to_records(), "notes": r.notes,
+                        "convergence": r.convergence().reset_index().to_dict(orient="records"),
+                        "published": None if r.published is None else r.published["average"].to_dict()})
     total = time.perf_counter() - t_all
     atomic_write_text(out / "summary.json", json.dumps({"total_seconds": total, "tables": summary}, indent=1))
     md = [f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{' '.join(sys.argv)}`; "
           f"total wall time {total / 60:.1f} min.", ""]
     for (name, n), r, s in zip(results, results.values(), summary):
         md += [f"### {name}, n = {n} ({s['groups']} groups, {s['test_models']} test models, {s['seconds']:.0f} s)", "",
-               markdown_table(r), ""]
+               markdown_table(r), ""] + [f"- {note}" for note in r.notes] + [""]
     atomic_write_text(out / "tables.md", "\n".join(md))
     if len(results) > 0:
         plot(results, out / "average_mae.png")

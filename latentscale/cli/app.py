@@ -80,9 +80,15 @@ def main_callback(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Latent-variable scaling laws for LLM families and benchmarks."""
+    import os
+
     from latentscale.config import cache_from_environment
 
-    cache_from_environment(default=True)  # the command's own process: compiled code cached on disk
+    # The command's own process caches compiled code on disk, and so do the worker processes of its
+    # sweeps (select, evaluate, simulate), which read the setting from the environment: a program one
+    # worker compiled is loaded, not compiled again, by the others.
+    if cache_from_environment(default=True) is not None:
+        os.environ.setdefault("LATENTSCALE_JAX_CACHE", "1")
 
 
 for module, name in ((fit, "fit"), (select, "select"), (simulate, "simulate"), (predict, "predict"),

@@ -241,7 +241,8 @@ def _make_method(name: str, set_name: str, columns: Sequence[str], options: dict
     return make_baseline(name)
 
 
-def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options) -> tuple[str, np.ndarray, float]:
+def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options):
+    """A latent fit on the core rows: its θ (the folds' warm start) and AIC."""
     m = _make_method(name, set_name, columns, options, None).fit(train, columns, floors)
     return name, m.theta_, float(m.fit_.aic)
 
@@ -370,8 +371,8 @@ class FamilyGroupResult:
 
 def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs, scheduler, notes, say):
     """The latent fits on the core rows (the training rows of every fold, so no test row enters
-    them): warm starts of the folds' fits by method, and the method ``latent-auto`` stands for (the
-    lowest AIC among the prediction variant's K), noted in ``notes``."""
+    them): the folds' warm starts by method, and the method ``latent-auto`` stands for (the lowest
+    AIC among the prediction variant's K), noted in ``notes``."""
     latent = _latent_names(methods)
     if not latent:
         return {}, None
@@ -420,10 +421,11 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     group_list, notes = resolve_groups(data, rows, load_groups(groups, benchmarks, n_train), dropped)
     folds = split_folds(rows, group_list, n_train)
     floors = {b: float(data.floors[b]) for b in columns}
-    # Every latent fit (core and folds) is padded to the shape of all complete rows: one compiled
-    # likelihood per benchmark set and K.
-    latent_options["pad"] = padded_shape(int(rows[list(columns)].notna().to_numpy().sum()), len(rows),
-                                         int(rows["family"].nunique()))
+    # Every latent fit (core and folds) is padded to the shape of the complete rows with n = 1 (a
+    # superset of those with larger n): one compiled likelihood per benchmark set and K for every fold
+    # and both values of n.
+    widest, _ = complete_cases(data, columns, 1)
+    latent_options["pad"] = padded_shape(len(widest) * len(columns), len(widest), int(widest["family"].nunique()))
     say(f"{benchmarks} (n = {n_train}): {len(rows)} complete rows in {rows['family'].nunique()} families, "
         f"{len(folds)} held-out groups, {len(methods)} methods")
 
