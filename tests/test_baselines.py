@@ -119,9 +119,19 @@ def test_interface_scores_never_read_unseen_family_and_errors():
     with pytest.raises(ValueError, match="unknown baseline"):
         make_baseline("sloth-dx")
     bad = train.copy()
-    bad.iloc[2, bad.columns.get_loc("b3")] = np.nan
+    bad.iloc[2, bad.columns.get_loc("b3")] = 1.5
     with pytest.raises(ValueError, match="'m2' / 'b3'"):
         FlopsFamily().fit(bad, BENCH, FLOORS)
+    # a missing score: the per-benchmark laws fit each benchmark on its observed rows
+    gap = train.copy()
+    gap.iloc[2, gap.columns.get_loc("b3")] = np.nan
+    j = BENCH.index("b3")
+    with_gap = FlopsFamily().fit(gap, BENCH, FLOORS).predict(test)
+    without_row = FlopsFamily().fit(train.drop(index=train.index[2]), BENCH, FLOORS).predict(test)
+    assert np.allclose(with_gap[:, j], without_row[:, j], atol=1e-4)
+    assert not np.allclose(with_gap[:, :j], without_row[:, :j], atol=1e-6)  # the row still counts elsewhere
+    with pytest.raises(ValueError, match="'m2' / 'b3'"):
+        make_baseline("sloth-basic-d1").fit(gap, BENCH, FLOORS)
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,7 @@ def test_errors_name_what_is_wrong():
     with pytest.raises(DataError, match="needs column"):
         family_group_cv(data, benchmarks="v1", methods=["flops-global"], groups=[["f1"]])
     with pytest.raises(ValueError, match="n_train"):
-        family_group_cv(data, n_train=0, methods=["flops-global"])
+        family_group_cv(data, n_train=-1, methods=["flops-global"])
     with pytest.raises(DataError, match="held out in one group only"):
         family_group_cv(data, methods=["flops-global"], groups=[["f1"], ["f1", "f2"]])
     with pytest.raises(DataError, match="no family has 9 or more rows"):
@@ -232,3 +232,18 @@ def test_published_sloth_tables_match_the_paper():
     best = [published_table(s, n, errors)["average"].min() for s, n in
             [("v1", 1), ("v1", 2), ("v2", 1), ("v2", 2), ("all", 1), ("all", 2)]]
     np.testing.assert_allclose(best, [4.06, 4.10, 2.86, 3.25, 3.52, 3.96], atol=0.005)
+
+
+def test_unseen_families_with_n_train_zero():
+    """n = 0 holds out whole families: none of their rows is a training row, and the methods predict
+    them as families they never saw."""
+    data = make_data(seed=4)
+    rows, _ = complete_cases(data, BENCH, 0)
+    folds = split_folds(rows, [["f2", "f3"], ["f9"]], 0)
+    for fold in folds:
+        held = set(rows.index[rows["family"].isin(fold.families)])
+        assert set(fold.test) == held and not held & set(fold.train)
+    r = family_group_cv(data, n_train=0, methods=["flops-global", "flops-family"], groups=[["f2", "f3"], ["f9"]])
+    assert set(r.errors["model"]) == set(rows.index[rows["family"].isin(["f2", "f3", "f9"])])
+    # an unseen family gets the average family intercept: flops-family predicts like a global law there
+    assert r.table()["average"].notna().all()

@@ -95,6 +95,20 @@ def test_held_out_scores_never_reach_the_fit_or_the_posterior(sim):
     # Wider levels cover at least as much.
     for _, g in table.groupby("benchmark"):
         assert np.all(np.diff(g.sort_values("level")["coverage"].to_numpy()) >= 0)
+    # the baseline beside it: FlopsFamily fitted on exactly the training rows, scored on the same cases
+    from latentscale.evaluation.baselines import FlopsFamily
+
+    train = data.frame.drop(index=held)
+    direct = FlopsFamily().fit(train, list(spec.benchmarks), data.floors).predict(data.frame.loc[list(a.plan.predicted)])
+    p = a.predictions[a.predictions["level"] == a.levels[0]]
+    for i, m in enumerate(a.plan.predicted):
+        for j, bench in enumerate(spec.benchmarks):
+            got = p.loc[(p["model"] == m) & (p["benchmark"] == bench), "mean_flops-family"]
+            assert len(got) == 1 and got.iloc[0] == pytest.approx(direct[i, j], abs=1e-9)
+    s = p.dropna(subset=["actual"])
+    expected = (s["mean_flops-family"] - s["actual"]).abs().mean()
+    assert table.loc[table["benchmark"] == "all", "mae_flops-family"].iloc[0] == pytest.approx(expected)
+    assert "mae flops-family" in a.format()
 
 
 # ---- command line ------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Protocol ``family-group`` (from the Sloth paper):
 
 1. keep complete cases: rows with size, tokens and every benchmark of the set (``v1``, ``v2`` or
-   ``all``); drop families with fewer than n + 1 such rows (n = ``n_train``);
+   ``all``); drop families with fewer than n + 1 such rows (n = ``n_train``; n = 0 holds out
+   whole families: models of families the fit never saw);
 2. for each held-out group (a list of families): in each of its families the n smallest models
    (by parameters, then tokens, then name) go to training with every row of every other family;
    the remaining rows of the group's families are the test rows;
@@ -61,11 +62,11 @@ LATENT_KS = (1, 2, 3, 4)
 SLOTH_DS = (1, 2, 3, 4)
 #: The latent model's variant for prediction (:data:`latentscale.model.variants.PREDICTION_VARIANT`).
 AUTO = "latent-auto"
-#: The methods of the tables: the baselines, the latent model with the prediction variant at each K,
-#: and ``latent-auto``, the rule fixed before any test fold was seen: the K whose fit on the core
-#: rows (training rows of every fold) has the lowest AIC. ``latent-kK`` (the plain model) and
-#: ``latent-kK:VARIANT`` (any variant) can be asked for too.
-METHODS: tuple[str, ...] = BASELINES + tuple(f"latent-k{k}:{PREDICTION_VARIANT}" for k in LATENT_KS) + (AUTO,)
+#: The methods of the tables: the baselines and ``latent-auto``, this project's default for prediction:
+#: the prediction variant with the K whose fit on the core rows (training rows of every fold) has the
+#: lowest AIC, a rule fixed before any test fold was seen. ``latent-kK`` (the plain model with K skills)
+#: and ``latent-kK:VARIANT`` (any variant) can be asked for too.
+METHODS: tuple[str, ...] = BASELINES + (AUTO,)
 
 
 def parse_latent(name: str) -> tuple[int, str] | None:
@@ -264,8 +265,13 @@ def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.nd
     parts, seconds, converged = [], {}, {}
     for name in methods:
         t0 = time.perf_counter()
-        start = starts.get(auto if name == AUTO else name)
-        m = _make_method(name, set_name, columns, options, start, auto).fit(train, columns, floors)
+        if name == AUTO and auto is None:  # no core rows: the K with the lowest AIC on this fold's rows
+            fitted = [_make_method(f"latent-k{k}:{PREDICTION_VARIANT}", set_name, columns, options, None).fit(
+                train, columns, floors) for k in LATENT_KS]
+            m = min(fitted, key=lambda x: x.fit_.aic)
+        else:
+            start = starts.get(auto if name == AUTO else name)
+            m = _make_method(name, set_name, columns, options, start, auto).fit(train, columns, floors)
         pred = np.asarray(m.predict(test), float)
         seconds[name] = time.perf_counter() - t0
         converged[name] = getattr(m, "converged_", None)
@@ -378,6 +384,11 @@ def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs,
         return {}, None
     tested = {m for f in folds for m in f.test}
     core = rows[~rows.index.isin(tested)]
+    if core["family"].nunique() < 2:  # every family is held out somewhere (n = 0): cold fits per fold
+        if AUTO in methods:
+            notes.append(f"{AUTO}: no core rows (every family is held out once), so each fold takes the K of the "
+                         f"{PREDICTION_VARIANT} variant with the lowest AIC on its own training rows")
+        return {}, None
     t0 = time.perf_counter()
     res = parallel_map(_fit_core, [(m, set_name, columns, core, floors, options) for m in latent],
                        n_jobs=min(n_jobs, len(latent)) if scheduler is None else n_jobs, scheduler=scheduler)
@@ -397,7 +408,8 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
                     model_options: dict | None = None, progress: Callable[[str], None] | None = None) -> FamilyGroupResult:
     """Run the leave-family-group-out protocol (module docstring) for every method.
 
-    benchmarks : ``v1``, ``v2`` or ``all``. n_train : models per held-out family kept in training.
+    benchmarks : ``v1``, ``v2`` or ``all``. n_train : models per held-out family kept in training (0:
+        none, the held-out families are unseen and predicted from the prior).
     methods : names from :data:`METHODS` (default all). groups : a JSON file (``groups[n][set]``, or a
     list of lists of families) or a list of lists; None holds out every group of the data in turn.
     n_jobs / scheduler : folds in parallel (joblib processes, or a Dask scheduler address).
@@ -407,8 +419,8 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     latent_options = {"quadrature": quadrature, **(model_options or {})}
     t_start = time.perf_counter()
     say = progress or (lambda msg: None)
-    if not isinstance(n_train, (int, np.integer)) or isinstance(n_train, bool) or n_train < 1:
-        raise InputError(f"n_train must be a positive integer, got {n_train!r}")
+    if not isinstance(n_train, (int, np.integer)) or isinstance(n_train, bool) or n_train < 0:
+        raise InputError(f"n_train must be a whole number (0: unseen families), got {n_train!r}")
     methods = tuple(METHODS if methods is None else (canonical_method(m) for m in methods))
     bad = [m for m in methods if not known_method(m)]
     if bad or not methods:

@@ -92,7 +92,8 @@ class HoldoutResult:
 
     def table(self) -> pd.DataFrame:
         """Rows ``benchmark, level, coverage, mean_width, mae, n`` per benchmark and level, then
-        ``benchmark = "all"`` (every held-out score pooled)."""
+        ``benchmark = "all"`` (every held-out score pooled); ``mae_<baseline>`` for each baseline
+        fitted on the same training rows (:attr:`baselines`)."""
         p = self.predictions.dropna(subset=["actual"])
         rows = []
         benchmarks = list(dict.fromkeys(p["benchmark"])) + ["all"]
@@ -100,12 +101,17 @@ class HoldoutResult:
             sub = p if b == "all" else p[p["benchmark"] == b]
             for level in self.levels:
                 s = sub[sub["level"] == level]
-                rows.append({
-                    "benchmark": b, "level": level, "coverage": s["covered"].mean(),
-                    "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
-                    "n": int(len(s)),
-                })
+                row = {"benchmark": b, "level": level, "coverage": s["covered"].mean(),
+                       "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
+                       "n": int(len(s))}
+                for name in self.baselines:
+                    row[f"mae_{name}"] = (s[f"mean_{name}"] - s["actual"]).abs().mean()
+                rows.append(row)
         return pd.DataFrame(rows)
+
+    @property
+    def baselines(self) -> list[str]:
+        return [c[5:] for c in self.predictions.columns if c.startswith("mean_")]
 
     def to_records(self) -> list[dict]:
         return self.table().to_dict(orient="records")
@@ -120,6 +126,8 @@ class HoldoutResult:
         n = t.groupby("benchmark", sort=False)["n"].first().loc[order]
         wide.insert(0, "n", n)
         wide["mae"] = mae
+        for name in self.baselines:
+            wide[f"mae {name}"] = t.groupby("benchmark", sort=False)[f"mae_{name}"].first().loc[order]
         head = (f"held out {len(self.plan.predicted)} models ({self.plan.rule}); removed {len(self.plan.removed)} "
                 f"rows in all; refit on {self.info.get('train_models', '?')} models, "
                 f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}\n"
@@ -130,9 +138,12 @@ class HoldoutResult:
 def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k: int = 4,
                      anchors: Sequence[str] | None = None, levels: Sequence[float] = LEVELS,
                      fit_options: dict | None = None, predict_options: dict | None = None,
+                     baselines: Sequence[str] = ("flops-family",),
                      progress: Callable[[str], None] | None = None) -> HoldoutResult:
     """Hold out models (the ``holdout-largest`` rule, or exactly ``holdout``), refit on the rest,
-    predict the held-out ones and compare their scores with the intervals."""
+    predict the held-out ones and compare their scores with the intervals. ``baselines`` (names of
+    :mod:`latentscale.evaluation.baselines`) are fitted on the same training rows and their point
+    predictions scored beside the latent model's (their MAE in the table)."""
     from latentscale.fitting import LatentScalingModel
     from latentscale.prediction.predict import predict
 
@@ -159,5 +170,20 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     pred["actual"] = a_clip  # the model describes clipped scores
     pred["covered"] = np.where(present, (a_clip >= pred["lower"]) & (a_clip <= pred["upper"]), np.nan)
     pred["width"] = pred["upper"] - pred["lower"]
+    pred = _baseline_means(pred, train, new, fit, baselines)
     info = {"train_models": train.n_models, "train_families": train.n_families}
     return HoldoutResult(pred, plan, fit, tuple(float(x) for x in levels), info)
+
+
+def _baseline_means(pred: pd.DataFrame, train: ScoreData, new: pd.DataFrame, fit, baselines) -> pd.DataFrame:
+    """``mean_<baseline>`` columns: each baseline's predicted mean score of the held-out models,
+    fitted on the rows the latent model was (with size and tokens)."""
+    from latentscale.evaluation.baselines import make_baseline
+
+    rows = train.frame[train.frame["size"].notna() & train.frame["tokens"].notna()]
+    bench = list(fit.spec.benchmarks)
+    for name in baselines:
+        method = make_baseline(name).fit(rows, bench, dict(zip(bench, fit.spec.floors)))
+        means = pd.DataFrame(method.predict(new.set_index("model")), index=new["model"], columns=bench)
+        pred[f"mean_{name}"] = means.stack().reindex(pd.MultiIndex.from_frame(pred[["model", "benchmark"]])).to_numpy()
+    return pred

@@ -366,9 +366,9 @@ for _block in (
                "Cholesky factor of the skill correlations Σ (coordinates: free entries of M)"),
     ParamBlock("precision_slope", "precision_slope", ("covariate", "benchmark"), IDENTITY, (-5.0, 5.0), None,
                "effects γ of the standardized covariates on log φ (heteroscedastic precision)"),
-    ParamBlock("residual_sd", "residual_sd", ("benchmark",), Exp(), (float(np.log(1e-3)), float(np.log(20.0))), None,
+    ParamBlock("residual_sd", "residual_sd", ("benchmark",), Exp(), (float(np.log(1e-2)), float(np.log(20.0))), None,
                "SDs τ of the family × benchmark residual effects (coordinates log τ)"),
-    ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 15.0), None,
+    ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 8.0), None,
                "ceiling shares κ: the expected score is c + (1 − c)·κ·sigmoid(η) (coordinates logit κ)"),
 ):
     register_block(_block)

@@ -348,7 +348,7 @@ class FitResult:
             ("data", self.data_name), ("method", self.method),
             ("K", f"{self.spec.K} (anchors: {', '.join(self.spec.anchors)})"),
             ("models", str(self.n_models)), ("families", str(self.n_families)), ("observed scores", str(self.n_obs)),
-            ("benchmarks", str(self.spec.J)), ("log-likelihood", f"{self.log_likelihood:.3f}"),
+            ("benchmarks", str(self.spec.J)), ("log-likelihood", self._llf_text()),
             ("free parameters", str(self.n_params)), ("AIC", f"{self.aic:.2f}"),
             ("BIC", f"{self.bic:.2f} (n = {self.n_families} families)"),
             ("converged", str(self.converged)), ("gradient norm", f"{d.get('grad_norm', float('nan')):.2e}"),
@@ -383,6 +383,13 @@ class FitResult:
         tables += self._extra_block_tables(table)
         tables.append(SummaryTable("Skill correlations", self.skill_corr, self.skill_corr.round(3).to_string()))
         return Summary(title=f"latentscale fit: {self.data_name}", facts=facts, tables=tables, notes=notes)
+
+    def _llf_text(self) -> str:
+        d = self.diagnostics
+        if "importance_se" not in d:
+            return f"{self.log_likelihood:.3f}"
+        return (f"{self.log_likelihood:.3f} ± {d['importance_se']:.3f} (importance sampling, {d['importance_draws']} "
+                f"draws per family; the quadrature gave {d['quadrature_log_likelihood']:.3f})")
 
     def _extra_block_tables(self, table: pd.DataFrame | None) -> list[SummaryTable]:
         """A table per parameter block beyond the core ones (with standard errors when available)."""

@@ -41,7 +41,8 @@ LevelOpt = Annotated[Optional[list[float]], typer.Option(
 BenchSetOpt = Annotated[str, typer.Option(
     "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL, help="Benchmark set (family-group).")]
 NTrainOpt = Annotated[int, typer.Option("--n-train", rich_help_panel=EVAL_PANEL,
-                                        help="Smallest models per held-out family kept in training.")]
+                                        help="Smallest models per held-out family kept in training (0: the "
+                                             "held-out families are unseen).")]
 MethodsOpt = Annotated[Optional[str], typer.Option(
     "--methods", metavar="M,M,...", rich_help_panel=EVAL_PANEL, help="Methods to compare (default: all).",
     show_default=False)]
@@ -100,8 +101,8 @@ def evaluate(
     with output.CapturedWarnings() as caught, output.Progress(enabled=talk) as progress:
         with reporting(verbose, interrupted="interrupted; nothing was saved"):
             check_samples(samples)
-            if k < 1 or n_train < 1:
-                raise BadInput("need -k >= 1 and --n-train >= 1")
+            if k < 1 or n_train < 0:
+                raise BadInput("need -k >= 1 and --n-train >= 0 (0: unseen families)")
             check_outputs([output_path], [*data_inputs(data), holdout, groups])
             scores = load_data(data, paper_data_floors(floor, paper), None,
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))

@@ -56,13 +56,14 @@ def family_effect(effects: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def scores(train: pd.DataFrame, benchmarks: Sequence[str]) -> np.ndarray:
-    """(n, J) training scores; refuses missing or out-of-range values, naming the cell."""
+def scores(train: pd.DataFrame, benchmarks: Sequence[str], missing_ok: bool = False) -> np.ndarray:
+    """(n, J) training scores; refuses out-of-range values, and missing ones unless ``missing_ok``
+    (then NaN), naming the cell."""
     missing = [b for b in benchmarks if b not in train.columns]
     if missing:
         raise InputError(f"training rows lack benchmark column(s) {missing}")
     Y = train[list(benchmarks)].to_numpy(float)
-    bad = ~np.isfinite(Y) | (Y < 0) | (Y > 1)
+    bad = (~np.isfinite(Y) & ~(missing_ok & np.isnan(Y))) | (Y < 0) | (Y > 1)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise InputError(f"training score {train.index[i]!r} / {benchmarks[j]!r} is {Y[i, j]!r}; the baselines "

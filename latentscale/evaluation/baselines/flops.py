@@ -80,15 +80,21 @@ class _SigmoidLaw:
 
     def fit(self, train: pd.DataFrame, benchmarks: Sequence[str], floors: Mapping[str, float]):
         self.benchmarks_ = tuple(benchmarks)
-        Y = scores(train, benchmarks)
+        Y = scores(train, benchmarks, missing_ok=True)  # one law per benchmark: each on its observed rows
         c = floor_array(benchmarks, floors)
         Z, self.scaler_ = covariates(train, kind=self.covariates)
         fams = train["family"].to_numpy() if self.family_intercepts else np.zeros(len(train), dtype=object)
         self.families_ = FamilyCodes(fams)
         codes = self.families_(fams)
+        F = len(self.families_)
         self.coef_, self.intercepts_, self.floors_, ok = [], [], [], []
         for j in range(len(benchmarks)):
-            w, a, cj, conv = fit_sigmoid_law(Y[:, j], Z, codes, len(self.families_), c[j], self.fit_floor)
+            obs = np.isfinite(Y[:, j])
+            if not obs.any():
+                raise InputError(f"no training score for benchmark {benchmarks[j]!r}")
+            w, a, cj, conv = fit_sigmoid_law(Y[obs, j], Z[obs], codes[obs], F, c[j], self.fit_floor)
+            seen = np.bincount(codes[obs], minlength=F) > 0
+            a = np.where(seen, a, a[seen].mean())  # a family without this benchmark: the average intercept
             ok.append(conv)
             self.coef_.append(w)
             self.intercepts_.append(a)
