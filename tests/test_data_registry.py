@@ -217,3 +217,34 @@ def test_lvf_v1_v2(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="NORMALIZED"):
         v2 = load_dataset("lvf-v2", data_dir=tmp_path)
     assert v2.n_models == 5 and v2.benchmarks == ("ifeval", "bbh", "math", "mmlu-pro", "gpqa", "musr")
+
+
+def test_packaged_files_need_no_network_or_variable(monkeypatch):
+    """The registered files the README uses ship with the package, byte for byte (sha256), with their
+    license; with LATENTSCALE_DATA_DIR unset they resolve there, and no download is attempted."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("no download expected")
+
+    monkeypatch.setattr(registry.urllib.request, "urlopen", refuse)
+    for source, filename in {f for e in registry.DATASETS.values() for f in e.files}:
+        path = registry.resolve_file(source, filename)
+        assert path == registry.packaged_file(source, filename)
+        assert sha(path) == registry.SHA256[(source, filename)]
+        assert "MIT License" in (path.parent / "LICENSE").read_text()
+        assert "sha256" in (path.parent / "SOURCE.md").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load_dataset("lvf-paper").n_models == 286 and load_dataset("sloth").n_models == 188
+
+
+def test_failed_download_names_the_address_and_leaves_no_folder(tmp_path):
+    """An unreachable address: one error naming the URL, the local file and LATENTSCALE_DATA_DIR; the cache
+    folder the call would have made is not left behind."""
+    cache = tmp_path / "cache"
+    url = "http://127.0.0.1:9"  # discard port: connection refused
+    with pytest.raises(DataError) as e:
+        registry.resolve_file("lvf", "df_full_v1.csv", cache_dir=cache, base_url=url)
+    msg = str(e.value)
+    assert f"{url}/lvf/df_full_v1.csv" in msg and str(cache / "lvf" / "df_full_v1.csv") in msg
+    assert "LATENTSCALE_DATA_DIR" in msg
+    assert not cache.exists()

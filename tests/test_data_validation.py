@@ -135,8 +135,16 @@ def test_mixed_fraction_and_percent_is_error(tmp_path):
     path = write(tmp_path, table(mmlu=[0.30, 0.55, 40.0, 62.0]))
     with pytest.raises(DataError, match="mixes fractions and percent") as e:
         read_scores(path)
-    assert "'mmlu'" in str(e.value) and "a-1b" in str(e.value) and "a-7b" in str(e.value)
-    assert "b-2b (" not in str(e.value)
+    assert "'mmlu'" in str(e.value) and "a-1b (0.3)" in str(e.value) and "b-2b (40)" in str(e.value)
+    # one cell off among many: only that cell is named, with its plain value
+    path = write(tmp_path, table(mmlu=[0.30, 0.55, 0.40, 62.5]))
+    with pytest.raises(DataError, match="holds fractions, but rows") as e:
+        read_scores(path)
+    assert "(62.5)" in str(e.value) and "(0.3)" not in str(e.value) and "np.float64" not in str(e.value)
+    path = write(tmp_path, table(mmlu=[30.0, 55.0, 0.4, 62.5]))
+    with pytest.raises(DataError, match="holds percent scores, but rows") as e:
+        read_scores(path)
+    assert "(0.4)" in str(e.value) and "(30)" not in str(e.value)
 
 
 def test_above_100_is_error(tmp_path):

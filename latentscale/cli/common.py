@@ -306,11 +306,11 @@ def talk_enabled(as_json: bool, quiet: bool, verbose: bool) -> bool:
 def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, clip: str | None = None,
                 no_clip: bool = False, logit_clip: float | None = None, paper: bool = False,
                 floors: dict | None = None, points: int | None = None, grid: Grid | None = None,
-                starts: int = 3, seed: int = 0, hessian: HessianKind | None = None,
+                starts: int | None = None, seed: int = 0, hessian: HessianKind | None = None,
                 variant: str | None = None):
     """The :class:`~latentscale.LatentScalingModel` of the command-line options (``--paper`` sets
     the reference code's settings; options given explicitly override them)."""
-    from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, LatentScalingModel
+    from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, PAPER_STARTS, LatentScalingModel
 
     anchor_list = parse_list(anchors, "--anchors")
     if logit_clip is not None and not logit_clip > 0:
@@ -318,7 +318,8 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
     from latentscale.model.variants import parse_variant
 
     options = dict(method=method.value, clip=parse_clip(clip, no_clip), points=points,
-                   grid=None if grid is None else grid.value, n_starts=starts, seed=seed,
+                   grid=None if grid is None else grid.value,
+                   n_starts=starts if starts is not None else (PAPER_STARTS if paper else 3), seed=seed,
                    hessian=(hessian or HessianKind.laplace).value)
     if variant is not None:
         options.update(parse_variant(variant))

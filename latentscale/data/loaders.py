@@ -145,12 +145,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise v.DataError(f"no such file: {path}")
     suffixes = "".join(path.suffixes).lower()
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if ".tsv" in suffixes:
-        return pd.read_csv(path, sep="\t")
-    if ".csv" in suffixes or ".txt" in suffixes:
-        return pd.read_csv(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if ".tsv" in suffixes:
+            return pd.read_csv(path, sep="\t")
+        if ".csv" in suffixes or ".txt" in suffixes:
+            return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise v.DataError(f"{path} is empty; give a table with a header line and one row per model") from None
+    except UnicodeDecodeError as e:
+        raise v.DataError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#x} at position {e.start}); save it "
+                          "as UTF-8 (for example from a spreadsheet: CSV UTF-8)") from None
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, UnicodeError) and e.filename:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise v.DataError(f"{path} cannot be read as a table ({first}); is it a CSV / Parquet file?") from None
     raise v.DataError(f"unsupported file type {path.name!r}: use .csv, .csv.gz, .tsv or .parquet")
 
 
@@ -169,8 +180,13 @@ def read_scores(
 ) -> ScoreData:
     """Read a CSV or Parquet score file and validate it like :func:`from_frame` (name: file stem)."""
     df = read_table(path)
-    return build_score_data(
-        df, model=model, family=family, group=group, size=size, tokens=tokens,
-        benchmarks=benchmarks, floors=floors, name=name or Path(path).name.split(".")[0],
-        require_covariates=require_covariates,
-    )
+    if df.empty:
+        raise v.DataError(f"{path} has no rows (only a header); give one row per model")
+    try:
+        return build_score_data(
+            df, model=model, family=family, group=group, size=size, tokens=tokens,
+            benchmarks=benchmarks, floors=floors, name=name or Path(path).name.split(".")[0],
+            require_covariates=require_covariates,
+        )
+    except v.DataError as e:
+        raise v.DataError(f"{path}: {e}") from None

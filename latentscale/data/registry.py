@@ -1,8 +1,11 @@
 """Named datasets: pinned source files (URL + sha256), local or cached resolution, builders.
 
-Files resolve from ``$LATENTSCALE_DATA_DIR/<source>/<file>`` when that variable is set;
-otherwise they are downloaded once into ``$LATENTSCALE_CACHE_DIR`` (default
-``~/.cache/latentscale``) and checked against their sha256. ``$LATENTSCALE_DATA_URL`` (or
+Files resolve from ``$LATENTSCALE_DATA_DIR/<source>/<file>`` when that variable is set; otherwise
+from the package data (the small MIT-licensed tables the README uses ship with the package, see
+``latentscale/data/files``), else they are downloaded once into ``$LATENTSCALE_CACHE_DIR`` (default
+``~/.cache/latentscale``). Every file is checked against its sha256. A download address
+(``$LATENTSCALE_DATA_URL`` or ``base_url=``) or ``cache_dir=`` asks for the cache and download path
+even for shipped files. ``$LATENTSCALE_DATA_URL`` (or
 ``base_url=``) replaces the download address by ``<base_url>/<source>/<file>``.
 """
 
@@ -10,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.error
 import tempfile
 import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -66,12 +71,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def packaged_file(source: str, filename: str) -> Path | None:
+    """Path of a registered file shipped as package data (None when it is not shipped)."""
+    path = Path(str(resources.files("latentscale.data"))) / "files" / source / filename
+    return path if path.is_file() else None
+
+
+def _made_dirs(dest: Path) -> list[Path]:
+    """The folders above ``dest`` that do not exist yet (innermost first)."""
+    missing, d = [], dest.parent
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    return missing
+
+
 def _download(url: str, dest: Path, expected: str) -> None:
-    """Fetch ``url`` into ``dest`` atomically; raise (leaving nothing behind) on a hash mismatch."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    h = hashlib.sha256()
+    """Fetch ``url`` into ``dest`` atomically; on any failure raise with what to do, leaving nothing
+    behind (no partial file, no folder this call created)."""
+    created = _made_dirs(dest)
+    tmp = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        h = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 h.update(chunk)
@@ -83,10 +106,18 @@ def _download(url: str, dest: Path, expected: str) -> None:
                 "The file at that address changed or the transfer was corrupted."
             )
         os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(
+            f"could not download {url} ({reason}). Put the file at {dest} yourself, or set LATENTSCALE_DATA_DIR "
+            f"to a folder that holds {dest.parent.name}/{dest.name} (LATENTSCALE_DATA_URL replaces the address)."
+        ) from None
+    finally:
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
-        raise
+        for d in created:  # innermost first; only folders this call made and left empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
 
 
 def resolve_file(
@@ -120,6 +151,12 @@ def resolve_file(
                 stacklevel=2,
             )
         return path
+    shipped = packaged_file(source, filename)
+    if shipped is not None and not (cache_dir or base_url or os.environ.get("LATENTSCALE_DATA_URL")):
+        if _sha256(shipped) != expected:
+            raise DataError(f"the packaged file {shipped} is damaged (sha256 differs from the registered one); "
+                            "reinstall latentscale or set LATENTSCALE_DATA_DIR")
+        return shipped
     if key in LOCAL_ONLY:
         raise DataError(f"{source}/{filename} has no download address; set LATENTSCALE_DATA_DIR (or data_dir=) to "
                         f"the folder that holds {source}/{filename}")

@@ -39,7 +39,15 @@ def _cells(mask: pd.Series, values: pd.Series | None = None, limit: int = 10) ->
     rows = mask[mask].index
     if values is None:
         return name_rows(rows, limit)
-    return name_rows([f"{r} ({values[r]!r})" for r in rows], limit)
+    return name_rows([f"{r} ({_plain(values[r])})" for r in rows], limit)
+
+
+def _plain(x) -> str:
+    """A cell's value as the user would write it (0.7026, not np.float64(0.7026))."""
+    try:
+        return f"{float(x):.6g}"
+    except (TypeError, ValueError):
+        return repr(x)
 
 
 def check_columns(df: pd.DataFrame, required: dict[str, str | None]) -> None:
@@ -172,9 +180,20 @@ def check_scores(frame: pd.DataFrame, benchmarks: Sequence[str], floors: dict[st
         if obs.min() >= 0 and 1 < obs.max() <= 100 and small.any():
             nonzero = int((obs > 0).sum())
             if floors.get(b, 0.0) >= MIN_FLOOR_FOR_CHECK or small.sum() > nonzero / 2:
+                big = vals.notna() & (vals > 1)
+                if big.sum() < small.sum():  # a few cells above 1 among fractions: those are the culprits
+                    raise DataError(
+                        f"column {b!r} holds fractions, but rows {_cells(big, vals)} exceed 1. Fix these cells "
+                        "(a row in percent: divide its scores by 100)."
+                    )
+                if small.sum() < big.sum():
+                    raise DataError(
+                        f"column {b!r} holds percent scores, but rows {_cells(small, vals)} are at most 1 "
+                        "(fractions?). Fix these cells (a row of fractions: multiply by 100)."
+                    )
                 raise DataError(
-                    f"column {b!r} mixes fractions and percent: rows {_cells(small, frame[b])} are in (0, 1] "
-                    f"while others exceed 1 (max {obs.max():g}). Put the whole column on one scale."
+                    f"column {b!r} mixes fractions and percent: rows {_cells(small, vals)} are in (0, 1] while rows "
+                    f"{_cells(big, vals)} exceed 1. Put the whole column on one scale."
                 )
         if obs.min() >= 0 and 1 < obs.max() <= 100:
             vals = vals / 100.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -50,15 +51,10 @@ def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tok
     models = pd.DataFrame({"model": [f"{family}@{s:.4g}B" for s in sizes], "family": family,
                            "size": sizes, "tokens": tok})
     models = models.drop_duplicates("model")
-    table = predict(fit, models, levels, **predict_options)
-    table = table.merge(models[["model", "size", "tokens"]], on="model", how="left")
-    if data is not None:
-        out_n = (table["size"] < data["size"].min()) | (table["size"] > data["size"].max())
-        out_d = (table["tokens"] < data["tokens"].min()) | (table["tokens"] > data["tokens"].max())
-        table["extrapolated"] = (out_n | out_d).to_numpy()
-    else:
-        table["extrapolated"] = np.nan
-    return table
+    with warnings.catch_warnings():  # a curve may run past the data on purpose: the column flags it
+        warnings.filterwarnings("ignore", message=".*outside the size or token range")
+        table = predict(fit, models, levels, **predict_options)
+    return table.merge(models[["model", "size", "tokens"]], on="model", how="left")
 
 
 def plot_scaling_curve(fit, curve: pd.DataFrame, path: str | Path | None = None, *, expected: bool = False,

@@ -26,7 +26,19 @@ from latentscale.prediction.sampling import tails, theta_draws
 
 #: Columns of the table returned by :func:`predict`.
 PREDICTION_COLUMNS = ("model", "family", "benchmark", "mean", "median", "level", "lower", "upper",
-                      "expected_lower", "expected_upper", "new_family")
+                      "expected_lower", "expected_upper", "new_family", "extrapolated")
+
+
+def extrapolated(fit, models: pd.DataFrame) -> np.ndarray:
+    """Per row of ``models``: size or tokens outside the range of the fit's data (NaN when the fit
+    carries no data)."""
+    data = fit.data
+    if data is None or data.empty:
+        return np.full(len(models), np.nan)
+    size, tokens = models["size"].to_numpy(float), models["tokens"].to_numpy(float)
+    out_n = (size < data["size"].min()) | (size > data["size"].max())
+    out_d = (tokens < data["tokens"].min()) | (tokens > data["tokens"].max())
+    return out_n | out_d
 
 
 def new_models_frame(models: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +161,15 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     mean = np.concatenate([p[0] for p in parts], axis=0)  # (N, J)
     qy = np.concatenate([p[1] for p in parts], axis=1)  # (Q, N, J)
     qmu = np.concatenate([p[2] for p in parts], axis=1)
-    return _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families))
+    table = _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families))
+    flags = extrapolated(fit, new)
+    table["extrapolated"] = table["model"].map(dict(zip(new["model"], flags)))
+    far = [m for m, f in zip(new["model"], flags) if f == 1]
+    if far:
+        warnings.warn(f"model(s) {name_rows(far)} lie outside the size or token range of the fit's data "
+                      f"(extrapolated = True): their predictions rest on the fitted law alone", UserWarning,
+                      stacklevel=2)
+    return table
 
 
 def _conditioning_frame(fit, rows) -> pd.DataFrame:
@@ -192,4 +212,4 @@ def _long_table(new, benchmarks, levels, mean, qy, qmu, new_families) -> pd.Data
     out["_m"] = out["model"].map(order)
     out["_b"] = out["benchmark"].map({b: j for j, b in enumerate(benchmarks)})
     out = out.sort_values(["_m", "_b", "level"], kind="stable").drop(columns=["_m", "_b"])
-    return out.reset_index(drop=True)[list(PREDICTION_COLUMNS)]
+    return out.reset_index(drop=True)[list(PREDICTION_COLUMNS[:-1])]

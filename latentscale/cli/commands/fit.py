@@ -26,7 +26,10 @@ ClipOpt = Annotated[Optional[str], typer.Option(
     "--clip", metavar="LOW,HIGH", help="Clip scores into LOW,HIGH before the Beta density. Default 0.001,0.999.",
     show_default=False)]
 NoClipOpt = Annotated[bool, typer.Option("--no-clip", help="No clipping (exact 0 or 1 scores are then an error).")]
-StartsOpt = Annotated[int, typer.Option("--starts", min=1, help="Number of starting points (aghq, laplace).")]
+StartsOpt = Annotated[Optional[int], typer.Option(
+    "--starts", min=1, show_default=False,
+    help="Number of starting points (aghq, laplace). Default 3; 10 with --paper (the clamped likelihood has more "
+         "local optima).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the perturbed starts (and of psga's draws).")]
 PointsOpt = Annotated[Optional[int], typer.Option(
     "--points", min=1, help="Quadrature nodes per skill dimension of the product rule (default by K).",
@@ -50,7 +53,7 @@ def fit(
     paper: PaperOpt = False,
     variant: VariantOpt = None,
     floor: FloorOpt = None,
-    starts: StartsOpt = 3,
+    starts: StartsOpt = None,
     seed: SeedOpt = 0,
     points: PointsOpt = None,
     grid: GridOpt = None,

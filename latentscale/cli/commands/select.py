@@ -46,7 +46,7 @@ def select(
     paper: PaperOpt = False,
     points: PointsOpt = None,
     grid: GridOpt = None,
-    starts: StartsOpt = 3,
+    starts: StartsOpt = None,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
     output_path: TableOpt = None,
