@@ -40,8 +40,20 @@ def canonical_benchmark(name: str) -> str:
 
 def floor_for(name: str, user_floors: dict[str, float] | None = None) -> float | None:
     """Floor of benchmark ``name``: a user-given floor wins, then the known table; None if unknown."""
-    if user_floors:
-        for k, v in user_floors.items():
-            if k == name or canonical_benchmark(k) == canonical_benchmark(name):
-                return float(v)
-    return KNOWN_FLOORS.get(canonical_benchmark(name))
+    return floors_for([name], user_floors)[0]
+
+
+def floors_for(names, user_floors: dict[str, float] | None = None) -> list[float | None]:
+    """:func:`floor_for` of many names (the user's floors canonicalized once: wide tables stay fast)."""
+    user = dict(user_floors or {})
+    by_key = {}
+    for k, v in user.items():
+        by_key.setdefault(canonical_benchmark(k), float(v))
+    out = []
+    for name in names:
+        if name in user:
+            out.append(float(user[name]))
+            continue
+        key = canonical_benchmark(name)
+        out.append(by_key[key] if key in by_key else KNOWN_FLOORS.get(key))
+    return out

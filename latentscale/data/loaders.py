@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from latentscale.data import validate as v
@@ -76,14 +77,15 @@ def build_score_data(
         raise v.DataError(f"benchmarks listed twice: {v.name_rows(sorted({b for b in benchmarks if benchmarks.count(b) > 1}))}.")
 
     index = v.check_models(df[model])
-    frame = pd.DataFrame(index=index)
-    frame["family"] = df[family].to_numpy()
-    frame["group"] = df[group].to_numpy() if group is not None else frame["family"]
-    nan = float("nan")
-    frame["size"] = df[size].to_numpy() if size is not None else nan
-    frame["tokens"] = df[tokens].to_numpy() if tokens is not None else nan
-    for b in benchmarks:
-        frame[b] = df[b].to_numpy()
+    nan = np.full(len(df), np.nan)
+    family_values = df[family].to_numpy()
+    frame = pd.concat([  # all columns at once (a wide table stays one block, no fragmentation)
+        pd.DataFrame({"family": family_values,
+                      "group": df[group].to_numpy() if group is not None else family_values,
+                      "size": df[size].to_numpy() if size is not None else nan,
+                      "tokens": df[tokens].to_numpy() if tokens is not None else nan}, index=index),
+        pd.DataFrame(df[list(benchmarks)].to_numpy(), index=index, columns=list(benchmarks)),
+    ], axis=1)
 
     v.check_family(frame, family, "family")
     frame["family"] = frame["family"].astype("str").str.strip()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from latentscale.data.floors import floor_for
+from latentscale.data.floors import floors_for
 from latentscale.errors import InputError
 
 #: Scores below ``BELOW_FLOOR_RATIO * floor`` count as "clearly below the guessing floor".
@@ -135,8 +135,7 @@ def check_covariates(frame: pd.DataFrame, columns: dict[str, str | None], requir
 def resolve_floors(benchmarks: Sequence[str], user_floors: dict[str, float] | None) -> dict[str, float]:
     """Floor of every benchmark; raise naming those without a known or user-given floor."""
     floors, unknown = {}, []
-    for b in benchmarks:
-        c = floor_for(b, user_floors)
+    for b, c in zip(benchmarks, floors_for(benchmarks, user_floors)):
         if c is None:
             unknown.append(b)
             continue
@@ -163,53 +162,64 @@ def check_scores(frame: pd.DataFrame, benchmarks: Sequence[str], floors: dict[st
     below chance), or where they are most of the nonzero scores. Mixed columns and any other
     value outside [0, 1] are errors.
     """
-    notes = []
     floors = floors or {}
-    for b in benchmarks:
-        vals = _to_numeric(frame[b], b, "score")
-        obs = vals.dropna()
-        if obs.empty:
-            raise DataError(
-                f"benchmark column {b!r} has no observed score; drop it from the benchmarks "
-                "(benchmarks=[...] / --benchmarks) or fill it in."
-            )
-        if np.isinf(obs.to_numpy()).any():
-            bad = pd.Series(np.isinf(vals.to_numpy()), index=vals.index)
-            raise DataError(f"infinite scores in column {b!r} for rows {_cells(bad, vals)}.")
-        small = vals.notna() & (vals > 0) & (vals <= 1)
-        if obs.min() >= 0 and 1 < obs.max() <= 100 and small.any():
-            nonzero = int((obs > 0).sum())
-            if floors.get(b, 0.0) >= MIN_FLOOR_FOR_CHECK or small.sum() > nonzero / 2:
-                big = vals.notna() & (vals > 1)
-                if big.sum() < small.sum():  # a few cells above 1 among fractions: those are the culprits
-                    raise DataError(
-                        f"column {b!r} holds fractions, but rows {_cells(big, vals)} exceed 1. Fix these cells "
-                        "(a row in percent: divide its scores by 100)."
-                    )
-                if small.sum() < big.sum():
-                    raise DataError(
-                        f"column {b!r} holds percent scores, but rows {_cells(small, vals)} are at most 1 "
-                        "(fractions?). Fix these cells (a row of fractions: multiply by 100)."
-                    )
-                raise DataError(
-                    f"column {b!r} mixes fractions and percent: rows {_cells(small, vals)} are in (0, 1] while rows "
-                    f"{_cells(big, vals)} exceed 1. Put the whole column on one scale."
-                )
-        if obs.min() >= 0 and 1 < obs.max() <= 100:
-            vals = vals / 100.0
-            notes.append(
-                f"benchmark {b!r} looks like percent (scores in [0, 100], max {obs.max():g}); divided by 100."
-            )
-        else:
-            bad = vals.notna() & ((vals < 0) | (vals > 1))
-            if bad.any():
-                raise DataError(
-                    f"scores outside [0, 1] in column {b!r} for rows {_cells(bad, frame[b])}. "
-                    "Scores must be fractions (a whole column in percent, 0-100, is converted "
-                    "automatically); fix these cells."
-                )
-        frame[b] = vals
+    cols = list(benchmarks)
+    block = frame[cols]
+    numeric = all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in block.dtypes)
+    if numeric:
+        Y = block.to_numpy(dtype=float, copy=True)
+    else:
+        Y = np.column_stack([_to_numeric(block[b], b, "score").to_numpy() for b in cols])
+    filled = np.where(np.isnan(Y), 0.5, Y)
+    fine = (~np.isnan(Y)).any(axis=0) & (filled >= 0).all(axis=0) & (filled <= 1).all(axis=0)
+    notes = []
+    for j in np.flatnonzero(~fine):  # only the columns that need a closer look
+        vals, note = _score_column(cols[j], pd.Series(Y[:, j], index=frame.index), floors.get(cols[j], 0.0))
+        Y[:, j] = vals.to_numpy()
+        if note:
+            notes.append(note)
+    frame[cols] = pd.DataFrame(Y, index=frame.index, columns=cols)
     return notes
+
+
+def _score_column(b: str, vals: pd.Series, floor: float) -> tuple[pd.Series, str | None]:
+    """One benchmark column with a score outside [0, 1] or no score: converted from percent (with a
+    note), or an error naming the cells."""
+    obs = vals.dropna()
+    if obs.empty:
+        raise DataError(
+            f"benchmark column {b!r} has no observed score; drop it from the benchmarks "
+            "(benchmarks=[...] / --benchmarks) or fill it in."
+        )
+    if np.isinf(obs.to_numpy()).any():
+        bad = pd.Series(np.isinf(vals.to_numpy()), index=vals.index)
+        raise DataError(f"infinite scores in column {b!r} for rows {_cells(bad, vals)}.")
+    small = vals.notna() & (vals > 0) & (vals <= 1)
+    if obs.min() >= 0 and 1 < obs.max() <= 100 and small.any():
+        nonzero = int((obs > 0).sum())
+        if floor >= MIN_FLOOR_FOR_CHECK or small.sum() > nonzero / 2:
+            big = vals.notna() & (vals > 1)
+            if big.sum() < small.sum():  # a few cells above 1 among fractions: those are the culprits
+                raise DataError(
+                    f"column {b!r} holds fractions, but rows {_cells(big, vals)} exceed 1. Fix these cells "
+                    "(a row in percent: divide its scores by 100)."
+                )
+            if small.sum() < big.sum():
+                raise DataError(
+                    f"column {b!r} holds percent scores, but rows {_cells(small, vals)} are at most 1 "
+                    "(fractions?). Fix these cells (a row of fractions: multiply by 100)."
+                )
+            raise DataError(
+                f"column {b!r} mixes fractions and percent: rows {_cells(small, vals)} are in (0, 1] while rows "
+                f"{_cells(big, vals)} exceed 1. Put the whole column on one scale."
+            )
+    if obs.min() >= 0 and 1 < obs.max() <= 100:
+        return vals / 100.0, f"benchmark {b!r} looks like percent (scores in [0, 100], max {obs.max():g}); divided by 100."
+    bad = vals.notna() & ((vals < 0) | (vals > 1))
+    raise DataError(
+        f"scores outside [0, 1] in column {b!r} for rows {_cells(bad, vals)}. Scores must be fractions (a whole "
+        "column in percent, 0-100, is converted automatically); fix these cells."
+    )
 
 
 def below_floor_rows(
