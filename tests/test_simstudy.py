@@ -48,6 +48,18 @@ def test_replication_is_deterministic():
     np.testing.assert_allclose(a["params"]["estimate"], b["params"]["estimate"], rtol=1e-10)
 
 
+@pytest.mark.parametrize("variant", ["ceiling", "residual"])
+def test_replication_draws_from_and_fits_the_variant(variant):
+    """The data come from the variant (its block's truth is in the table) and AIC weighs it against plain."""
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, variant=variant,
+                      compare_variants=("plain",))
+    r = run_replication(0, cfg)
+    block = {"ceiling": "ceiling", "residual": "residual_sd"}[variant]
+    rows = r["params"][r["params"]["block"] == block]
+    assert len(rows) == 3 and rows["truth"].notna().all() and rows["estimate"].notna().all()
+    assert r["aic_variant"] in (variant, "plain")
+
+
 def test_the_clip_of_the_scores_and_the_fits(monkeypatch):
     # Default: scores as drawn and fits that clip only at the float64 guard; with a clip, both.
     import latentscale.fitting as fitting

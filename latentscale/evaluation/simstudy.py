@@ -99,7 +99,8 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
                                 family_sizes=config.family_sizes, missing=config.missing, seed=1 + rep,
                                 design_seed=design_seed, clip=config.clip, logit_clip=options["logit_clip"],
-                                hetero_precision=bool(options.get("hetero_precision", False)))
+                                **{term: bool(options.get(term, False))
+                                   for term in ("hetero_precision", "residual", "ceiling")})
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)
     table = fit.params_table("observed", config.level)
     truth = _truth_table(pack(true, spec), fit).reindex(table.index)
