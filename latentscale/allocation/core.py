@@ -274,11 +274,13 @@ def allocate(fit, skill: str | None = None, benchmark: str | None = None, family
 
         cov = fit.cov_theta(cov_kind) if fit.hessian is not None or cov_kind == "opg" else None
         if cov is None:
-            raise InputError("this fit carries no Hessian, so the optimum's uncertainty cannot be computed; "
-                             "refit, or pass uncertainty=False")
+            raise InputError("this fit carries no Hessian, so the optimum's uncertainty cannot be computed; refit "
+                             "with standard errors, or leave the intervals out (--draws 0; uncertainty=False in "
+                             "Python)")
         if not np.all(np.isfinite(cov)):
-            raise InputError("the fit's covariance is not finite (information matrix not positive definite); "
-                             "pass uncertainty=False or use another cov_kind")
+            raise InputError(f"the fit's {cov_kind} covariance is not finite (information matrix not positive "
+                             "definite); use the outer product of the family scores (--se opg; cov_kind='opg'), "
+                             "or leave the intervals out (--draws 0; uncertainty=False)")
         thetas = parameter_draws(fit.theta, cov, int(n_draws), seed)
 
     rows = []

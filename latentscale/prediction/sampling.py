@@ -60,8 +60,9 @@ def theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "
             se = "observed"
         cov = fit.cov_theta(se)
         if not np.all(np.isfinite(cov)):
-            raise InputError("the fit's covariance is not finite (its Hessian is not negative definite), so "
-                             "parameter uncertainty cannot be propagated; leave it out (--no-parameter-uncertainty, "
+            raise InputError(f"the fit's {se} covariance is not finite (its Hessian is not negative definite), so "
+                             "parameter uncertainty cannot be propagated with it; use the outer product of the "
+                             "family scores (--se opg; se='opg'), or leave it out (--no-parameter-uncertainty; "
                              "parameter_uncertainty=False)")
     return parameter_draws(fit.theta, cov, n, seed)
 
