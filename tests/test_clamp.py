@@ -88,7 +88,7 @@ def test_paper_preset_sets_every_documented_setting(tmp_path):
 
     m = ls.LatentScalingModel.paper(k=3)
     assert m.logit_clip == 4.5 and m.clip == (0.001, 0.999) and m.anchors == PAPER_ANCHORS[:3]
-    assert m.n_starts == 30 and ls.LatentScalingModel.paper(k=3, n_starts=2).n_starts == 2
+    assert m.n_starts == 10 and ls.LatentScalingModel.paper(k=3, n_starts=2).n_starts == 2
     assert m.floors == {"bbh": 0.28850361, "musr": 0.34329806} == PAPER_FLOORS
     assert ls.LatentScalingModel.paper(k=2, logit_clip=3.0).logit_clip == 3.0
     data, _, _ = simulate(k=1, n_benchmarks=4, n_families=20, family_sizes=2, seed=1)

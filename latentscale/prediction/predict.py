@@ -161,14 +161,18 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     mean = np.concatenate([p[0] for p in parts], axis=0)  # (N, J)
     qy = np.concatenate([p[1] for p in parts], axis=1)  # (Q, N, J)
     qmu = np.concatenate([p[2] for p in parts], axis=1)
-    table = _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families))
+    return _flag_extrapolation(fit, new, _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families)))
+
+
+def _flag_extrapolation(fit, new: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The ``extrapolated`` column, and a warning naming the models it flags."""
     flags = extrapolated(fit, new)
     table["extrapolated"] = table["model"].map(dict(zip(new["model"], flags)))
     far = [m for m, f in zip(new["model"], flags) if f == 1]
     if far:
         warnings.warn(f"model(s) {name_rows(far)} lie outside the size or token range of the fit's data "
                       f"(extrapolated = True): their predictions rest on the fitted law alone", UserWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     return table
 
 

@@ -28,7 +28,7 @@ ClipOpt = Annotated[Optional[str], typer.Option(
 NoClipOpt = Annotated[bool, typer.Option("--no-clip", help="No clipping (exact 0 or 1 scores are then an error).")]
 StartsOpt = Annotated[Optional[int], typer.Option(
     "--starts", min=1, show_default=False,
-    help="Number of starting points (aghq, laplace). Default 3; 30 with --paper (the clamped likelihood has more "
+    help="Number of starting points (aghq, laplace). Default 3; 10 with --paper (the clamped likelihood has more "
          "local optima).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the perturbed starts (and of psga's draws).")]
 PointsOpt = Annotated[Optional[int], typer.Option(
