@@ -248,3 +248,25 @@ def test_failed_download_names_the_address_and_leaves_no_folder(tmp_path):
     assert f"{url}/lvf/df_full_v1.csv" in msg and str(cache / "lvf" / "df_full_v1.csv") in msg
     assert "LATENTSCALE_DATA_DIR" in msg
     assert not cache.exists()
+
+
+def test_fit_command_runs_offline_without_the_variable(tmp_path, monkeypatch):
+    """`latentscale fit lvf-paper` with LATENTSCALE_DATA_DIR unset, HOME a new empty folder and every
+    download refused: the shipped tables are used (a cheap K = 1 Laplace fit keeps the test fast)."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from latentscale.cli.app import app
+
+    def refuse(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(registry.urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    res = CliRunner().invoke(app, ["fit", "lvf-paper", "-k", "1", "--method", "laplace", "--starts", "1",
+                                   "--hessian", "laplace", "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"n_models": 286' in res.stdout
+    assert not list(tmp_path.rglob("*.csv"))  # no data cached or downloaded into the new HOME
