@@ -39,7 +39,7 @@ import pandas as pd
 from latentscale.errors import InputError
 from latentscale.parallel import parallel_map
 
-BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope")
+BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope", "residual_sd", "ceiling")
 #: The fits' clip when the simulated scores are not clipped: it moves only scores that a Beta
 #: draw rounded to exactly 0 or 1.
 GUARD_CLIP = (1e-12, 1.0 - 1e-12)
@@ -156,7 +156,7 @@ class StudyResult:
             rmse=("rmse", lambda r: float(np.sqrt(np.mean(r**2)))), mean_se=("mean_se", "mean"),
             sd=("sd", "mean"), coverage=("coverage", "mean"))
         out.insert(1, "replications", len(self._usable()))
-        return out.reindex([b for b in BLOCKS if b in out.index])
+        return out.reindex([b for b in BLOCKS if b in out.index] + [b for b in out.index if b not in BLOCKS])
 
     def by_parameter(self) -> pd.DataFrame:
         p = self.params[self.params["replication"].isin(self._usable())]
