@@ -26,9 +26,11 @@ def test_replications_share_the_design_and_truth(small):
 
 def test_block_summary_is_consistent(small):
     t = small.by_block()
-    assert set(t.index) <= set(BLOCKS) and {"B", "loading", "intercept", "precision"} <= set(t.index)
-    assert ((t["coverage"] >= 0) & (t["coverage"] <= 1)).all()
     per = small.by_parameter()
+    assert set(t.index) == set(per.index.get_level_values("block"))  # every reported block has a row
+    assert {"B", "loading", "intercept", "precision"} <= set(t.index)
+    assert list(t.index[:4]) == [b for b in BLOCKS if b in t.index][:4]  # the known blocks first, in order
+    assert ((t["coverage"] >= 0) & (t["coverage"] <= 1)).all()
     b = per.xs("B", level="block")
     assert t.loc["B", "rmse"] == pytest.approx(float(np.sqrt(np.mean(b["rmse"] ** 2))))
     # A data set of 120 families recovers K = 1 data well: the estimates sit near the truth.
