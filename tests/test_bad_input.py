@@ -162,3 +162,19 @@ def test_predict_flags_extrapolation(work):
     flag = {r["model"]: r["extrapolated"] for r in rows}
     assert flag["huge"] and not flag["small"]
     assert np.isfinite([r["mean"] for r in rows]).all()
+
+
+def test_interrupt_during_the_summary_keeps_the_saved_fit(work, tmp_path, monkeypatch):
+    """Ctrl-C while the summary is computed, after the fit: exit 130, a message that says the fit is saved,
+    and the file is complete (it loads)."""
+    import latentscale as ls
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ls.FitResult, "summary", interrupted)
+    out = tmp_path / "kept.json"
+    res = CliRunner().invoke(app, ["fit", str(work / "scores.csv"), *FAST_FIT, "-o", str(out)])
+    assert res.exit_code == 130, res.output
+    assert "the fit is saved in" in res.stderr and str(out) in res.stderr
+    assert ls.FitResult.load(out).n_params > 0
