@@ -120,8 +120,9 @@ class LatentScalingModel:
     def paper(cls, k: int = 4, **options) -> "LatentScalingModel":
         """Everything the reference code behind the paper's figures used (:data:`PAPER_SETTINGS`):
         the logit clamp at ±4.5, the exact BBH and MuSR floors, the clip of the scores to
-        [0.001, 0.999], :data:`PAPER_STARTS` starting points and the anchor order math, ifeval, hellaswag, bbh, mmlu-pro, mmlu, arc,
-        truthfulqa, gsm8k, winogrande, gpqa, musr (the first K). ``options`` override."""
+        [0.001, 0.999], :data:`PAPER_STARTS` starting points and the anchor order math, ifeval,
+        hellaswag, bbh, mmlu-pro, mmlu, arc, truthfulqa, gsm8k, winogrande, gpqa, musr (the first K).
+        ``options`` override."""
         settings = {**PAPER_SETTINGS, "anchors": list(PAPER_ANCHORS[:k]), "floors": dict(PAPER_FLOORS), **options}
         return cls(k, **settings)
 

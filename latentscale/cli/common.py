@@ -310,7 +310,7 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
                 variant: str | None = None):
     """The :class:`~latentscale.LatentScalingModel` of the command-line options (``--paper`` sets
     the reference code's settings; options given explicitly override them)."""
-    from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, PAPER_STARTS, LatentScalingModel
+    from latentscale.fitting import PAPER_ANCHORS, PAPER_FLOORS, PAPER_SETTINGS, LatentScalingModel
 
     anchor_list = parse_list(anchors, "--anchors")
     if logit_clip is not None and not logit_clip > 0:
@@ -318,15 +318,17 @@ def build_model(k: int, anchors: str | None, *, method: Method = Method.aghq, cl
     from latentscale.model.variants import parse_variant
 
     options = dict(method=method.value, clip=parse_clip(clip, no_clip), points=points,
-                   grid=None if grid is None else grid.value,
-                   n_starts=starts if starts is not None else (PAPER_STARTS if paper else 3), seed=seed,
+                   grid=None if grid is None else grid.value, seed=seed,
                    hessian=(hessian or HessianKind.laplace).value)
     if variant is not None:
         options.update(parse_variant(variant))
+    if starts is not None:
+        options["n_starts"] = starts
     if paper:
         if anchor_list is None:
             anchor_list = list(PAPER_ANCHORS[:k])
-        options["logit_clip"] = 4.5 if logit_clip is None else logit_clip
+        options.setdefault("n_starts", PAPER_SETTINGS["n_starts"])
+        options["logit_clip"] = PAPER_SETTINGS["logit_clip"] if logit_clip is None else logit_clip
         options["floors"] = {**PAPER_FLOORS, **(floors or {})}
     else:
         if logit_clip is not None or "logit_clip" not in options:

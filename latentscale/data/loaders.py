@@ -160,7 +160,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise v.DataError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#x} at position {e.start}); save it "
                           "as UTF-8 (for example from a spreadsheet: CSV UTF-8)") from None
     except (pd.errors.ParserError, ValueError, OSError) as e:
-        if isinstance(e, OSError) and not isinstance(e, UnicodeError) and e.filename:
+        if isinstance(e, OSError) and e.filename:  # the file itself: reported as such by the caller
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise v.DataError(f"{path} cannot be read as a table ({first}); is it a CSV / Parquet file?") from None

@@ -161,19 +161,19 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     mean = np.concatenate([p[0] for p in parts], axis=0)  # (N, J)
     qy = np.concatenate([p[1] for p in parts], axis=1)  # (Q, N, J)
     qmu = np.concatenate([p[2] for p in parts], axis=1)
-    return _flag_extrapolation(fit, new, _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families)))
+    flags = _extrapolation_flags(fit, new)
+    return _long_table(new, spec.benchmarks, levels, mean, qy, qmu, set(new_families), flags)
 
 
-def _flag_extrapolation(fit, new: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """The ``extrapolated`` column, and a warning naming the models it flags."""
+def _extrapolation_flags(fit, new: pd.DataFrame) -> np.ndarray:
+    """:func:`extrapolated` of the new models, with a warning naming the models it flags."""
     flags = extrapolated(fit, new)
-    table["extrapolated"] = table["model"].map(dict(zip(new["model"], flags)))
     far = [m for m, f in zip(new["model"], flags) if f == 1]
     if far:
         warnings.warn(f"model(s) {name_rows(far)} lie outside the size or token range of the fit's data "
                       f"(extrapolated = True): their predictions rest on the fitted law alone", UserWarning,
                       stacklevel=3)
-    return table
+    return flags
 
 
 def _conditioning_frame(fit, rows) -> pd.DataFrame:
@@ -194,7 +194,7 @@ def _as_rows(fit, frame: pd.DataFrame):
                      floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
 
 
-def _long_table(new, benchmarks, levels, mean, qy, qmu, new_families) -> pd.DataFrame:
+def _long_table(new, benchmarks, levels, mean, qy, qmu, new_families, flags) -> pd.DataFrame:
     N, J = mean.shape
     parts = []
     for li, level in enumerate(levels):
@@ -210,10 +210,11 @@ def _long_table(new, benchmarks, levels, mean, qy, qmu, new_families) -> pd.Data
             "expected_lower": qmu[1 + 2 * li].ravel(),
             "expected_upper": qmu[2 + 2 * li].ravel(),
             "new_family": np.repeat(new["family"].isin(new_families).to_numpy(), J),
+            "extrapolated": np.repeat(flags, J),
         }))
     out = pd.concat(parts, ignore_index=True)
     order = {m: i for i, m in enumerate(new["model"])}
     out["_m"] = out["model"].map(order)
     out["_b"] = out["benchmark"].map({b: j for j, b in enumerate(benchmarks)})
     out = out.sort_values(["_m", "_b", "level"], kind="stable").drop(columns=["_m", "_b"])
-    return out.reset_index(drop=True)[list(PREDICTION_COLUMNS[:-1])]
+    return out.reset_index(drop=True)[list(PREDICTION_COLUMNS)]
