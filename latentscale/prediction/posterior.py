@@ -83,16 +83,17 @@ def rows_for(fit, families, rows):
         frame = rows.copy()
         if "model" in frame.columns:
             frame = frame.set_index("model")
-        for b in fit.spec.benchmarks:
-            if b not in frame.columns:
-                frame[b] = np.nan
         frame = frame.reset_index().rename(columns={"index": "model"})
-        rows = as_score_data(frame, benchmarks=list(fit.spec.benchmarks),
-                             floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
+        present = [b for b in fit.spec.benchmarks if b in frame.columns and frame[b].notna().any()]
+        if not present:
+            raise InputError(f"the rows hold no score of the fit's benchmarks ({', '.join(fit.spec.benchmarks)}); "
+                             f"columns present: {list(frame.columns)}")
+        rows = as_score_data(frame.drop(columns=[b for b in fit.spec.benchmarks if b not in present and b in frame]),
+                             benchmarks=present, floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
     missing = [b for b in fit.spec.benchmarks if b not in rows.benchmarks]
     if missing:
         rows = ScoreData(frame=rows.frame.assign(**{b: np.nan for b in missing}), benchmarks=rows.benchmarks,
-                         floors=rows.floors, name=rows.name)
+                         floors={**dict(zip(fit.spec.benchmarks, fit.spec.floors)), **rows.floors}, name=rows.name)
     return rows.with_benchmarks(fit.spec.benchmarks) if tuple(rows.benchmarks) != fit.spec.benchmarks else rows
 
 

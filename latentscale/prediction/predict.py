@@ -117,7 +117,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     M = max(1, -(-min(n_samples, n_skill_draws) // S))  # skill draws per parameter draw
     n_rep = max(1, -(-n_samples // (S * M)))  # observed-score draws per skill draw
 
-    known_rows = _conditioning_frame(fit, rows)
+    known_rows = conditioning_frame(fit, rows)
     posterior_families = [f for f in pd.unique(new["family"]) if f in set(known_rows["family"])]
     seen = set(known_rows.index[known_rows["family"].isin(posterior_families)])
     overlap = [m for m in new["model"] if m in seen]
@@ -129,7 +129,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
     if posterior_families:
         say(f"posterior draws of {len(posterior_families)} famil{'y' if len(posterior_families) == 1 else 'ies'} "
             f"({S} parameter draws × {M} skill draws)")
-        design = family_design(fit, rows=_as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
+        design = family_design(fit, rows=as_rows(fit, known_rows[known_rows["family"].isin(posterior_families)]))
         alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, n_effects)
         family_alpha = {name: alpha[:, f] for f, name in enumerate(design.families)}
     new_families = [f for f in pd.unique(new["family"]) if f not in family_alpha]
@@ -176,7 +176,7 @@ def _extrapolation_flags(fit, new: pd.DataFrame) -> np.ndarray:
     return flags
 
 
-def _conditioning_frame(fit, rows) -> pd.DataFrame:
+def conditioning_frame(fit, rows) -> pd.DataFrame:
     """Evaluated rows that family posteriors condition on: the fit's rows, with ``rows`` replacing
     the families it holds."""
     base = fit.data if fit.data is not None else pd.DataFrame(columns=["family", "group", "size", "tokens",
@@ -187,7 +187,7 @@ def _conditioning_frame(fit, rows) -> pd.DataFrame:
     return pd.concat([base[~base["family"].isin(set(extra["family"]))], extra])
 
 
-def _as_rows(fit, frame: pd.DataFrame):
+def as_rows(fit, frame: pd.DataFrame):
     from latentscale.data.dataset import ScoreData
 
     return ScoreData(frame=frame, benchmarks=tuple(fit.spec.benchmarks),

@@ -204,16 +204,24 @@ def _expected_scores(thetas, alpha, X, floors, spec):
 
 
 @float64
+def expected_scores(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: ModelSpec
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Expected scores μ (S, M, N, J) and Beta precisions φ (S, N, J) of N models with covariates
+    X (N, p) and random effects ``alpha`` (S, M, N, ``spec.n_effects``), per parameter draw (numpy)."""
+    mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
+                               spec.structure)
+    return np.asarray(mu), np.asarray(phi)
+
+
+@float64
 def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: ModelSpec,
                 rng: np.random.Generator, n_rep: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Expected scores μ (S, M, N, J) and observed scores y ~ Beta(φμ, φ(1 − μ)), ``n_rep`` per μ
     (n_rep·S, M, N, J), for N new models with random effects (S, M, N, n_effects) (their family's
     α, and its residuals with ``spec.residual``) and covariates X (N, p).
     (NumPy's Beta sampler: many times faster than JAX's on CPU.)"""
-    mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
-                               spec.structure)
-    mu = np.asarray(mu)
-    phi = np.asarray(phi)[:, None, :, :]
+    mu, phi = expected_scores(thetas, alpha, X, spec)
+    phi = phi[:, None, :, :]
     a = np.maximum(phi * mu, 1e-12)
     b = np.maximum(phi * (1.0 - mu), 1e-12)
     y = rng.beta(a, b, size=(n_rep,) + mu.shape)
