@@ -8,7 +8,7 @@ a random model of the family). After each step the family's remaining scores are
 their posterior mean at the training fit's θ̂ and scored by the mean absolute error.
 
     python benchmarks/design_value.py simulated --seeds 5         # K = 3, J = 12, 300 families
-    LATENTSCALE_DATA_DIR=../shared/data python benchmarks/design_value.py sloth --folds 5
+    python benchmarks/design_value.py sloth --folds 5 --plot docs/figures/design_sloth.png
 
 Prints the curves (mean over families and seeds, with standard errors over families) and
 writes them as JSON with ``--out``.
@@ -43,7 +43,8 @@ def machine() -> str:
 def held_out_curves(fit, truth: pd.DataFrame, rules, steps: int, popularity: pd.Series, seed: int,
                     n_draws: int = 1000, n_fantasies: int = 128) -> dict[str, np.ndarray]:
     """Per rule, the (steps + 1, F) MAE of every held-out family's unrevealed scores after 0..steps
-    revealed evaluations. ``truth``: the held-out rows (model index; family, size, tokens, scores)."""
+    revealed evaluations, and (``rule:sd``) their mean predictive sd. ``truth``: the held-out rows
+    (model index; family, size, tokens, scores)."""
     benchmarks = list(fit.spec.benchmarks)
     J = len(benchmarks)
     families = list(pd.unique(truth["family"]))
@@ -54,6 +55,7 @@ def held_out_curves(fit, truth: pd.DataFrame, rules, steps: int, popularity: pd.
         rng = np.random.default_rng([seed, RULES.index(rule)])
         revealed = {f: [] for f in families}
         mae = np.full((steps + 1, len(families)), np.nan)
+        sd = np.full_like(mae, np.nan)  # mean predictive sd of the unrevealed scores
         for step in range(steps + 1):
             frame = _revealed_frame(truth, benchmarks, revealed)
             draws = family_draws(fit, frame, families, n_draws=n_draws, seed=seed + step)
@@ -62,11 +64,15 @@ def held_out_curves(fit, truth: pd.DataFrame, rules, steps: int, popularity: pd.
                 mu, phi = draws[f].scores(fit, models["size"], models["tokens"])
                 mu, phi = mu.reshape(mu.shape[0], -1), phi.reshape(phi.shape[0], -1)
                 rest = np.setdiff1d(cells[f], revealed[f])
-                mae[step, i] = np.mean(np.abs(mu[:, rest].mean(axis=0) - y[f][rest]))
+                m = mu[:, rest]
+                mae[step, i] = np.mean(np.abs(m.mean(axis=0) - y[f][rest]))
+                var = np.mean(m**2 + m * (1 - m) / (1 + phi[:, rest]), axis=0) - m.mean(axis=0) ** 2
+                sd[step, i] = np.mean(np.sqrt(var))
                 if step == steps or rest.size <= 1:
                     continue
                 revealed[f].append(_choose(rule, rest, mu, phi, rng, popularity, benchmarks, J, seed))
         out[rule] = mae
+        out[f"{rule}:sd"] = sd
     return out
 
 
@@ -103,23 +109,44 @@ def _revealed_frame(truth, benchmarks, revealed) -> pd.DataFrame:
 
 
 def summarize(curves: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Per rule and number of evaluations: MAE and mean predictive sd (means over families, with
+    standard errors), and the paired difference of each rule's MAE from the design rule's."""
     rows = []
-    for rule in curves[0]:
+    rules = [r for r in curves[0] if ":" not in r]
+    for rule in rules:
         mae = np.concatenate([c[rule] for c in curves], axis=1)  # (steps + 1, all families)
+        sd = np.concatenate([c[f"{rule}:sd"] for c in curves], axis=1)
         for step in range(mae.shape[0]):
-            v = mae[step][np.isfinite(mae[step])]
+            v, s = mae[step][np.isfinite(mae[step])], sd[step][np.isfinite(sd[step])]
             rows.append({"rule": rule, "evaluations": step, "mae": v.mean(), "se": v.std(ddof=1) / np.sqrt(v.size),
-                         "families": v.size})
+                         "predictive_sd": s.mean(), "families": v.size})
     table = pd.DataFrame(rows)
-    if "design" in curves[0]:  # paired differences: the same families, the same truths
-        for other in [r for r in curves[0] if r != "design"]:
-            d = np.concatenate([c[other] - c["design"] for c in curves], axis=1)
-            for step in range(d.shape[0]):
-                v = d[step][np.isfinite(d[step])]
-                table.loc[(table["rule"] == other) & (table["evaluations"] == step), "minus_design"] = v.mean()
-                table.loc[(table["rule"] == other) & (table["evaluations"] == step),
-                          "minus_design_se"] = v.std(ddof=1) / np.sqrt(v.size)
+    for other in [r for r in rules if r != "design"]:  # paired: the same families, the same truths
+        d = np.concatenate([c[other] - c["design"] for c in curves], axis=1)
+        for step in range(d.shape[0]):
+            v = d[step][np.isfinite(d[step])]
+            at = (table["rule"] == other) & (table["evaluations"] == step)
+            table.loc[at, "minus_design"] = v.mean()
+            table.loc[at, "minus_design_se"] = v.std(ddof=1) / np.sqrt(v.size)
     return table
+
+
+def plot(table: pd.DataFrame, path: str, title: str) -> None:
+    """MAE (with ±1 SE) and mean predictive sd of the unrevealed scores against evaluations spent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for rule, part in table.groupby("rule", sort=False):
+        axes[0].errorbar(part["evaluations"], part["mae"], yerr=part["se"], marker="o", capsize=3, label=rule)
+        axes[1].plot(part["evaluations"], part["predictive_sd"], marker="o", label=rule)
+    axes[0].set(xlabel="evaluations revealed", ylabel="MAE of the other scores", title=title)
+    axes[1].set(xlabel="evaluations revealed", ylabel="mean predictive sd", title="uncertainty left")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def simulated(args) -> pd.DataFrame:
@@ -180,6 +207,7 @@ def main(argv=None) -> None:
     ap.add_argument("-k", type=int, default=3)
     ap.add_argument("--variant", default="residual+ceiling")
     ap.add_argument("--out")
+    ap.add_argument("--plot", help="save the curves as a PNG")
     args = ap.parse_args(argv)
     print("machine:", machine())
     t0 = time.perf_counter()
@@ -187,6 +215,8 @@ def main(argv=None) -> None:
     with pd.option_context("display.width", 160, "display.precision", 4):
         print(table.to_string(index=False))
     print(f"total {time.perf_counter() - t0:.0f} s")
+    if args.plot:
+        plot(table, args.plot, "simulated (K = 3, J = 12)" if args.case == "simulated" else f"{args.dataset}, held-out families")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"machine": machine(), "case": args.case, "args": vars(args),

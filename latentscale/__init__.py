@@ -4,8 +4,8 @@ Data flow: :mod:`latentscale.data` (registry, loading, validation) → :mod:`lat
 (covariates, parameter blocks, observation model, design, simulation) →
 :mod:`latentscale.estimation` (the marginal likelihood and its estimators) →
 :mod:`latentscale.results` (fit results, inference, save/load) → :mod:`latentscale.prediction`,
-:mod:`latentscale.allocation`, :mod:`latentscale.evaluation` → :mod:`latentscale.cli` and
-:mod:`latentscale.report`.
+:mod:`latentscale.allocation`, :mod:`latentscale.design`, :mod:`latentscale.evaluation` →
+:mod:`latentscale.cli` and :mod:`latentscale.report`.
 
 Importing the package changes no global setting: JAX runs in float64 inside latentscale's own
 calls only (:mod:`latentscale.config`). Names are imported lazily, so ``import latentscale`` is cheap.
