@@ -8,7 +8,7 @@ a random model of the family). After each step the family's remaining scores are
 their posterior mean at the training fit's θ̂ and scored by the mean absolute error.
 
     python benchmarks/design_value.py simulated --seeds 5         # K = 3, J = 12, 300 families
-    python benchmarks/design_value.py sloth --folds 5 --plot docs/figures/design_sloth.png
+    python benchmarks/design_value.py sloth --folds 0 --plot docs/figures/design_sloth.png   # leave one family out
 
 Prints the curves (mean over families and seeds, with standard errors over families) and
 writes them as JSON with ``--out``.
@@ -181,19 +181,29 @@ def real(args) -> pd.DataFrame:
     observed = frame[benchmarks].notna().groupby(frame["family"]).any().sum(axis=1)
     eligible = observed.index[observed >= 6].to_numpy()
     rng = np.random.default_rng(0)
-    fold_of = dict(zip(rng.permutation(eligible), np.arange(len(eligible)) % args.folds))
-    curves = []
-    for k in range(args.folds):
+    model = LatentScalingModel(args.k, residual="residual" in args.variant, ceiling="ceiling" in args.variant,
+                               hessian=None)
+    start = None
+    if args.folds == 0:  # leave one family out, each refit warm-started at the fit of all families
+        folds = [{f} for f in eligible]
+        start = model.fit(data)
+        model = LatentScalingModel(args.k, residual="residual" in args.variant, ceiling="ceiling" in args.variant,
+                                   hessian=None, n_starts=1)
+    else:
+        fold_of = dict(zip(rng.permutation(eligible), np.arange(len(eligible)) % args.folds))
+        folds = [{f for f, v in fold_of.items() if v == k} for k in range(args.folds)]
+    curves, unconverged = [], 0
+    for k, held in enumerate(folds):
         t0 = time.perf_counter()
-        held = {f for f, v in fold_of.items() if v == k}
         train = data.subset(~frame["family"].isin(held).to_numpy())
-        fit = LatentScalingModel(args.k, residual="residual" in args.variant, ceiling="ceiling" in args.variant,
-                                 hessian=None).fit(train)
+        fit = model.fit(train, start_params=start)
+        unconverged += not fit.converged
         popularity = train.frame[benchmarks].notna().sum()
         truth = frame[frame["family"].isin(held)]
         curves.append(held_out_curves(fit, truth, RULES, args.steps, popularity, k))
-        print(f"fold {k + 1}/{args.folds}: fit converged {fit.converged}, {len(held)} held-out families, "
-              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        print(f"fold {k + 1}/{len(folds)}: fit converged {fit.converged}, {len(held)} held-out famil"
+              f"{'y' if len(held) == 1 else 'ies'}, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    print(f"{len(folds)} folds, {unconverged} fits not converged")
     return summarize(curves)
 
 
@@ -201,7 +211,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("case", choices=("simulated", "sloth"))
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=5, help="family folds; 0: leave one family out")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--dataset", default="sloth")
     ap.add_argument("-k", type=int, default=3)
