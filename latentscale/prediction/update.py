@@ -60,12 +60,23 @@ def update(fit, rows, refit: bool = False, progress=None):
     data = ScoreData(frame=merged, benchmarks=tuple(fit.spec.benchmarks),
                      floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name=fit.data_name)
     if refit:
-        from latentscale.fitting import LatentScalingModel
-
-        options = {**fit.options, "n_starts": 1}
-        k = options.pop("k")
-        new = LatentScalingModel(k, **options).fit(data, progress=progress, start_params=fit)
+        new = _refit_model(fit).fit(data, progress=progress, start_params=fit)
         new.diagnostics["update"] = {**info, "refit": True, "log_likelihood_before": fit.log_likelihood}
         return new
     diagnostics = {**fit.diagnostics, "update": {**info, "refit": False}}
     return dataclasses.replace(fit, data=merged, diagnostics=diagnostics, _cache={})
+
+
+def _refit_model(fit):
+    """The fit's model and estimator, one start (the start is θ̂): its saved options, completed from
+    its specification where a fit carries none (one built from parameters)."""
+    from latentscale.fitting import LatentScalingModel
+
+    spec = fit.spec
+    options = {"anchors": list(spec.anchors), "clip": spec.clip, "logit_clip": spec.logit_clip,
+               "covariates": spec.covariates, "hetero_precision": spec.hetero_precision, "residual": spec.residual,
+               "ceiling": spec.ceiling, "floors": dict(zip(spec.benchmarks, spec.floors)),
+               "method": fit.method, "quadrature": fit.quadrature}
+    options.update({k: v for k, v in fit.options.items() if k != "k" and v is not None})
+    options["n_starts"] = 1
+    return LatentScalingModel(spec.K, **options)

@@ -44,7 +44,9 @@ def _save(path: Path | None, result, progress) -> None:
         return
     import json
 
-    text = (json.dumps(result.to_dict(), indent=1, default=float) if path.suffix.lower() == ".json"
+    from latentscale.results.jsonable import to_json
+
+    text = (json.dumps(to_json(result.to_dict()), indent=1, allow_nan=False) if path.suffix.lower() == ".json"
             else result.table.to_csv(index=False))
     progress(f"saved {atomic_write_text(path, text)}")
 
