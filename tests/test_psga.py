@@ -218,6 +218,7 @@ def test_psga_reaches_the_optimum(problem, optimum, psga_fit):
     assert optimum - ll < TOLERANCE_NATS, f"PSGA {ll:.3f} vs optimum {optimum:.3f}"
 
 
+@pytest.mark.slow
 def test_psga_is_deterministic(problem):
     spec, design = problem
     opts = dict(PSGA_SETTINGS, steps=100, learning_rates=(0.1,), schedules=("constant", "plateau"))
