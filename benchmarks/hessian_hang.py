@@ -1,4 +1,4 @@
-"""Reproduce the hang of the exact Hessian on large designs (open; found 2026-12-06).
+"""Reproduce the hang of the exact Hessian on large designs (found and worked around 2026-12-06).
 
 On this machine (2 cores, jaxlib 0.10.2, CPU) the 10,000- and 100,000-family fits of
 ``benchmarks/scale.py --cases synthetic`` stop making progress in the exact Hessian
@@ -8,11 +8,12 @@ the first chunk's forward-over-reverse program. This script evaluates that Hessi
 data (K = 4, J = 12, sparse grid) at the true parameters, chunk by chunk, printing each chunk:
 
     python benchmarks/hessian_hang.py 5000                       # hangs at chunk 0 (3,288 scores)
-    python benchmarks/hessian_hang.py 5000 --chunk-cells 1048576  # completes (84 chunks, ~60 s)
+    python benchmarks/hessian_hang.py 5000 --chunk-cells 1048576  # 822 scores per chunk: completes (~60 s)
 
-Measured: 2^22 and 2^21 cells (scores × nodes × directions) per chunk hang, 2^20 completes for
-the 49-node likelihood; a fit whose chunk bound was lowered to 2^20 still hung at 10,000
-families (not yet located). Not the cause: XLA's async dispatch, XNNPACK, the fusion emitters,
+Measured: chunks of about 1,600 observed scores or more hang, with 49 nodes or 1 (the Laplace
+curvature the fits use), and 800 complete; so ``MarginalLikelihood`` now cuts the exact Hessian
+into chunks of at most ``HESSIAN_MAX_SCORES`` = 640 scores, which this script bypasses (it calls
+the compiled program on the chunks ``chunk_cells`` alone gives). Not the cause: XLA's async dispatch, XNNPACK, the fusion emitters,
 parallel codegen, Eigen's thread pool, ``lax.map`` (a Python loop over direction batches hangs
 too). At 2,000 families and below the Hessian is by finite differences and does not hang.
 """

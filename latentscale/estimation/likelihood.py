@@ -39,6 +39,11 @@ from latentscale.model.spec import ModelSpec
 CHUNK_CELLS = 1 << 22
 #: Parameter directions per forward pass of the exact Hessian (about; P is split evenly).
 HESSIAN_BATCH = 26
+#: At most this many observed scores per compiled call of the exact Hessian. On the XLA CPU runtime
+#: of jaxlib 0.10.2 a call of its forward-over-reverse program over about 1,600 scores or more never
+#: completes (every thread waits; with 1 node or 49 alike), while 800 run
+#: (``benchmarks/hessian_hang.py``); the large fits' Hessians hung there.
+HESSIAN_MAX_SCORES = 640
 
 
 def direction_batch(n_params: int, target: int = HESSIAN_BATCH) -> int:
@@ -341,13 +346,13 @@ class MarginalLikelihood:
     @float64
     def _exact_hessian_and_scores(self, theta: np.ndarray, batch: int | None = None):
         """The design is cut for the exact Hessian into chunks of whole families with at most
-        ``chunk_cells`` scores × nodes × directions each, so that each chunk's likelihood and
+        ``chunk_cells`` scores × nodes × directions (and :data:`HESSIAN_MAX_SCORES` scores) each, so that each chunk's likelihood and
         reverse pass are computed once per batch of directions."""
         P = theta.size
         batch = int(batch or direction_batch(P))
         modes = self.joint_modes(theta)
         th = jnp.asarray(theta)
-        max_obs = max(1, self.chunk_cells // (self.cells_per_score * batch))
+        max_obs = max(1, min(HESSIAN_MAX_SCORES, self.chunk_cells // (self.cells_per_score * batch)))
         H, S, start = np.zeros((P, P)), [], 0
         for chunk, n_real in family_chunks(self.design, max_obs, self.pad):
             alpha0 = jnp.zeros((chunk.n_families, modes.shape[1])).at[:n_real].set(modes[start:start + n_real])
