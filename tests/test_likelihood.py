@@ -371,3 +371,26 @@ def test_subset_of_families_keeps_their_scores(k1):
     keep = np.isin(design.obs_family, idx)
     assert sub.n_obs == keep.sum()
     np.testing.assert_array_equal(np.sort(sub.y), np.sort(design.y[keep]))
+
+
+def test_exact_hessian_chunks_stay_under_the_score_cap(monkeypatch):
+    """The exact Hessian's compiled calls never see more than HESSIAN_MAX_SCORES scores (larger calls
+    hang on jaxlib 0.10.2's CPU runtime, benchmarks/hessian_hang.py); every family is covered once."""
+    import latentscale.estimation.likelihood as lik
+
+    data, true, spec = simulate(k=1, n_benchmarks=4, n_families=400, family_sizes=3, seed=2)
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    ml = MarginalLikelihood(spec, design, QuadratureSpec("laplace"))
+    assert design.n_obs > 2 * lik.HESSIAN_MAX_SCORES  # the default bound alone would make one chunk
+    seen = []
+
+    def record(theta, arrays, nodes, log_w, signs, alpha0, static, n_families, batch):
+        seen.append((int(np.sum(np.asarray(arrays["obs_family"]) < n_families)), arrays["log_y"].shape[0]))
+        P = theta.shape[0]
+        return jnp.zeros((P, P)), jnp.zeros((n_families, P))
+
+    monkeypatch.setattr(lik, "_hessian_and_scores", record)
+    theta = pack({k: v for k, v in true.items() if k != "alpha"}, spec)
+    H, S = ml._exact_hessian_and_scores(np.asarray(theta))
+    assert len(seen) > 2 and all(padded <= lik.HESSIAN_MAX_SCORES for _, padded in seen)
+    assert sum(n for n, _ in seen) == design.n_obs and S.shape == (design.n_families, theta.shape[0])
