@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from latentscale.design.draws import family_draws
-from latentscale.design.value import DesignProblem, FamilyDesign
+from latentscale.design.value import DesignProblem, FamilyDesign, score_moments
 
 RULES = ("design", "random", "popular")
 
@@ -66,7 +66,8 @@ def held_out_curves(fit, truth: pd.DataFrame, rules, steps: int, popularity: pd.
                 rest = np.setdiff1d(cells[f], revealed[f])
                 m = mu[:, rest]
                 mae[step, i] = np.mean(np.abs(m.mean(axis=0) - y[f][rest]))
-                var = np.mean(m**2 + m * (1 - m) / (1 + phi[:, rest]), axis=0) - m.mean(axis=0) ** 2
+                g1, g2 = score_moments(m, phi[:, rest])
+                var = g2.mean(axis=0) - g1.mean(axis=0) ** 2
                 sd[step, i] = np.mean(np.sqrt(var))
                 if step == steps or rest.size <= 1:
                     continue
@@ -83,8 +84,7 @@ def _choose(rule, rest, mu, phi, rng, popularity, benchmarks, J, seed) -> int:
         rank = np.asarray([popularity.get(benchmarks[c % J], 0) for c in rest])
         best = rest[rank == rank.max()]
         return int(rng.choice(best))
-    g1 = mu[:, rest]
-    g2 = g1**2 + g1 * (1.0 - g1) / (1.0 + phi[:, rest])
+    g1, g2 = score_moments(mu[:, rest], phi[:, rest])
     problem = DesignProblem("f", mu[:, rest], phi[:, rest], g1, g2, np.arange(rest.size), np.ones(rest.size))
     values = FamilyDesign(problem, n_fantasies=128, seed=seed).values_with(np.arange(rest.size))
     return int(rest[int(np.argmin(values))])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from latentscale.data.validate import DataError, name_rows
 from latentscale.design.draws import FamilyDraws, family_draws
-from latentscale.design.value import DesignProblem, greedy_design
+from latentscale.design.value import DesignProblem, greedy_design, score_moments
 from latentscale.errors import InputError
 from latentscale.prediction.posterior import unknown_families_message
 from latentscale.prediction.predict import conditioning_frame
@@ -158,8 +158,7 @@ def evaluation_problem(fit, frame, draws: FamilyDraws, target: str, candidates=N
         if target == "model":
             in_target &= np.repeat(models.index == model, J)
         tcells = np.flatnonzero(in_target)
-        g1 = mu[:, tcells]
-        g2 = g1**2 + g1 * (1.0 - g1) / (1.0 + phi[:, tcells])
+        g1, g2 = score_moments(mu[:, tcells], phi[:, tcells])
         where = {c: i for i, c in enumerate(tcells)}
         target_of = np.asarray([where.get(c, -1) for c in cells], int)
     else:

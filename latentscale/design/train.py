@@ -20,7 +20,7 @@ import pandas as pd
 from latentscale.data.validate import DataError, name_rows
 from latentscale.design.draws import family_draws
 from latentscale.design.evaluate import DesignResult
-from latentscale.design.value import DesignProblem, greedy_design
+from latentscale.design.value import DesignProblem, greedy_design, score_moments
 from latentscale.errors import InputError
 from latentscale.prediction.predict import conditioning_frame
 
@@ -55,8 +55,7 @@ def _target_values(fit, draws, target: str, skill, at) -> tuple[np.ndarray, np.n
     """(g1, g2) of the target per draw."""
     if target == "scores":
         mu, phi = draws.scores(fit, [at[0]], [at[1]])
-        g1 = mu[:, 0, :]
-        return g1, g1**2 + g1 * (1.0 - g1) / (1.0 + phi[:, 0, :])
+        return score_moments(mu[:, 0, :], phi[:, 0, :])
     k = fit.spec.skills.index(skill)
     x = fit.scaler.transform(np.asarray([at[0]], float), np.asarray([at[1]], float))[0]
     B = fit.layout.unpack_many(draws.thetas, ("B",))["B"]  # (n, p, K)

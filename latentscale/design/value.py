@@ -64,6 +64,12 @@ class DesignProblem:
         return self.mu.shape[1] if self.members is None else len(self.members)
 
 
+def score_moments(mu: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and second moments of an observed score y ~ Beta(φμ, φ(1 − μ)) given μ and φ:
+    (μ, μ² + μ(1 − μ)/(1 + φ)), so their weighted variance is the predictive variance of y."""
+    return mu, mu**2 + mu * (1.0 - mu) / (1.0 + phi)
+
+
 def beta_loglik(y: np.ndarray, mu: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """log Beta(y; φμ, φ(1 − μ)) (numpy, broadcasting)."""
     a = np.maximum(phi * mu, 1e-12)
