@@ -210,20 +210,27 @@ def design_evaluations(fit, families: list[str] | None = None, target: str = "sc
     return _result(rows_, chosen, problems, labels, describe_target(target, families, model, skill))
 
 
+def ranked_table(rows_: list[dict], chosen: list[dict]) -> pd.DataFrame:
+    """The candidates of :func:`~latentscale.design.value.greedy_design`, best first: the greedy batch
+    in its order, then the rest by reduction per unit cost; with ``batch_order`` and ``rank``."""
+    table = pd.DataFrame(rows_)
+    order = {(r["family"], r["candidate"]): r["order"] for r in chosen}
+    table["batch_order"] = [order.get(key, np.nan) for key in zip(table["family"], table["candidate"])]
+    table = table.sort_values(["batch_order", "reduction_per_cost"], ascending=[True, False], na_position="last",
+                              kind="stable").reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    return table
+
+
 def _result(rows_, chosen, problems, labels, target) -> DesignResult:
     index = {p.family: i for i, p in enumerate(problems)}
-    table = pd.DataFrame(rows_)
+    table = ranked_table(rows_, chosen)
     table["model"] = [labels[index[f]][c][0] for f, c in zip(table["family"], table["candidate"])]
     table["benchmark"] = [labels[index[f]][c][1] for f, c in zip(table["family"], table["candidate"])]
-    order = {(r["family"], r["candidate"]): r["order"] for r in chosen}
-    table["batch_order"] = [order.get((f, c), np.nan) for f, c in zip(table["family"], table["candidate"])]
-    table = table.sort_values(["batch_order", "reduction_per_cost"], ascending=[True, False], na_position="last",
-                              kind="stable")
-    table["rank"] = np.arange(1, len(table) + 1)
     batch = pd.DataFrame(chosen, columns=["order", "family", "candidate", "label", "cost", "reduction",
                                           "expected_variance"])
     if len(batch):
         batch["model"] = [labels[index[f]][c][0] for f, c in zip(batch["family"], batch["candidate"])]
         batch["benchmark"] = [labels[index[f]][c][1] for f, c in zip(batch["family"], batch["candidate"])]
     batch = batch.reindex(columns=["order", "family", "model", "benchmark", "cost", "reduction", "expected_variance"])
-    return DesignResult(table=table.reset_index(drop=True)[list(DESIGN_COLUMNS)], batch=batch, target=target)
+    return DesignResult(table=table[list(DESIGN_COLUMNS)], batch=batch, target=target)

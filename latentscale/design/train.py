@@ -19,7 +19,7 @@ import pandas as pd
 
 from latentscale.data.validate import DataError, name_rows
 from latentscale.design.draws import family_draws
-from latentscale.design.evaluate import DesignResult
+from latentscale.design.evaluate import DesignResult, ranked_table
 from latentscale.design.value import DesignProblem, greedy_design, score_moments
 from latentscale.errors import InputError
 from latentscale.prediction.predict import conditioning_frame
@@ -103,18 +103,12 @@ def design_training(fit, family: str, runs: pd.DataFrame, target: str = "skill",
     problem = DesignProblem(family, mu, phi, g1, g2, np.full(len(runs), -1), runs["flops"].to_numpy(),
                             labels=list(runs["run"]), members=[np.arange(r * J, (r + 1) * J) for r in range(len(runs))])
     rows_, chosen = greedy_design([problem], batch=batch, n_fantasies=n_fantasies, seed=seed, progress=progress)
-    table = pd.DataFrame(rows_)
-    table = table.join(runs[["size", "tokens", "flops"]], on="candidate")
+    table = ranked_table(rows_, chosen).join(runs[["size", "tokens", "flops"]], on="candidate")
     table["run"] = table["label"]
     table["reduction_per_flop"] = table["reduction_per_cost"]
-    order = {r["candidate"]: r["order"] for r in chosen}
-    table["batch_order"] = table["candidate"].map(order)
-    table = table.sort_values(["batch_order", "reduction_per_flop"], ascending=[True, False], na_position="last",
-                              kind="stable")
-    table["rank"] = np.arange(1, len(table) + 1)
     batch_table = pd.DataFrame(chosen, columns=["order", "family", "candidate", "label", "cost", "reduction",
                                                 "expected_variance"]).rename(columns={"label": "run", "cost": "flops"})
     what = {"skill": f"skill {skill} of {family} at N = {at[0]:g}B, D = {at[1]:g}T",
             "scores": f"the expected scores of a {family} model at N = {at[0]:g}B, D = {at[1]:g}T"}[target]
-    return DesignResult(table=table.reset_index(drop=True)[list(TRAIN_COLUMNS)],
+    return DesignResult(table=table[list(TRAIN_COLUMNS)],
                         batch=batch_table.drop(columns=["candidate"]), target=what)
