@@ -329,3 +329,96 @@ def test_cli_update_and_design(k1, tmp_path):
     assert res.exit_code == 2 and "at least 100" in res.stderr
     res = runner.invoke(app, ["update", str(path), "--rows", str(tmp_path / "new.csv"), "-o", str(path)])
     assert res.exit_code == 2 and "also an input" in res.stderr
+
+
+# ---- what to train next for D*/N*: the expected information of a run ------------------------------
+def with_hessian(fit):
+    """The truth fit with the Hessian of its likelihood at the truth (the design's Σ)."""
+    from latentscale.estimation.likelihood import MarginalLikelihood
+    from latentscale.model.design import build_design
+    from latentscale.prediction.predict import as_rows
+
+    design, _ = build_design(as_rows(fit, fit.data), fit.spec.benchmarks, fit.spec.clip, scaler=fit.scaler)
+    H = MarginalLikelihood(fit.spec, design, fit.quadrature).hessian(fit.theta, method="fd")
+    return dataclasses.replace(fit, hessian=H)
+
+
+def fantasies(fit, runs, M, seed=3):
+    from latentscale.design.draws import family_draws
+
+    draws = family_draws(fit, fit.data, [FAMILY], n_draws=M, seed=seed)[FAMILY]
+    mu, phi = draws.scores(fit, runs["size"], runs["tokens"])
+    return np.random.default_rng(seed).beta(phi * mu, phi * (1 - mu))
+
+
+def test_run_information_is_the_expected_negative_hessian(k1):
+    """E[s sᵀ] of the fantasies' conditional scores equals −E[ΔH] of the family's log-likelihood
+    (information identity): it holds only if the fantasies come from the family's predictive."""
+    from latentscale.design.information import LAPLACE, SplitDesign, pseudo_families
+    from latentscale.design.train import check_runs
+    from latentscale.estimation.likelihood import MarginalLikelihood
+    from latentscale.model.design import build_design
+    from latentscale.prediction.predict import as_rows
+
+    fit, _ = k1
+    P = fit.theta.size
+    runs = check_runs(pd.DataFrame({"size": [30.0], "tokens": [2.0]}))
+    M = 400
+    rows = fit.data[fit.data["family"] == FAMILY]
+    design = SplitDesign(fit, FAMILY, rows, runs, fantasies(fit, runs, M), np.eye(P), np.zeros(P))
+    S = design.conditional_scores([[0]])[0]  # (M, P)
+    opg = S.T @ S / M
+
+    def hessian(frame):
+        d, _ = build_design(as_rows(fit, frame), fit.spec.benchmarks, fit.spec.clip, scaler=fit.scaler)
+        return MarginalLikelihood(fit.spec, d, LAPLACE).hessian(fit.theta, method="fd")
+
+    frame = pseudo_families(rows, FAMILY, [design._models(m, [0]) for m in range(M)])
+    expected = -(hessian(frame) / M - hessian(rows))
+    rng = np.random.default_rng(0)
+    for v in [*rng.normal(size=(4, P)), np.linalg.eigh(expected)[1][:, -1]]:
+        a, b = v @ opg @ v, v @ expected @ v
+        assert a == pytest.approx(b, rel=0.2)
+        sd = np.std(S @ v) / np.sqrt(M)
+        assert abs(np.mean(S @ v)) < 4 * sd  # the conditional score has mean zero
+
+
+def test_allocation_target_ranks_runs_by_information(k1, tmp_path):
+    """The D*/N* target: the variance before is the delta method's at the allocation's own optimum,
+    every run reduces it, a batch's second run adds less than it would alone, and the target needs
+    an interior optimum and a Hessian."""
+    from latentscale.allocation import allocate
+    from latentscale.design.information import split_and_gradient
+
+    fit = with_hessian(k1[0])
+    table = allocate(fit, skill=fit.spec.skills[0], flops=np.geomspace(1e20, 1e25, 11), uncertainty=False)
+    C = float(table.loc[table["position"] == "interior", "flops"].iloc[0])
+    g, grad = split_and_gradient(fit, fit.spec.skills[0], C)
+    assert np.exp(g) == pytest.approx(table.loc[table["flops"] == C, "tokens_per_param"].iloc[0], rel=1e-9)
+    runs = pd.DataFrame({"size": [0.5, 5.0, 50.0], "tokens": [1.0, 1.0, 1.0]})
+    res = design_training(fit, FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=C, batch=2,
+                          n_fantasies=64)
+    cov = fit.cov_theta("observed")
+    assert res.table["variance_before"].iloc[0] == pytest.approx(grad @ cov @ grad, rel=1e-9)
+    assert (res.table["reduction"] > 0).all()
+    assert (res.table["expected_variance"] < res.table["variance_before"]).all()
+    first, second = res.batch["run"]
+    alone = res.table.set_index("run")["reduction"]
+    assert res.batch["reduction"].iloc[1] < alone[second]
+    assert "tokens per parameter" in res.target
+    edge = float(table.loc[table["position"] != "interior", "flops"].iloc[-1])
+    with pytest.raises(InputError, match="edge of the box"):
+        design_training(fit, FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=edge)
+    with pytest.raises(InputError, match="needs the fit's Hessian"):
+        design_training(k1[0], FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=C)
+    with pytest.raises(InputError, match="needs a skill"):
+        design_training(fit, FAMILY, runs, "allocation", flops=C)
+    path = fit.save(tmp_path / "fit.json")
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    args = ["design", "train", str(path), "-f", FAMILY, "--runs", str(tmp_path / "runs.csv"), "--target",
+            "allocation", "--skill", fit.spec.skills[0], "--fantasies", "16"]
+    res = CliRunner().invoke(app, [*args, "--flops", f"{C:.17g}", "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)["candidates"]) == 3
+    res = CliRunner().invoke(app, [*args, "--flops", "-1"])
+    assert res.exit_code == 2 and "positive budget" in res.stderr

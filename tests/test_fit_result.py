@@ -5,6 +5,7 @@ The results are built from known parameters (no estimation), so these tests run 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -130,6 +131,19 @@ def test_round_trip(result, saved):
     assert loaded.diagnostics["iterations"] == 41 and loaded.diagnostics["trace"] == [1.0, 0.5]
     assert loaded.summary().as_text() == result.summary().as_text()
     assert loaded.to_dict() == json.loads(json.dumps(result.to_dict()))
+
+
+def test_saved_parameter_table_is_reused_only_when_it_is_this_versions(result, saved):
+    """A fit loaded from a file written by this version carries the saved table (no recomputation);
+    the table equals the computed one; a file from another version recomputes it."""
+    computed = dataclasses.replace(result, _cache={}).params_table()
+    loaded = FitResult.load(saved)
+    assert ("table", "observed", 0.95) in loaded._cache
+    pd.testing.assert_frame_equal(loaded.params_table(), computed, check_exact=True)
+    doc = json.loads(saved.read_text())
+    doc["written_by"] = "latentscale 0.0.1"
+    saved.write_text(json.dumps(doc))
+    assert ("table", "observed", 0.95) not in FitResult.load(saved)._cache
 
 
 def test_file_is_plain_json_with_schema(saved):

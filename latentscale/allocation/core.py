@@ -173,7 +173,7 @@ def line_optimum(coef: np.ndarray, s: float, lo: float, hi: float) -> tuple[np.n
     return u, interior
 
 
-def _segment(s: float, size_box, tokens_box) -> tuple[float, float]:
+def budget_segment(s: float, size_box, tokens_box) -> tuple[float, float]:
     """The budget line's segment in the box, as an interval of log N (lo > hi: empty)."""
     return (max(math.log(size_box[0]), s - math.log(tokens_box[1])),
             min(math.log(size_box[1]), s - math.log(tokens_box[0])))
@@ -329,7 +329,7 @@ def _outside(value, rng) -> bool:
 def _one_budget(C, target, kind, family, coef, const, weight, floor, alpha, draws, size_box, tokens_box,
                 data_size, data_tokens, level, method) -> dict:
     s = float(budget_log(C))
-    lo, hi = _segment(s, size_box, tokens_box)
+    lo, hi = budget_segment(s, size_box, tokens_box)
     row = dict.fromkeys(ALLOCATION_COLUMNS, np.nan)
     row.update(target=target, kind=kind, family=family or "", flops=float(C), level=level, note="")
     if lo > hi + 1e-12:

@@ -3,28 +3,31 @@ of a target's uncertainty per FLOP, the new model being evaluated on every bench
 those named).
 
 Targets: ``"skill"`` (the family's skill at a target size and token count, (Bᵀx)_k + α_k) and
-``"scores"`` (the expected scores of a model of the family at the target size and tokens).
-
-Not a target: the compute-optimal D*/N* of a skill. It depends on the population parameters B
-only, which a family's new run informs as one more model among all the fit's families; scoring it
-by reweighting joint (θ, α) draws, as the targets above are scored, was tried and gives
-meaningless reductions (a few hundred parameter draws, reweighted by a new model's dozen scores,
-degenerate to a handful). It needs the run's expected Fisher information added to the fit's.
+``"scores"`` (the expected scores of a model of the family at the target size and tokens), both
+by reweighting the family's posterior draws (:mod:`latentscale.design.value`); ``"allocation"``
+(the compute-optimal tokens per parameter D*/N* of a skill at a budget), which depends on the
+population parameters B only and is scored by the expected Fisher information a run adds to the
+fit's (:mod:`latentscale.design.information`): reweighting a few hundred parameter draws by one
+new model's dozen scores degenerates to a handful of draws.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 
 from latentscale.data.validate import DataError, name_rows
+from latentscale.allocation.core import FLOPS_UNIT
 from latentscale.design.draws import family_draws
+from latentscale.design.information import SplitDesign, split_and_gradient
 from latentscale.design.evaluate import DesignResult, ranked_table
-from latentscale.design.value import DesignProblem, greedy_design, score_moments
+from latentscale.design.value import DesignProblem, greedy_choice, greedy_design, score_moments
 from latentscale.errors import InputError
 from latentscale.prediction.predict import conditioning_frame
 
-TRAIN_TARGETS = ("skill", "scores")
+TRAIN_TARGETS = ("skill", "scores", "allocation")
 TRAIN_COLUMNS = ("rank", "run", "size", "tokens", "flops", "variance_before", "expected_variance", "reduction",
                  "reduction_per_flop", "batch_order")
 
@@ -67,17 +70,20 @@ def design_training(fit, family: str, runs: pd.DataFrame, target: str = "skill",
                     at: tuple[float, float] | None = None,
                     benchmarks: list[str] | None = None, batch: int = 1, n_draws: int = 2000,
                     n_fantasies: int = 128, seed: int = 0, parameter_uncertainty: bool = False,
-                    rows=None, progress=None) -> DesignResult:
+                    rows=None, flops: float | None = None, box=None, progress=None) -> DesignResult:
     """Rank candidate training runs of ``family`` (a frame with size, tokens, optionally run and
     flops; FLOPs default to 6·N·D) by the expected reduction of the target's variance per FLOP.
 
     ``target``: ``"skill"`` (``skill`` of the family at ``at`` = (size, tokens), default the largest
-    candidate run) or ``"scores"`` (the expected scores of a model of the family at ``at``).
+    candidate run), ``"scores"`` (the expected scores of a model of the family at ``at``) or
+    ``"allocation"`` (log of the compute-optimal tokens per parameter of ``skill`` at ``flops``,
+    default the FLOPs of ``at``, within ``box`` as in :func:`~latentscale.allocation.allocate`;
+    its variance is the delta method's, so it needs the fit's Hessian).
     ``benchmarks``: what each new model will be evaluated on (default every benchmark of the fit).
     The draws are at θ̂ (the family's uncertainty given θ̂) unless ``parameter_uncertainty``."""
     if target not in TRAIN_TARGETS:
         raise InputError(f"unknown target {target!r}; choose one of {', '.join(TRAIN_TARGETS)}")
-    if target == "skill" and skill not in fit.spec.skills:
+    if target in ("skill", "allocation") and skill not in fit.spec.skills:
         raise InputError(f"target {target!r} needs a skill (skill=, --skill), one of {', '.join(fit.spec.skills)}; "
                          f"got {skill!r}")
     runs = check_runs(runs)
@@ -92,6 +98,9 @@ def design_training(fit, family: str, runs: pd.DataFrame, target: str = "skill",
         raise InputError(f"benchmark(s) {', '.join(map(repr, unknown))} not in the fit; its benchmarks are "
                          f"{', '.join(fit.spec.benchmarks)}")
     frame = conditioning_frame(fit, rows)
+    if target == "allocation":
+        return _allocation_design(fit, family, runs, frame, skill, flops or FLOPS_UNIT * at[0] * at[1], box,
+                                  benchmarks, batch, n_fantasies, seed, progress)
     draws = family_draws(fit, frame, [family], n_draws=n_draws, seed=seed,
                          parameter_uncertainty=parameter_uncertainty)[family]
     mu, phi = draws.scores(fit, runs["size"], runs["tokens"])  # (n, R, J)
@@ -103,12 +112,44 @@ def design_training(fit, family: str, runs: pd.DataFrame, target: str = "skill",
     problem = DesignProblem(family, mu, phi, g1, g2, np.full(len(runs), -1), runs["flops"].to_numpy(),
                             labels=list(runs["run"]), members=[np.arange(r * J, (r + 1) * J) for r in range(len(runs))])
     rows_, chosen = greedy_design([problem], batch=batch, n_fantasies=n_fantasies, seed=seed, progress=progress)
+    what = {"skill": f"skill {skill} of {family} at N = {at[0]:g}B, D = {at[1]:g}T",
+            "scores": f"the expected scores of a {family} model at N = {at[0]:g}B, D = {at[1]:g}T"}[target]
+    return _result(rows_, chosen, runs, what)
+
+
+def _allocation_design(fit, family, runs, frame, skill, flops, box, benchmarks, batch, n_fantasies, seed,
+                       progress) -> DesignResult:
+    """The ``"allocation"`` target (:mod:`latentscale.design.information`)."""
+    if fit.hessian is None:
+        raise InputError("target 'allocation' needs the fit's Hessian (the variance of D*/N* is the delta "
+                         "method's); refit with standard errors")
+    cov = fit.cov_theta("observed")
+    if not np.all(np.isfinite(cov)):
+        raise InputError("the fit's observed-information covariance is not finite (information matrix not positive "
+                         "definite), so the variance of D*/N* is undefined; refit, or choose another target")
+    g, grad = split_and_gradient(fit, skill, flops, box)
+    M = int(n_fantasies)
+    if progress:
+        progress(f"expected information of {len(runs)} runs × {M} fantasies ({2 * grad.size} likelihood "
+                 "evaluations per greedy step, Laplace rule)")
+    draws = family_draws(fit, frame, [family], n_draws=M, seed=seed)[family]
+    mu, phi = draws.scores(fit, runs["size"], runs["tokens"])  # (M, R, J)
+    rng = np.random.default_rng([seed, 1])
+    y = rng.beta(np.maximum(phi * mu, 1e-12), np.maximum(phi * (1.0 - mu), 1e-12))
+    skip = [j for j, b in enumerate(fit.spec.benchmarks) if b not in benchmarks]
+    y[:, :, skip] = np.nan
+    design = SplitDesign(fit, family, frame[frame["family"] == family], runs, y, cov, grad)
+    rows_, chosen = greedy_choice([design], batch=batch, progress=progress)
+    what = (f"log of the compute-optimal tokens per parameter of {skill} at {flops:.3g} FLOPs "
+            f"(D*/N* = {math.exp(g):.4g} at the estimate; delta-method variance)")
+    return _result(rows_, chosen, runs, what)
+
+
+def _result(rows_: list[dict], chosen: list[dict], runs: pd.DataFrame, what: str) -> DesignResult:
+    """The ranked runs and the greedy batch."""
     table = ranked_table(rows_, chosen).join(runs[["size", "tokens", "flops"]], on="candidate")
     table["run"] = table["label"]
     table["reduction_per_flop"] = table["reduction_per_cost"]
     batch_table = pd.DataFrame(chosen, columns=["order", "family", "candidate", "label", "cost", "reduction",
                                                 "expected_variance"]).rename(columns={"label": "run", "cost": "flops"})
-    what = {"skill": f"skill {skill} of {family} at N = {at[0]:g}B, D = {at[1]:g}T",
-            "scores": f"the expected scores of a {family} model at N = {at[0]:g}B, D = {at[1]:g}T"}[target]
-    return DesignResult(table=table[list(TRAIN_COLUMNS)],
-                        batch=batch_table.drop(columns=["candidate"]), target=what)
+    return DesignResult(table=table[list(TRAIN_COLUMNS)], batch=batch_table.drop(columns=["candidate"]), target=what)

@@ -184,8 +184,15 @@ def greedy_design(problems: list[DesignProblem], batch: int = 1, n_fantasies: in
     marginal reduction it adds to those chosen before it)."""
     if batch < 0:
         raise InputError(f"batch must be at least 0, got {batch}")
-    say = progress or (lambda msg: None)
     designs = [FamilyDesign(p, n_fantasies, seed=[seed, i]) for i, p in enumerate(problems)]
+    return greedy_choice(designs, batch, progress)
+
+
+def greedy_choice(designs: list, batch: int = 1, progress=None) -> tuple[list[dict], list[dict]]:
+    """The ranking and greedy batch of :func:`greedy_design` for any designs: objects with a
+    ``problem`` (``family``, ``labels``, ``cost``, ``n_candidates``) and the methods ``value()``,
+    ``values_with(candidates)``, ``remaining()`` and ``choose(c)`` of :class:`FamilyDesign`."""
+    say = progress or (lambda msg: None)
     rows = []
     for fd in designs:
         p = fd.problem
@@ -196,7 +203,7 @@ def greedy_design(problems: list[DesignProblem], batch: int = 1, n_fantasies: in
             rows.append({"family": p.family, "candidate": c, "label": p.labels[c] if p.labels else c,
                          "cost": p.cost[c], "variance_before": before, "expected_variance": after[c],
                          "reduction": red, "reduction_per_cost": red / p.cost[c]})
-    say(f"scored {len(rows)} candidate runs in {len(problems)} famil{'y' if len(problems) == 1 else 'ies'}")
+    say(f"scored {len(rows)} candidate runs in {len(designs)} famil{'y' if len(designs) == 1 else 'ies'}")
     best_after = {i: None for i in range(len(designs))}
     chosen = []
     for step in range(min(batch, len(rows))):

@@ -417,6 +417,7 @@ class FitResult:
         doc = {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
+            "written_by": _written_by(),
             "spec": self.spec.to_dict(),
             "scaler": self.scaler.to_dict(),
             "quadrature": self.quadrature.to_dict(),
@@ -462,7 +463,7 @@ class FitResult:
             o = doc.get("options", {})
             quadrature = QuadratureSpec(grid=o.get("grid", "auto") if o.get("points") is None else "auto",
                                         points=o.get("points")) if doc["method"] != "laplace" else QuadratureSpec("laplace")
-        return cls(
+        fit = cls(
             spec=parts["spec"], scaler=parts["scaler"], theta=parts["theta"],
             log_likelihood=float(doc["log_likelihood"]), method=doc["method"], n_obs=int(doc["n_obs"]),
             n_models=int(doc["n_models"]), n_families=int(doc["n_families"]), families=tuple(doc["families"]),
@@ -470,6 +471,10 @@ class FitResult:
             options=doc.get("options", {}), diagnostics=diagnostics, hessian=parts["hessian"],
             score_outer=parts["score_outer"], data=parts["data"],
         )
+        table = _saved_table(doc, fit)
+        if table is not None:  # the saved table is the one params_table would compute: no recompilation
+            fit._cache[("table", "observed", 0.95)] = table
+        return fit
 
 
 def _from_params(cls, params: dict, spec: ModelSpec, scaler: CovariateScaler, **kw) -> "FitResult":
@@ -485,6 +490,32 @@ def _table_records(table: pd.DataFrame | None) -> list[dict] | None:
     if table is None:
         return None
     return to_json(table.reset_index().to_dict(orient="records"))
+
+
+def _saved_table(doc: dict, fit: "FitResult") -> pd.DataFrame | None:
+    """The observed-information parameter table a saved fit's summary holds, when it is of this
+    version (written by this version of the package, same parameters); otherwise None (it is then
+    recomputed)."""
+    summary = doc.get("summary") or {}
+    records = summary.get("parameter_table")
+    if (doc.get("written_by") != _written_by() or summary.get("standard_errors") != "observed" or not records
+            or fit.hessian is None):
+        return None
+    try:
+        table = pd.DataFrame.from_records(records).set_index(["block", "row", "column"])
+        table = table.astype({c: float for c in table.columns if c != "parameter"})
+    except (KeyError, TypeError, ValueError):
+        return None
+    named = [p for p in table["parameter"] if p]
+    if list(table.columns)[-1] != "parameter" or named != list(fit.params.index):
+        return None
+    return table
+
+
+def _written_by() -> str:
+    from latentscale import __version__
+
+    return f"latentscale {__version__}"
 
 
 def _frame_dict(df: pd.DataFrame) -> dict:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import ndtr, ndtri  # the normal cdf and its inverse (lighter than scipy.stats)
 
 from latentscale.config import float64
 from latentscale.errors import InputError, NotPositiveDefiniteWarning
@@ -118,7 +118,7 @@ def wald(est: np.ndarray, se: np.ndarray, interval: np.ndarray, level: float):
     delta-method SE carried to that scale and the ends transformed back."""
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
-    q = stats.norm.ppf(0.5 + level / 2.0)
+    q = ndtri(0.5 + level / 2.0)
     interval = np.asarray(interval, dtype=object)
     log, logit = interval == "log", interval == "logit"
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -131,7 +131,7 @@ def wald(est: np.ndarray, se: np.ndarray, interval: np.ndarray, level: float):
             se_logit = se / (est * (1.0 - est))
             lower = np.where(logit, 1.0 / (1.0 + np.exp(-(centre - q * se_logit))), lower)
             upper = np.where(logit, 1.0 / (1.0 + np.exp(-(centre + q * se_logit))), upper)
-    return z, 2.0 * stats.norm.sf(np.abs(z)), lower, upper
+    return z, 2.0 * ndtr(-np.abs(z)), lower, upper
 
 
 def params_table(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler, cov_theta: np.ndarray,

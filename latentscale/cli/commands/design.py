@@ -121,13 +121,17 @@ def train(
         "--runs", metavar="RUNS.csv", help="Candidate runs: size (billions), tokens (trillions), optional run (a "
                                            "name) and flops (default 6·N·D).", show_default=False)],
     target: Annotated[str, typer.Option(
-        "--target", help="skill: the family's --skill at --at; scores: the expected scores of a model at --at.")
+        "--target", help="skill: the family's --skill at --at; scores: the expected scores of a model at --at; "
+                         "allocation: the compute-optimal tokens per parameter D*/N* of --skill at --flops.")
     ] = "skill",
-    skill: Annotated[Optional[str], typer.Option("--skill", help="The skill of --target skill.",
+    skill: Annotated[Optional[str], typer.Option("--skill", help="The skill of --target skill or allocation.",
                                                  show_default=False)] = None,
     at: Annotated[Optional[str], typer.Option(
         "--at", metavar="SIZE,TOKENS", help="Where the target is: billions of parameters, trillions of tokens "
                                             "(default: the largest candidate run).", show_default=False)] = None,
+    flops: Annotated[Optional[float], typer.Option(
+        "--flops", metavar="C", help="The budget of --target allocation (default: the FLOPs of --at).",
+        show_default=False)] = None,
     benchmarks: Annotated[Optional[str], typer.Option(
         "--benchmarks", metavar="A,B,...", help="What each new model is evaluated on (default: every benchmark).",
         show_default=False)] = None,
@@ -154,7 +158,9 @@ def train(
         fit = load_fit(fit_path)
         table = read_table(runs, "runs table")
         where = parse_pair(at, "--at", "70,2") if at is not None else None
-        result = design_training(fit, family, table, target, skill=skill, at=where,
+        if flops is not None and not flops > 0:
+            raise BadInput(f"--flops {flops:g}: give a positive budget in FLOPs (C = 6·N·D), e.g. 1e23")
+        result = design_training(fit, family, table, target, skill=skill, at=where, flops=flops,
                                  benchmarks=parse_list(benchmarks, "--benchmarks"), batch=batch, n_draws=draws,
                                  n_fantasies=fantasies, seed=seed, parameter_uncertainty=parameter_uncertainty,
                                  progress=progress)
