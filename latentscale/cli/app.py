@@ -10,6 +10,7 @@ traceback), 130 interrupted.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Annotated
 
@@ -99,8 +100,15 @@ app.add_typer(design.app, name="design")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. What the imports built (JAX's and pandas' modules among them) is
+    frozen out of the garbage collector before the command, and everything alive after it: the
+    collections over those objects, the interpreter's last ones at exit included, took 0.1–0.2 s
+    of every command."""
+    gc.freeze()  # what the imports built stays: later collections need not scan it
+    try:
+        app()
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -12,15 +12,17 @@ Every estimator reports ℓ by the same :class:`~latentscale.estimation.likeliho
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from latentscale.errors import InputError
-from latentscale.estimation.mle import EstimatorOutcome, fit_mle
 from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import Design
 from latentscale.model.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from latentscale.estimation.mle import EstimatorOutcome
 
 METHODS = ("aghq", "laplace", "psga")
 
@@ -42,5 +44,7 @@ def estimate(method: str, design: Design, spec: ModelSpec, quadrature: Quadratur
         from latentscale.estimation.psga import fit_psga
 
         return fit_psga(design, spec, seed=seed, progress=progress, quadrature=quadrature, **options)
+    from latentscale.estimation.mle import fit_mle  # (SciPy's optimizers: imported when a fit runs)
+
     return fit_mle(design, spec, quadrature=method_quadrature(method, quadrature), n_starts=n_starts, seed=seed,
                    hessian=hessian, progress=progress, start=start, **options)

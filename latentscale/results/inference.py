@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri  # the normal cdf and its inverse (lighter than scipy.stats)
 
 from latentscale.config import float64
 from latentscale.errors import InputError, NotPositiveDefiniteWarning
@@ -118,6 +117,8 @@ def wald(est: np.ndarray, se: np.ndarray, interval: np.ndarray, level: float):
     delta-method SE carried to that scale and the ends transformed back."""
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
+    from scipy.special import ndtr, ndtri  # the normal cdf and its inverse (imported when a table is built)
+
     q = ndtri(0.5 + level / 2.0)
     interval = np.asarray(interval, dtype=object)
     log, logit = interval == "log", interval == "logit"
