@@ -96,8 +96,12 @@ def _hessian_and_scores(theta, arrays, nodes, log_weights, signs, alpha_hat, spe
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families"))
-def _posterior_nodes(theta, arrays, nodes, log_weights, signs, alpha_hat, spec, n_families):
+def _posterior_nodes(theta, arrays, nodes, log_weights, signs, alpha0, spec, n_families):
+    """The modes (searched from ``alpha0``), the rule's nodes and their posterior weights: one
+    program (a fresh process traces, lowers and loads it once)."""
     params = layout(spec).unpack(theta)
+    bound = eta_bound(spec.logit_clip)
+    alpha_hat = converge_modes(params, arrays, arrays["floors"], alpha0, n_families, spec.J, bound)
     alpha, alpha_q, terms, _ = adaptive_terms(params, arrays, arrays["floors"], nodes, log_weights, alpha_hat,
                                               n_families, spec.J, eta_bound(spec.logit_clip))
     return alpha, alpha_q, posterior_weights(terms, signs)
@@ -372,8 +376,7 @@ class MarginalLikelihood:
         th = jnp.asarray(self.theta(params))
         out = []
         for c in self._chunks:
-            modes = _modes(th, c.arrays, c.modes, self._static, c.n_families)
-            alpha, alpha_q, w = _posterior_nodes(th, c.arrays, self._nodes, self._log_w, self._signs, modes,
+            alpha, alpha_q, w = _posterior_nodes(th, c.arrays, self._nodes, self._log_w, self._signs, c.modes,
                                                  self._static, c.n_families)
             out.append(tuple(np.asarray(x)[: c.n_real] for x in (alpha, alpha_q, w)))
         return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
