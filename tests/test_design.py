@@ -245,8 +245,8 @@ def test_update_gives_the_posteriors_of_a_fit_holding_the_rows(k1):
     # must give the former's posteriors (same parameters, same data).
     complete = fit.data.copy()
     complete.loc[fam_rows, list(fit.spec.benchmarks)] = full
-    with_rows = dataclasses.replace(fit, data=complete, _cache={})
-    without = dataclasses.replace(fit, data=complete.drop(index=fam_rows[1:]), _cache={})
+    with_rows = dataclasses.replace(fit, data=complete)
+    without = dataclasses.replace(fit, data=complete.drop(index=fam_rows[1:]))
     new = complete.loc[fam_rows[1:]].rename_axis("model").reset_index()
     updated = update(without, new)
     assert updated.diagnostics["update"]["scores_added"] == int(np.isfinite(full[1:]).sum())
@@ -383,18 +383,49 @@ def test_run_information_is_the_expected_negative_hessian(k1):
         assert abs(np.mean(S @ v)) < 4 * sd  # the conditional score has mean zero
 
 
-def test_allocation_target_ranks_runs_by_information(k1, tmp_path):
-    """The D*/N* target: the variance before is the delta method's at the allocation's own optimum,
-    every run reduces it, a batch's second run adds less than it would alone, and the target needs
-    an interior optimum and a Hessian."""
+def interior_budget(fit):
+    """(an interior budget, an edge budget) of the fit's first skill, by ``allocate``."""
     from latentscale.allocation import allocate
+
+    table = allocate(fit, skill=fit.spec.skills[0], flops=np.geomspace(1e20, 1e25, 11), uncertainty=False)
+    inner = table[table["position"] == "interior"].iloc[0]
+    return float(inner["flops"]), float(inner["tokens_per_param"]), float(
+        table.loc[table["position"] != "interior", "flops"].iloc[-1])
+
+
+def test_allocation_target_split_and_errors(k1, tmp_path):
+    """g is log(D*/N*) of ``allocate``; the target needs an interior optimum, a Hessian and a skill
+    (a stand-in Hessian suffices: the errors come before any fantasy)."""
+    from latentscale.design.information import split_and_gradient
+
+    fit = dataclasses.replace(k1[0], hessian=-np.eye(k1[0].theta.size))
+    C, per_param, edge = interior_budget(fit)
+    g, grad = split_and_gradient(fit, fit.spec.skills[0], C)
+    assert np.exp(g) == pytest.approx(per_param, rel=1e-9)
+    assert np.count_nonzero(grad) == 3  # B only: (b₂ − b₁)/b₃ of the skill
+    runs = pd.DataFrame({"size": [0.5, 5.0, 50.0], "tokens": [1.0, 1.0, 1.0]})
+    with pytest.raises(InputError, match="edge of the box"):
+        design_training(fit, FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=edge)
+    with pytest.raises(InputError, match="needs the fit's Hessian"):
+        design_training(k1[0], FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=C)
+    with pytest.raises(InputError, match="needs a skill"):
+        design_training(fit, FAMILY, runs, "allocation", flops=C)
+    path = fit.save(tmp_path / "fit.json")
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    res = CliRunner().invoke(app, ["design", "train", str(path), "-f", FAMILY, "--runs", str(tmp_path / "runs.csv"),
+                                   "--target", "allocation", "--skill", fit.spec.skills[0], "--flops", "-1"])
+    assert res.exit_code == 2 and "positive budget" in res.stderr
+
+
+@pytest.mark.slow
+def test_allocation_target_ranks_runs_by_information(k1, tmp_path):
+    """The D*/N* target: the variance before is the delta method's, every run reduces it, a batch's
+    second run adds less than it would alone; the command gives the same ranking."""
     from latentscale.design.information import split_and_gradient
 
     fit = with_hessian(k1[0])
-    table = allocate(fit, skill=fit.spec.skills[0], flops=np.geomspace(1e20, 1e25, 11), uncertainty=False)
-    C = float(table.loc[table["position"] == "interior", "flops"].iloc[0])
-    g, grad = split_and_gradient(fit, fit.spec.skills[0], C)
-    assert np.exp(g) == pytest.approx(table.loc[table["flops"] == C, "tokens_per_param"].iloc[0], rel=1e-9)
+    C, _, _ = interior_budget(fit)
+    _, grad = split_and_gradient(fit, fit.spec.skills[0], C)
     runs = pd.DataFrame({"size": [0.5, 5.0, 50.0], "tokens": [1.0, 1.0, 1.0]})
     res = design_training(fit, FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=C, batch=2,
                           n_fantasies=32)
@@ -406,19 +437,10 @@ def test_allocation_target_ranks_runs_by_information(k1, tmp_path):
     alone = res.table.set_index("run")["reduction"]
     assert res.batch["reduction"].iloc[1] < alone[second]
     assert "tokens per parameter" in res.target
-    edge = float(table.loc[table["position"] != "interior", "flops"].iloc[-1])
-    with pytest.raises(InputError, match="edge of the box"):
-        design_training(fit, FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=edge)
-    with pytest.raises(InputError, match="needs the fit's Hessian"):
-        design_training(k1[0], FAMILY, runs, "allocation", skill=fit.spec.skills[0], flops=C)
-    with pytest.raises(InputError, match="needs a skill"):
-        design_training(fit, FAMILY, runs, "allocation", flops=C)
     path = fit.save(tmp_path / "fit.json")
     runs.to_csv(tmp_path / "runs.csv", index=False)
-    args = ["design", "train", str(path), "-f", FAMILY, "--runs", str(tmp_path / "runs.csv"), "--target",
-            "allocation", "--skill", fit.spec.skills[0], "--fantasies", "32"]  # the shapes compiled above
-    res = CliRunner().invoke(app, [*args, "--flops", f"{C:.17g}", "--json"])
-    assert res.exit_code == 0, res.output
-    assert len(json.loads(res.stdout)["candidates"]) == 3
-    res = CliRunner().invoke(app, [*args, "--flops", "-1"])
-    assert res.exit_code == 2 and "positive budget" in res.stderr
+    out = CliRunner().invoke(app, ["design", "train", str(path), "-f", FAMILY, "--runs", str(tmp_path / "runs.csv"),
+                                   "--target", "allocation", "--skill", fit.spec.skills[0], "--fantasies", "32",
+                                   "--flops", f"{C:.17g}", "--batch", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [c["run"] for c in json.loads(out.stdout)["candidates"]] == list(res.table["run"])

@@ -136,7 +136,7 @@ def test_round_trip(result, saved):
 def test_saved_parameter_table_is_reused_only_when_it_is_this_versions(result, saved):
     """A fit loaded from a file written by this version carries the saved table (no recomputation);
     the table equals the computed one; a file from another version recomputes it."""
-    computed = dataclasses.replace(result, _cache={}).params_table()
+    computed = dataclasses.replace(result).params_table()
     loaded = FitResult.load(saved)
     assert ("table", "observed", 0.95) in loaded._cache
     pd.testing.assert_frame_equal(loaded.params_table(), computed, check_exact=True)
@@ -144,6 +144,14 @@ def test_saved_parameter_table_is_reused_only_when_it_is_this_versions(result, s
     doc["written_by"] = "latentscale 0.0.1"
     saved.write_text(json.dumps(doc))
     assert ("table", "observed", 0.95) not in FitResult.load(saved)._cache
+
+
+def test_copies_do_not_share_derived_values(result):
+    """A copy with another Hessian computes its own covariance (caches are never shared)."""
+    before = result.cov_theta().copy()
+    other = dataclasses.replace(result, hessian=2.0 * result.hessian)
+    np.testing.assert_allclose(other.cov_theta(), before / 2.0, rtol=1e-12)
+    np.testing.assert_array_equal(result.cov_theta(), before)
 
 
 def test_file_is_plain_json_with_schema(saved):

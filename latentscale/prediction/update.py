@@ -64,8 +64,9 @@ def update(fit, rows, refit: bool = False, progress=None):
         new.diagnostics["update"] = {**info, "refit": True, "log_likelihood_before": fit.log_likelihood}
         return new
     diagnostics = {**fit.diagnostics, "update": {**info, "refit": False}}
-    keep = {k: v for k, v in fit._cache.items() if k not in ("design", "likelihood")}  # what the rows change
-    return dataclasses.replace(fit, data=merged, diagnostics=diagnostics, _cache=keep)
+    new = dataclasses.replace(fit, data=merged, diagnostics=diagnostics)
+    new._cache.update((k, v) for k, v in fit._cache.items() if k not in ("design", "likelihood"))  # θ's, not the rows'
+    return new
 
 
 def _refit_model(fit):

@@ -72,7 +72,9 @@ class FitResult:
     score_outer: np.ndarray | None = None  # Σ_f s_f s_fᵀ, per-family scores at θ (robust SEs)
     data: pd.DataFrame | None = None  # the fitted rows (family, group, size, tokens, scores)
     cov_type: str = "observed"  # covariance behind bse, tvalues, pvalues and the default of conf_int
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    # Derived values (constrained parameters, covariances, tables, design): never shared by copies
+    # (``dataclasses.replace`` gives a copy an empty cache).
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.theta = np.asarray(self.theta, dtype=float)
