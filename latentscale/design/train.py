@@ -18,14 +18,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from latentscale.data.validate import DataError, name_rows
 from latentscale.allocation.core import FLOPS_UNIT
+from latentscale.data.validate import DataError, name_rows
 from latentscale.design.draws import family_draws
-from latentscale.design.information import SplitDesign, split_and_gradient
 from latentscale.design.evaluate import DesignResult, ranked_table
+from latentscale.design.information import SplitDesign, split_and_gradient
 from latentscale.design.value import DesignProblem, greedy_choice, greedy_design, score_moments
 from latentscale.errors import InputError
 from latentscale.prediction.predict import conditioning_frame
+from latentscale.prediction.sampling import beta_scores
 
 TRAIN_TARGETS = ("skill", "scores", "allocation")
 TRAIN_COLUMNS = ("rank", "run", "size", "tokens", "flops", "variance_before", "expected_variance", "reduction",
@@ -135,7 +136,7 @@ def _allocation_design(fit, family, runs, frame, skill, flops, box, benchmarks, 
     draws = family_draws(fit, frame, [family], n_draws=M, seed=seed)[family]
     mu, phi = draws.scores(fit, runs["size"], runs["tokens"])  # (M, R, J)
     rng = np.random.default_rng([seed, 1])
-    y = rng.beta(np.maximum(phi * mu, 1e-12), np.maximum(phi * (1.0 - mu), 1e-12))
+    y = beta_scores(rng, mu, phi)
     skip = [j for j, b in enumerate(fit.spec.benchmarks) if b not in benchmarks]
     y[:, :, skip] = np.nan
     design = SplitDesign(fit, family, frame[frame["family"] == family], runs, y, cov, grad)

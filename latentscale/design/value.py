@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import betaln, logsumexp
 
 from latentscale.errors import InputError
+from latentscale.prediction.sampling import beta_scores
 
 
 @dataclass
@@ -94,10 +95,7 @@ class Fantasies:
         w = np.exp(problem.logw - logsumexp(problem.logw))
         pos = (rng.uniform() + np.arange(n_fantasies)) / n_fantasies
         self.index = np.minimum(np.searchsorted(np.cumsum(w), pos), len(w) - 1)
-        mu, phi = problem.mu[self.index], problem.phi[self.index]  # (R, C)
-        a = np.maximum(phi * mu, 1e-12)
-        b = np.maximum(phi * (1.0 - mu), 1e-12)
-        self.y = np.clip(rng.beta(a, b), 1e-9, 1 - 1e-9)
+        self.y = np.clip(beta_scores(rng, problem.mu[self.index], problem.phi[self.index]), 1e-9, 1 - 1e-9)  # (R, C)
         self.problem = problem
 
     def loglik(self, c: int | np.ndarray) -> np.ndarray:

@@ -103,7 +103,7 @@ def _posterior_nodes(theta, arrays, nodes, log_weights, signs, alpha0, spec, n_f
     bound = eta_bound(spec.logit_clip)
     alpha_hat = converge_modes(params, arrays, arrays["floors"], alpha0, n_families, spec.J, bound)
     alpha, alpha_q, terms, _ = adaptive_terms(params, arrays, arrays["floors"], nodes, log_weights, alpha_hat,
-                                              n_families, spec.J, eta_bound(spec.logit_clip))
+                                              n_families, spec.J, bound)
     return alpha, alpha_q, posterior_weights(terms, signs)
 
 
@@ -350,8 +350,8 @@ class MarginalLikelihood:
     @float64
     def _exact_hessian_and_scores(self, theta: np.ndarray, batch: int | None = None):
         """The design is cut for the exact Hessian into chunks of whole families with at most
-        ``chunk_cells`` scores × nodes × directions (and :data:`HESSIAN_MAX_SCORES` scores) each, so that each chunk's likelihood and
-        reverse pass are computed once per batch of directions."""
+        ``chunk_cells`` scores × nodes × directions (and :data:`HESSIAN_MAX_SCORES` scores) each, so
+        that each chunk's likelihood and reverse pass are computed once per batch of directions."""
         P = theta.size
         batch = int(batch or direction_batch(P))
         modes = self.joint_modes(theta)

@@ -221,8 +221,10 @@ def score_draws(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: Mode
     α, and its residuals with ``spec.residual``) and covariates X (N, p).
     (NumPy's Beta sampler: many times faster than JAX's on CPU.)"""
     mu, phi = expected_scores(thetas, alpha, X, spec)
-    phi = phi[:, None, :, :]
-    a = np.maximum(phi * mu, 1e-12)
-    b = np.maximum(phi * (1.0 - mu), 1e-12)
-    y = rng.beta(a, b, size=(n_rep,) + mu.shape)
+    y = beta_scores(rng, mu, phi[:, None, :, :], size=(n_rep,) + mu.shape)
     return mu, y.reshape((n_rep * mu.shape[0],) + mu.shape[1:])
+
+
+def beta_scores(rng: np.random.Generator, mu: np.ndarray, phi: np.ndarray, size=None) -> np.ndarray:
+    """Observed scores y ~ Beta(φμ, φ(1 − μ)) (NumPy, broadcasting; both shapes kept above 1e-12)."""
+    return rng.beta(np.maximum(phi * mu, 1e-12), np.maximum(phi * (1.0 - mu), 1e-12), size=size)

@@ -5,8 +5,6 @@ merged data, starting at θ̂."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
@@ -64,9 +62,7 @@ def update(fit, rows, refit: bool = False, progress=None):
         new.diagnostics["update"] = {**info, "refit": True, "log_likelihood_before": fit.log_likelihood}
         return new
     diagnostics = {**fit.diagnostics, "update": {**info, "refit": False}}
-    new = dataclasses.replace(fit, data=merged, diagnostics=diagnostics)
-    new._cache.update((k, v) for k, v in fit._cache.items() if k not in ("design", "likelihood"))  # θ's, not the rows'
-    return new
+    return fit.with_rows(merged, diagnostics)
 
 
 def _refit_model(fit):

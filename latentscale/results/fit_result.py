@@ -11,7 +11,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +179,14 @@ class FitResult:
                              "family's rows explicitly")
         return ScoreData(frame=self.data, benchmarks=tuple(self.spec.benchmarks),
                          floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
+
+    def with_rows(self, data: pd.DataFrame, diagnostics: dict) -> "FitResult":
+        """A copy at the same parameters holding other rows: what θ and its covariance give
+        (constrained parameters, covariances, tables) is kept, what the rows give (their design and
+        likelihood) is not."""
+        new = replace(self, data=data, diagnostics=diagnostics)
+        new._cache.update((k, v) for k, v in self._cache.items() if k not in ("design", "likelihood"))
+        return new
 
     def design(self):
         """The long-form design of the fitted rows (covariates standardized as in the fit)."""
