@@ -127,3 +127,21 @@ def test_clamped_fit_reports_the_importance_sampling_log_likelihood(clamped):
     for bad in ({"refine": "always"}, {"refine_draws": 10}):
         with pytest.raises(ls.InputError, match="refine"):
             ls.LatentScalingModel(k=1, **bad)
+
+
+def test_clamped_fit_restarts_from_the_rules_curvature(clamped):
+    """With the clamp, stage 3 is restarted from the rule's own curvature (on by default, off without the
+    clamp or with polish_rounds=0): the restarts never lower the rule's value, and the diagnostics say
+    how many ran and what they gained."""
+    data, _, spec = clamped
+    opts = dict(k=1, logit_clip=1.5, n_starts=1, hessian=None, refine=None, quadrature=ls.QuadratureSpec(points=5))
+    polished = ls.LatentScalingModel(**opts).fit(data)
+    once = ls.LatentScalingModel(**opts, method_options={"polish_rounds": 0}).fit(data)
+    d = polished.diagnostics
+    assert 1 <= d["curvature_restarts"] <= 3 and d["restart_gain"] >= 0.0
+    assert "curvature_restarts" not in once.diagnostics
+    design, _ = build_design(data, polished.spec.benchmarks, polished.spec.clip)
+    rule = MarginalLikelihood(polished.spec, design, QuadratureSpec(points=5))
+    assert rule.loglike(polished.theta) >= rule.loglike(once.theta) - 1e-6
+    free = ls.LatentScalingModel(k=1, n_starts=1, hessian=None, quadrature=ls.QuadratureSpec(points=5)).fit(data)
+    assert "curvature_restarts" not in free.diagnostics  # no clamp: no restarts
