@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from latentscale.allocation import FLOPS_UNIT, allocate, flops_range, plot_frontier
 from latentscale.model.covariates import CovariateScaler
+from latentscale.prediction.predict import predict
 from latentscale.model.simulate import random_params, simulate
 from latentscale.results.fit_result import FitResult
 
@@ -250,6 +251,18 @@ def test_errors(fit):
     t = allocate(nodata, uncertainty=False, flops=[1e22], box=((0.1, 100), (0.1, 10)))
     assert t["feasible"].all() and not t["extrapolated"].any()
     assert t["note"].str.contains("no data").all()
+    # A Hessian that is not negative definite: allocate and predict refuse its covariance with the same advice.
+    bent = make_fit()
+    bent.hessian = np.eye(bent.theta.size)
+    new = pd.DataFrame({"model": ["m"], "family": [bent.families[0]], "size": [5.0], "tokens": [1.0]})
+    with pytest.warns(UserWarning, match="not positive definite"):
+        with pytest.raises(ValueError, match="observed covariance is not finite.*--se opg; cov_kind='opg'.*--draws 0"):
+            allocate(bent, flops=[1e22])
+    bent = make_fit()  # a fresh one: the covariance (and its warning) is cached per fit
+    bent.hessian = np.eye(bent.theta.size)
+    with pytest.warns(UserWarning, match="not positive definite"):
+        with pytest.raises(ValueError, match="observed covariance is not finite.*--se opg; se='opg'.*parameter-unc"):
+            predict(bent, new, se="observed")
 
 
 def test_plot_frontier_writes_png(fit, tmp_path):

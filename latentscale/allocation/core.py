@@ -270,17 +270,9 @@ def allocate(fit, skill: str | None = None, benchmark: str | None = None, family
 
     thetas = None
     if uncertainty:
-        from latentscale.prediction.sampling import parameter_draws
+        from latentscale.prediction.sampling import checked_covariance, parameter_draws
 
-        cov = fit.cov_theta(cov_kind) if fit.hessian is not None or cov_kind == "opg" else None
-        if cov is None:
-            raise InputError("this fit carries no Hessian, so the optimum's uncertainty cannot be computed; refit "
-                             "with standard errors, or leave the intervals out (--draws 0; uncertainty=False in "
-                             "Python)")
-        if not np.all(np.isfinite(cov)):
-            raise InputError(f"the fit's {cov_kind} covariance is not finite (information matrix not positive "
-                             "definite); use the outer product of the family scores (--se opg; cov_kind='opg'), "
-                             "or leave the intervals out (--draws 0; uncertainty=False)")
+        cov = checked_covariance(fit, cov_kind, "--draws 0; uncertainty=False", "cov_kind")
         thetas = parameter_draws(fit.theta, cov, int(n_draws), seed)
 
     rows = []

@@ -48,23 +48,30 @@ def theta_draws(fit, n: int, seed: int, parameter_uncertainty: bool, se: str = "
     scores); ``parameter_uncertainty=False``: n copies of θ̂."""
     cov = None
     if parameter_uncertainty:
-        if fit.hessian is None:
-            raise InputError("this fit carries no Hessian, so parameter uncertainty cannot be propagated; "
-                             "refit with standard errors, or leave parameter uncertainty out "
-                             "(--no-parameter-uncertainty, parameter_uncertainty=False)")
-        if se == "sandwich" and fit.score_outer is None:
+        if se == "sandwich" and fit.hessian is not None and fit.score_outer is None:
             import warnings
 
             warnings.warn("this fit carries no per-family scores, so the sandwich covariance is not available; "
                           "using the observed information for the parameter draws", UserWarning, stacklevel=3)
             se = "observed"
-        cov = fit.cov_theta(se)
-        if not np.all(np.isfinite(cov)):
-            raise InputError(f"the fit's {se} covariance is not finite (its Hessian is not negative definite), so "
-                             "parameter uncertainty cannot be propagated with it; use the outer product of the "
-                             "family scores (--se opg; se='opg'), or leave it out (--no-parameter-uncertainty; "
-                             "parameter_uncertainty=False)")
+        cov = checked_covariance(fit, se, "--no-parameter-uncertainty; parameter_uncertainty=False", "se")
     return parameter_draws(fit.theta, cov, n, seed)
+
+
+def checked_covariance(fit, kind: str, leave_out: str, python_name: str) -> np.ndarray:
+    """The fit's covariance of θ̂ of ``kind`` (observed, opg, sandwich), or an error that says what
+    to do: refit with standard errors, use the outer product of the family scores, or leave the
+    uncertainty out (``leave_out``: how, on the command line and in Python; ``python_name``: the
+    Python argument that names the covariance)."""
+    if fit.hessian is None and kind != "opg":
+        raise InputError(f"this fit carries no Hessian, so parameter uncertainty cannot be propagated; refit with "
+                         f"standard errors, or leave it out ({leave_out})")
+    cov = fit.cov_theta(kind)
+    if not np.all(np.isfinite(cov)):
+        raise InputError(f"the fit's {kind} covariance is not finite (its Hessian is not negative definite), so "
+                         f"parameter uncertainty cannot be propagated with it; use the outer product of the family "
+                         f"scores (--se opg; {python_name}='opg'), or leave it out ({leave_out})")
+    return cov
 
 
 def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int) -> np.ndarray:
