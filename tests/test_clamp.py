@@ -97,7 +97,7 @@ def test_paper_preset_sets_every_documented_setting(tmp_path):
     frame.to_csv(path)
     out = tmp_path / "fit.json"
     r = CliRunner().invoke(app, ["fit", str(path), "-k", "2", "--paper", "--floor", "math=0", "--floor", "ifeval=0",
-                                 "--starts", "1", "-o", str(out), "--json"])
+                                 "--starts", "1", "--method", "laplace", "-o", str(out), "--json"])
     assert r.exit_code == 0, r.output
     model = json.loads(r.stdout)["model"]
     assert model["logit_clip"] == 4.5 and model["clip"] == [0.001, 0.999]
