@@ -263,3 +263,19 @@ def test_padding_leaves_every_family_unchanged(k1):
     np.testing.assert_allclose(alone.mode, among.mode, atol=1e-9)
     np.testing.assert_allclose(alone.mean, among.mean, atol=1e-9)
     np.testing.assert_allclose(alone.cov, among.cov, atol=1e-9)
+
+
+def test_extrapolation_flags_follow_the_covariate_set():
+    """A law in size and tokens extrapolates outside their ranges; a law in log FLOPs only outside the
+    range of FLOPs (a size beyond the data's, at tokens that keep N·D inside, is not extrapolation for it)."""
+    from types import SimpleNamespace
+
+    from latentscale.prediction.predict import extrapolated
+
+    data = pd.DataFrame({"size": [1.0, 10.0, 100.0], "tokens": [10.0, 1.0, 0.1]})  # N·D = 10 for every row
+    new = pd.DataFrame({"size": [1000.0, 10.0, 1.0, 5.0], "tokens": [0.01, 1.0, 100.0, 0.5]})  # N·D 10, 10, 100, 2.5
+    fit = lambda covariates: SimpleNamespace(data=data, spec=SimpleNamespace(covariates=covariates))  # noqa: E731
+    assert list(extrapolated(fit("paper"), new)) == [True, False, True, False]
+    assert list(extrapolated(fit("size-tokens"), new)) == [True, False, True, False]
+    assert list(extrapolated(fit("flops"), new)) == [False, False, True, True]
+    assert np.isnan(extrapolated(SimpleNamespace(data=None, spec=None), new)).all()

@@ -23,7 +23,8 @@ def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tok
     the data's median) or scale with size at ``tokens_per_param`` tokens per parameter (20 is the
     Chinchilla rule). ``sizes`` (billions) default to ``n_points`` log-spaced sizes over the range of
     the fit's data. Returns the :func:`~latentscale.prediction.predict` table plus ``size``,
-    ``tokens`` and ``extrapolated`` (size or tokens outside the fit's data range) columns.
+    ``tokens`` and ``extrapolated`` (size or tokens outside the fit's data range; FLOPs for a fit on
+    log FLOPs) columns.
     """
     if tokens is not None and tokens_per_param is not None:
         raise InputError("give tokens= (fixed) or tokens_per_param= (scaled with size), not both")

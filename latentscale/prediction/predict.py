@@ -30,12 +30,16 @@ PREDICTION_COLUMNS = ("model", "family", "benchmark", "mean", "median", "level",
 
 
 def extrapolated(fit, models: pd.DataFrame) -> np.ndarray:
-    """Per row of ``models``: size or tokens outside the range of the fit's data (NaN when the fit
-    carries no data)."""
+    """Per row of ``models``: outside the range of the fit's data in what its law depends on: size
+    or tokens, or, for a fit on log FLOPs (``covariates="flops"``), FLOPs (NaN when the fit carries
+    no data)."""
     data = fit.data
     if data is None or data.empty:
         return np.full(len(models), np.nan)
     size, tokens = models["size"].to_numpy(float), models["tokens"].to_numpy(float)
+    if fit.spec.covariates == "flops":
+        flops, seen = size * tokens, data["size"].to_numpy(float) * data["tokens"].to_numpy(float)
+        return (flops < seen.min()) | (flops > seen.max())
     out_n = (size < data["size"].min()) | (size > data["size"].max())
     out_d = (tokens < data["tokens"].min()) | (tokens > data["tokens"].max())
     return out_n | out_d
@@ -170,7 +174,8 @@ def _extrapolation_flags(fit, new: pd.DataFrame) -> np.ndarray:
     flags = extrapolated(fit, new)
     far = [m for m, f in zip(new["model"], flags) if f == 1]
     if far:
-        warnings.warn(f"model(s) {name_rows(far)} lie outside the size or token range of the fit's data "
+        what = "FLOPs" if fit.spec.covariates == "flops" else "size or token"
+        warnings.warn(f"model(s) {name_rows(far)} lie outside the {what} range of the fit's data "
                       f"(extrapolated = True): their predictions rest on the fitted law alone", UserWarning,
                       stacklevel=3)
     return flags

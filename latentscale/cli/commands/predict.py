@@ -63,7 +63,7 @@ def predict(
 
     One row per model, benchmark and level: model, family, benchmark, mean, median, level, lower, upper
     (interval for an observed score), expected_lower, expected_upper (for the expected score), new_family and
-    extrapolated (size or tokens outside the fit's data).
+    extrapolated (size or tokens outside the fit's data; FLOPs for a fit on log FLOPs).
 
     Example: latentscale predict fit.json --models new.csv --level 0.8 --level 0.95 -o pred.csv
     """
