@@ -27,7 +27,7 @@ def pytest_configure(config):
     if "xla_backend_optimization_level" not in flags:
         flags += " --xla_backend_optimization_level=0"
     # With test workers (pytest-xdist, one per core) each worker computes on one thread: XLA's and the
-    # BLAS's thread pools in every worker would otherwise contend for the same cores (278 s against
+    # BLAS's thread pools in every worker would otherwise contend for the same cores (265 s against
     # 298 s for the CI run on the 2-core machine).
     if getattr(config.option, "numprocesses", None) not in (None, 0):
         if "xla_cpu_multi_thread_eigen" not in flags:
