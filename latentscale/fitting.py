@@ -35,6 +35,8 @@ class LatentScalingModel:
         clamped to [−L, L] before the sigmoid, as the reference code behind the paper's figures
         does (4.5).
     covariates : ``"paper"`` (log N, log D and their product; default), ``"size-tokens"`` or ``"flops"``.
+    family_covariates : data columns constant within a family (numbers or true/false, e.g. the sloth
+        table's ``Instruct``) in the mean of the family effect, α_f ~ N(Γ z_f, Σ); default none.
     hetero_precision : the Beta precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i
         (the authors' later code); default False.
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
@@ -68,6 +70,7 @@ class LatentScalingModel:
         clip: tuple[float, float] | None = DEFAULT_CLIP,
         logit_clip: float | None = None,
         covariates: str = "paper",
+        family_covariates: Sequence[str] = (),
         hetero_precision: bool = False,
         residual: bool = False,
         ceiling: bool = False,
@@ -98,6 +101,7 @@ class LatentScalingModel:
         self.clip = None if clip is None else tuple(clip)
         self.logit_clip = logit_clip
         self.covariates = covariates
+        self.family_covariates = tuple(str(c) for c in family_covariates)
         self.hetero_precision = bool(hetero_precision)
         self.residual = bool(residual)
         self.ceiling = bool(ceiling)
@@ -145,10 +149,17 @@ class LatentScalingModel:
                 raise InputError(f"floors given for unknown benchmark(s) {unknown}; the data's benchmarks are "
                                  f"{', '.join(data.benchmarks)}")
             floors.update(self.floors)
+        absent = [c for c in self.family_covariates if c not in data.frame.columns]
+        if absent:
+            have = list(getattr(data, "attributes", ()))
+            raise InputError(f"family covariate(s) {absent} are not columns of the data (its family attributes: "
+                             f"{have or 'none'}); load it keeping them (from_frame / read_scores "
+                             f"attributes=[...], on the command line --family-covariates)")
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
-                         hetero_precision=self.hetero_precision, residual=self.residual,
+                         family_covariates=self.family_covariates, hetero_precision=self.hetero_precision,
+                         residual=self.residual,
                          ceiling=self.ceiling)
 
     def likelihood(self, data, **frame_options):
@@ -159,7 +170,8 @@ class LatentScalingModel:
 
         data = as_score_data(data, **frame_options)
         spec = self.spec_for(data)
-        design, _ = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates)
+        design, _ = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates,
+                                 family_covariates=spec.family_covariates)
         return MarginalLikelihood(spec, design, method_quadrature(self.method, self.quadrature))
 
     # ---- fitting -------------------------------------------------------------------------------
@@ -176,7 +188,8 @@ class LatentScalingModel:
         spec = self.spec_for(data)
         release_compiled_if_crowded()
         t0 = time.perf_counter()
-        design, scaler = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates)
+        design, scaler = build_design(data, spec.benchmarks, spec.clip, covariates=spec.covariates,
+                                      family_covariates=spec.family_covariates)
         start = _start_vector(start_params, spec, self.method)
         quadrature = method_quadrature(self.method, self.quadrature)
         outcome = estimate(self.method, design, spec, quadrature, n_starts=self.n_starts, seed=self.seed,
@@ -190,7 +203,8 @@ class LatentScalingModel:
             n_obs=design.n_obs, n_models=design.n_models, n_families=design.n_families, families=design.families,
             models=design.models, data_name=data.name, quadrature=quadrature, options=self.get_params(),
             diagnostics=diagnostics, hessian=outcome.hessian, score_outer=outcome.score_outer,
-            data=data.frame.loc[list(design.models), ["family", "group", "size", "tokens", *spec.benchmarks]],
+            data=data.frame.loc[list(design.models), ["family", "group", "size", "tokens", *spec.family_covariates,
+                                                      *spec.benchmarks]],
         )
 
     def _refined(self, outcome, spec: ModelSpec, design, diagnostics: dict, say) -> float:
@@ -213,8 +227,8 @@ class LatentScalingModel:
         return {
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
-            "covariates": self.covariates, "hetero_precision": self.hetero_precision, "residual": self.residual,
-            "ceiling": self.ceiling,
+            "covariates": self.covariates, "family_covariates": list(self.family_covariates),
+            "hetero_precision": self.hetero_precision, "residual": self.residual, "ceiling": self.ceiling,
             "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,

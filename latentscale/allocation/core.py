@@ -109,11 +109,12 @@ def resolve_box(fit, box=None) -> tuple[tuple[float, float], tuple[float, float]
 
 
 # ---- the objective on the budget line -------------------------------------------------------
-def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str):
+def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str, family: str | None = None):
     """Raw-scale coefficients of the objective for parameter draws (S, d): (S, 3) on
     (log N, log D, log N·log D), the constant (S,), the weights w (S, K) with which α enters
     (e_k for a skill, λ_j for a benchmark) and the range (floor, top) of the expected score (top
-    = c + (1 − c)·κ with a fitted ceiling share κ, else 1; unused for a skill)."""
+    = c + (1 − c)·κ with a fitted ceiling share κ, else 1; unused for a skill). Family covariates
+    enter the constant at ``family``'s values (None: their sample means, the typical family)."""
     spec = fit.spec
     thetas = np.atleast_2d(np.asarray(thetas, float))
     S, p, K = len(thetas), spec.p, spec.K
@@ -122,6 +123,13 @@ def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str):
     B = thetas[:, lay.slices["B"]].reshape(S, p, K)
     B_raw = B / scale[None, :, None]
     offset = -np.einsum("p,spk->sk", mean / scale, B)
+    p0 = p - len(spec.family_covariates)
+    if p0 < p:  # a family's kind only shifts the objective
+        from latentscale.prediction.posterior import family_covariate_row
+
+        z = mean[p0:] if family is None else family_covariate_row(fit, family)
+        offset = offset + np.einsum("q,sqk->sk", z, B_raw[:, p0:])
+        B_raw = B_raw[:, :p0]
     B_raw, offset = _as_size_token_terms(B_raw, offset, spec.covariates)
     if kind == "skill":
         k = spec.skills.index(target)
@@ -277,9 +285,9 @@ def allocate(fit, skill: str | None = None, benchmark: str | None = None, family
 
     rows = []
     for target, kind in targets:
-        coef, const, weight, floor = target_coefficients(fit, np.asarray(fit.theta)[None], target, kind)
+        coef, const, weight, floor = target_coefficients(fit, np.asarray(fit.theta)[None], target, kind, family)
         coef, const, weight = coef[0], const[0], weight[0]
-        draws = target_coefficients(fit, thetas, target, kind) if thetas is not None else None
+        draws = target_coefficients(fit, thetas, target, kind, family) if thetas is not None else None
         for C in budgets:
             rows.append(_one_budget(C, target, kind, family, coef, const, weight, floor, alpha, draws,
                                     size_box, tokens_box, data_size, data_tokens, level, method))

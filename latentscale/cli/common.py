@@ -145,8 +145,22 @@ def parse_levels(levels: list[float] | None, default=(0.8, 0.95)) -> list[float]
 
 
 # ---- inputs and outputs --------------------------------------------------------------------
-def load_data(data: str, floor: list[str] | None, benchmarks: str | None, **columns: str | None):
-    """Load a registered dataset or a file; ``columns`` (role -> file column) apply to files only."""
+def variant_columns(*variants: str | None) -> tuple[str, ...]:
+    """The family covariate columns (``family:COLUMN`` terms) the given variant names use."""
+    from latentscale.model.variants import parse_variant
+
+    out: list[str] = []
+    for v in variants:
+        if v:
+            out += [c for c in parse_variant(v).get("family_covariates", ()) if c not in out]
+    return tuple(out)
+
+
+def load_data(data: str, floor: list[str] | None, benchmarks: str | None, attributes: tuple[str, ...] = (),
+              **columns: str | None):
+    """Load a registered dataset or a file; ``columns`` (role -> file column) apply to files only;
+    ``attributes``: family attribute columns a model uses (kept from a file; a registered
+    dataset must carry them)."""
     from latentscale.data import list_datasets, load_dataset
 
     options = {role: col for role, col in columns.items() if col is not None}
@@ -159,7 +173,14 @@ def load_data(data: str, floor: list[str] | None, benchmarks: str | None, **colu
     floors = parse_floors(floor)
     if floors:
         options["floors"] = floors
+    registered = data in list_datasets()
+    if attributes and not registered:
+        options["attributes"] = list(attributes)
     scores = load_dataset(data, **options)
+    absent = [a for a in attributes if a not in scores.attributes]
+    if absent:
+        raise BadInput(f"family:{absent[0]}: the dataset {data!r} has no family attribute {absent[0]!r} (its family "
+                       f"attributes: {', '.join(scores.attributes) or 'none'})")
     if floors:
         unknown = [b for b in floors if b not in scores.benchmarks]
         if unknown:
@@ -280,7 +301,8 @@ VariantOpt = Annotated[Optional[str], typer.Option(
     "--variant", metavar="TERM+TERM", show_default=False,
     help="Model variant: plain (default), or terms joined by +: residual (a family × benchmark residual effect), "
          "ceiling (a fitted ceiling per benchmark), hetero (precision depending on size and tokens), "
-         "size-tokens or flops (covariate sets), clamp (the reference code's logit clamp). "
+         "size-tokens or flops (covariate sets), clamp (the reference code's logit clamp), family:COLUMN (a column "
+         "constant within a family, e.g. Instruct, in the mean of the family effect). "
          "Example: --variant residual+ceiling")]
 PaperOpt = Annotated[bool, typer.Option(
     "--paper", help="The reference code's settings: logit clamp 4.5, exact BBH and MuSR floors, scores clipped to "

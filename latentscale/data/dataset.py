@@ -18,7 +18,9 @@ class ScoreData:
     ``frame`` is indexed by the unique model name and has the columns ``family``,
     ``group`` (equal to ``family`` when the data has none), ``size``, ``tokens`` and one
     column per benchmark (NaN where missing). ``floors`` maps every benchmark to its
-    random-guess floor. Build one with :func:`latentscale.data.load_dataset` or
+    random-guess floor. ``attributes`` names further columns the frame carries: family-level
+    attributes (constant within a family, checked at load) that a model may use as family
+    covariates (``LatentScalingModel(family_covariates=...)``). Build one with :func:`latentscale.data.load_dataset` or
     :func:`latentscale.data.from_frame`, which validate the input.
     """
 
@@ -27,6 +29,7 @@ class ScoreData:
     floors: dict[str, float]
     name: str = "custom"
     warnings: tuple[str, ...] = field(default=())
+    attributes: tuple[str, ...] = field(default=())
 
     @property
     def models(self) -> pd.Index:
@@ -57,7 +60,7 @@ class ScoreData:
     def with_benchmarks(self, benchmarks) -> "ScoreData":
         """Keep only the given benchmarks, in the given order."""
         benchmarks = tuple(benchmarks)
-        cols = list(ID_COLUMNS) + list(benchmarks)
+        cols = list(ID_COLUMNS) + list(self.attributes) + list(benchmarks)
         return replace(
             self,
             frame=self.frame[cols],

@@ -50,12 +50,19 @@ def build_score_data(
     require_covariates: bool = False,
     notes: Sequence[str] = (),
     check_mixed: bool = True,
+    attributes: Sequence[str] = (),
 ) -> ScoreData:
     """:func:`from_frame` plus loader-supplied ``notes`` and a switch for the mixed-scale check."""
     if model not in df.columns and df.index.name == model:
         df = df.reset_index()
     v.check_columns(df, {"model": model, "family": family, "group": group, "size": size, "tokens": tokens})
     taken = {c for c in (model, family, group, size, tokens) if c is not None}
+    attributes = [str(a) for a in attributes]
+    absent = [a for a in attributes if a not in df.columns]
+    if absent:
+        raise v.DataError(f"family attribute column(s) {v.name_rows(absent)} not in the data; columns present: "
+                          f"{v.name_rows(map(repr, df.columns), 40)}.")
+    taken |= set(attributes)
     if benchmarks is None:
         benchmarks = _auto_benchmarks(df, taken)
         if not benchmarks:
@@ -84,6 +91,7 @@ def build_score_data(
                       "group": df[group].to_numpy() if group is not None else family_values,
                       "size": df[size].to_numpy() if size is not None else nan,
                       "tokens": df[tokens].to_numpy() if tokens is not None else nan}, index=index),
+        pd.DataFrame({a: df[a].to_numpy() for a in attributes}, index=index),
         pd.DataFrame(df[list(benchmarks)].to_numpy(), index=index, columns=list(benchmarks)),
     ], axis=1)
 
@@ -98,6 +106,8 @@ def build_score_data(
                          f"{v.name_rows(empty[empty].index)}")
         frame["group"] = frame["group"].astype("str").str.strip()
     notes += v.check_covariates(frame, {"size": size, "tokens": tokens}, require_covariates)
+    for a in attributes:
+        frame[a] = v.check_family_attribute(frame, a)
     resolved = v.resolve_floors(benchmarks, floors)
     notes += v.check_scores(frame, benchmarks, resolved)
     if check_mixed:
@@ -112,6 +122,7 @@ def build_score_data(
         floors=resolved,
         name=name,
         warnings=tuple(notes),
+        attributes=tuple(attributes),
     )
 
 
@@ -127,17 +138,21 @@ def from_frame(
     floors: dict[str, float] | None = None,
     name: str = "custom",
     require_covariates: bool = False,
+    attributes: Sequence[str] = (),
 ) -> ScoreData:
     """Validate a frame of scores (one row per model) into :class:`ScoreData`.
 
     Arguments name the columns; ``group=None`` uses the family as group, ``size``/``tokens``
     may be None when the data has none. ``benchmarks=None`` takes every remaining numeric column
     except id columns (flops, unnamed index columns). ``floors`` adds or overrides guessing
-    floors. Problems raise :class:`DataError`; warnings are emitted and kept in ``.warnings``.
+    floors. ``attributes``: columns constant within a family kept for use as family covariates
+    (numbers or true/false). Problems raise :class:`DataError`; warnings are emitted and kept in
+    ``.warnings``.
     """
     return build_score_data(
         df, model=model, family=family, group=group, size=size, tokens=tokens,
         benchmarks=benchmarks, floors=floors, name=name, require_covariates=require_covariates,
+        attributes=attributes,
     )
 
 
@@ -179,6 +194,7 @@ def read_scores(
     floors: dict[str, float] | None = None,
     name: str | None = None,
     require_covariates: bool = False,
+    attributes: Sequence[str] = (),
 ) -> ScoreData:
     """Read a CSV or Parquet score file and validate it like :func:`from_frame` (name: file stem)."""
     df = read_table(path)
@@ -188,7 +204,7 @@ def read_scores(
         return build_score_data(
             df, model=model, family=family, group=group, size=size, tokens=tokens,
             benchmarks=benchmarks, floors=floors, name=name or Path(path).name.split(".")[0],
-            require_covariates=require_covariates,
+            require_covariates=require_covariates, attributes=attributes,
         )
     except v.DataError as e:
         raise v.DataError(f"{path}: {e}") from None

@@ -182,7 +182,8 @@ def _build_sloth(paths: dict[str, Path], **options) -> ScoreData:
     df = pd.read_csv(paths["data_v2.csv"])
     return build_score_data(
         df, model="Model", family="Family2", group="Family", size="#Params (B)",
-        tokens="Pretraining Data Size (T)", benchmarks=SLOTH_BENCHMARKS, name="sloth", **options,
+        tokens="Pretraining Data Size (T)", benchmarks=SLOTH_BENCHMARKS, name="sloth", attributes=("Instruct",),
+        **options,
     )
 
 
@@ -211,7 +212,7 @@ DATASETS: dict[str, DatasetEntry] = {
         DatasetEntry(
             "sloth",
             "Sloth data_v2.csv (arXiv:2412.06540): 188 models, family = Family2 (68), group = Family (35), "
-            "12 benchmarks",
+            "12 benchmarks; family attribute Instruct (27 instruction-tuned families)",
             (("sloth", "data_v2.csv"),),
             _build_sloth,
         ),

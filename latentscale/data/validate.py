@@ -132,6 +132,34 @@ def check_covariates(frame: pd.DataFrame, columns: dict[str, str | None], requir
     return notes
 
 
+def check_family_attribute(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A family attribute as numbers (true/false as 1/0): every row given, finite, and one value
+    per family. Errors name the rows or the family and say what to do."""
+    col = frame[column]
+    if col.dtype == bool:
+        return col.astype(float)
+    text = col.astype(str).str.strip().str.lower()
+    if not pd.api.types.is_numeric_dtype(col) and col.notna().any() and text[col.notna()].isin(["true", "false"]).all():
+        values = pd.Series(np.where(col.isna(), np.nan, (text == "true").astype(float)), index=col.index)
+    else:
+        values = pd.to_numeric(col, errors="coerce")
+    bad = values.isna() | np.isinf(values)
+    if bad.any():
+        raise DataError(f"family attribute column {column!r} is missing or not a number (or true/false) for rows "
+                        f"{_cells(bad, col)}; give every model its family's value.")
+    spread = values.groupby(frame["family"], sort=False).agg(["min", "max"])
+    mixed = spread.index[spread["min"] != spread["max"]]
+    if len(mixed):
+        f = mixed[0]
+        rows = frame.index[frame["family"] == f]
+        shown = ", ".join(f"{r} ({col.loc[r]})" for r in rows[:6])
+        raise DataError(f"family attribute column {column!r} differs within family {f!r}: {shown}"
+                        f"{' and more' if len(rows) > 6 else ''}; it must be constant within a family "
+                        f"({len(mixed)} famil{'y' if len(mixed) == 1 else 'ies'} affected: "
+                        f"{name_rows(mixed)}). Split the family or fix the column.")
+    return values.astype(float)
+
+
 def resolve_floors(benchmarks: Sequence[str], user_floors: dict[str, float] | None) -> dict[str, float]:
     """Floor of every benchmark; raise naming those without a known or user-given floor."""
     floors, unknown = {}, []

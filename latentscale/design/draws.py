@@ -3,14 +3,14 @@ representation every design computation works on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from latentscale.config import float64, release_compiled_if_crowded
 from latentscale.prediction import sampling
-from latentscale.prediction.posterior import family_design
+from latentscale.prediction.posterior import family_covariate_row, family_design
 from latentscale.prediction.predict import as_rows
 
 
@@ -24,10 +24,12 @@ class FamilyDraws:
     effects: np.ndarray
     n_obs: int
     n_parameter_draws: int = 1
+    covariates: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the family's raw family covariates
 
     def scores(self, fit, size, tokens) -> tuple[np.ndarray, np.ndarray]:
         """μ and φ, each (n, N, J), of N models of this family with the given sizes and tokens."""
-        X = fit.scaler.transform(np.asarray(size, float), np.asarray(tokens, float))
+        size = np.atleast_1d(np.asarray(size, float))
+        X = fit.scaler.transform(size, np.asarray(tokens, float), np.tile(self.covariates, (size.size, 1)))
         S, n = self.n_parameter_draws, self.effects.shape[0]
         M = n // S
         thetas = self.thetas[::M]
@@ -57,11 +59,13 @@ def family_draws(fit, frame: pd.DataFrame, families: list[str], n_draws: int = 1
         alpha, _ = sampling.family_draws(thetas, spec, design, M, seed + 1, center=fit.theta)  # (S, F, M, e)
         n_obs = np.bincount(design.obs_family, minlength=design.n_families)
         for f, name in enumerate(design.families):
-            out[name] = FamilyDraws(name, np.repeat(thetas, M, axis=0), alpha[:, f].reshape(S * M, -1), int(n_obs[f]), S)
+            out[name] = FamilyDraws(name, np.repeat(thetas, M, axis=0), alpha[:, f].reshape(S * M, -1), int(n_obs[f]), S,
+                                    family_covariate_row(fit, name, frame))
     new = [f for f in families if f not in out]
     if new:
         prior = sampling.prior_draws(thetas, spec, M * len(new), seed + 2)  # (S, M·n, e)
         for i, name in enumerate(new):
             out[name] = FamilyDraws(name, np.repeat(thetas, M, axis=0),
-                                    prior[:, i * M:(i + 1) * M].reshape(S * M, -1), 0, S)
+                                    prior[:, i * M:(i + 1) * M].reshape(S * M, -1), 0, S,
+                                    family_covariate_row(fit, name, frame))
     return out

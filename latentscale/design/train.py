@@ -61,7 +61,7 @@ def _target_values(fit, draws, target: str, skill, at) -> tuple[np.ndarray, np.n
         mu, phi = draws.scores(fit, [at[0]], [at[1]])
         return score_moments(mu[:, 0, :], phi[:, 0, :])
     k = fit.spec.skills.index(skill)
-    x = fit.scaler.transform(np.asarray([at[0]], float), np.asarray([at[1]], float))[0]
+    x = fit.scaler.transform(np.asarray([at[0]], float), np.asarray([at[1]], float), draws.covariates[None])[0]
     B = fit.layout.unpack_many(draws.thetas, ("B",))["B"]  # (n, p, K)
     g1 = (np.einsum("p,npk->nk", x, B) + draws.effects[:, : fit.spec.K])[:, [k]]
     return g1, g1**2

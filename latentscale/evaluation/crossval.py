@@ -124,7 +124,7 @@ def complete_cases(data: ScoreData, columns: Sequence[str], n_train: int) -> tup
     and the names of the families dropped for having fewer."""
     f = data.frame
     keep = f[["size", "tokens", *columns]].notna().all(axis=1) & (f["size"] > 0) & (f["tokens"] > 0)
-    rows = f.loc[keep, ["family", "group", "size", "tokens", *columns]]
+    rows = f.loc[keep, ["family", "group", "size", "tokens", *data.attributes, *columns]]
     counts = rows["family"].value_counts()
     small = sorted(counts.index[counts < n_train + 1])
     return rows[~rows["family"].isin(small)], small
@@ -444,7 +444,7 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     starts, auto = _core_fits(rows, folds, methods, benchmarks, columns, floors, latent_options, n_jobs, scheduler,
                               notes, say)
 
-    model_cols = ["family", "size", "tokens"]
+    model_cols = ["family", "size", "tokens", *data.attributes]
     tasks = []
     for f in folds:
         test = rows.loc[list(f.test)]

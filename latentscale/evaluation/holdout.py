@@ -157,7 +157,8 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     held = data.frame.loc[list(plan.predicted)]
     # Only the identifying columns go to predict: the held-out scores never reach it.
     new = pd.DataFrame({"model": held.index, "family": held["family"].to_numpy(),
-                        "size": held["size"].to_numpy(), "tokens": held["tokens"].to_numpy()})
+                        "size": held["size"].to_numpy(), "tokens": held["tokens"].to_numpy(),
+                        **{c: held[c].to_numpy() for c in fit.spec.family_covariates}})
     if progress:
         progress(f"predicting {len(new)} held-out models")
     pred = predict(fit, new, levels, **(predict_options or {}))

@@ -88,17 +88,19 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     """One replication: simulate, fit (the true K and any others), compare with the truth."""
     from latentscale.fitting import LatentScalingModel
     from latentscale.model.params import pack
-    from latentscale.model.simulate import random_params, simulate
+    from latentscale.model.simulate import random_params, simulate, with_family_effects
 
     from latentscale.model.variants import extra_blocks
 
     t0 = time.perf_counter()
     options = config.model_options()
     true = random_params(config.k, config.n_benchmarks, seed=config.param_seed, extra_blocks=extra_blocks(options))
+    true = with_family_effects(true, len(options.get("family_covariates", ())), config.param_seed)
     design_seed = config.design_seed if config.fixed_design else 10_000 + rep
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
                                 family_sizes=config.family_sizes, missing=config.missing, seed=1 + rep,
                                 design_seed=design_seed, clip=config.clip, logit_clip=options["logit_clip"],
+                                family_covariates=options.get("family_covariates", ()),
                                 **{term: bool(options.get(term, False))
                                    for term in ("hetero_precision", "residual", "ceiling")})
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)

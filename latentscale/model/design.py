@@ -125,8 +125,10 @@ def clip_scores(y: np.ndarray, clip: tuple[float, float] | None, where: str = ""
 
 
 def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None,
-                 covariates: str = "paper") -> tuple[Design, CovariateScaler]:
-    """Long-form design from a :class:`~latentscale.data.ScoreData` (rows without size or tokens dropped)."""
+                 covariates: str = "paper", family_covariates: tuple[str, ...] = ()) -> tuple[Design, CovariateScaler]:
+    """Long-form design from a :class:`~latentscale.data.ScoreData` (rows without size or tokens
+    dropped); ``family_covariates``: columns of the data appended to the covariates (with a
+    ``scaler``, its own)."""
     frame = data.frame
     has_cov = frame["size"].notna() & frame["tokens"].notna()
     if not has_cov.all():
@@ -142,8 +144,8 @@ def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None,
         raise InputError("no rows with both size and tokens to fit; give every model its size (billions of "
                          "parameters) and tokens (trillions)")
     if scaler is None:
-        scaler = CovariateScaler.fit(frame["size"], frame["tokens"], covariates)
-    X = scaler.transform(frame["size"], frame["tokens"])
+        scaler = CovariateScaler.fit_frame(frame, covariates, tuple(family_covariates))
+    X = scaler.transform_frame(frame)
     fam_codes, families = _codes(frame["family"].to_numpy())
     S = frame[list(benchmarks)].to_numpy(dtype=float)
     rows, cols = np.nonzero(~np.isnan(S))  # row-major: stable order for a given table

@@ -32,7 +32,7 @@ No row is ever left without an observed score and no benchmark without an observ
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,6 +82,19 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
         else:
             raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
     return core
+
+
+def with_family_effects(params: dict, q: int, seed: int = 0) -> dict:
+    """``params`` (3 covariate rows) with the effects Γ ~ N(0, 0.5²) of q family covariates added
+    as further rows of B (and zero rows of γ: a family's kind does not move the precision)."""
+    if not q:
+        return params
+    K = params["B"].shape[1]
+    gamma = np.random.default_rng([int(seed), 4]).normal(0.0, 0.5, size=(q, K))
+    out = {**params, "B": np.vstack([params["B"], gamma])}
+    if "precision_slope" in out:
+        out["precision_slope"] = np.vstack([out["precision_slope"], np.zeros((q, out["precision_slope"].shape[1]))])
+    return out
 
 
 def _core_params(k: int, n_benchmarks: int, seed: int, p: int) -> dict:
@@ -216,7 +229,7 @@ def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
         a = rng.standard_normal((len(names), spec.K)) @ p["corr"].T
     else:
         a = alpha.reindex(names).to_numpy(float)
-    X = fit.scaler.transform(frame["size"], frame["tokens"])
+    X = fit.scaler.transform_frame(frame)
     u = rng.standard_normal((len(names), spec.J)) * p["residual_sd"] if spec.residual else None
     y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng, X,
                     None if u is None else u[codes])
@@ -244,6 +257,7 @@ def simulate(
     hetero_precision: bool = False,
     residual: bool = False,
     ceiling: bool = False,
+    family_covariates: Sequence[str] = (),
 ):
     """Draw a score table from the model.
 
@@ -270,6 +284,10 @@ def simulate(
     residual : draw from the model with family × benchmark residuals u_fj ~ N(0, τ_j²) (``params``
         then needs ``residual_sd``); the drawn residuals are returned as ``"residual"`` (F, J).
     ceiling : draw from the model with a ceiling share κ_j per benchmark (``params["ceiling"]``).
+    family_covariates : names of binary family covariates (each family a kind with probability
+        0.4, like the sloth table's instruction-tuned families), columns of the returned data in
+        the mean of the family effect; ``params["B"]`` then has 3 + q rows (the last q: Γ for the
+        standardized covariates). Random parameters draw Γ ~ N(0, 0.5²).
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
@@ -292,17 +310,24 @@ def simulate(
     c = _resolve_floors(floors, J)
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
                      clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
-                     hetero_precision=hetero_precision, residual=residual, ceiling=ceiling)
+                     hetero_precision=hetero_precision, residual=residual, ceiling=ceiling,
+                     family_covariates=tuple(family_covariates))
     params = _true_params(params, spec, seed)
 
     fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)
-    X = CovariateScaler.fit(size, tokens).transform(size, tokens)
+    q = len(spec.family_covariates)
+    kinds = (np.random.default_rng([int(seed if design_seed is None else design_seed), 3]).random((F, q)) < 0.4
+             ).astype(float)
+    if q and F > 1:  # both kinds present, so Γ is identified
+        kinds[0], kinds[1] = 0.0, 1.0
+    z = kinds[fam]
+    X = CovariateScaler.fit(size, tokens, extra_values=z, extra=spec.family_covariates).transform(size, tokens, z)
 
     alpha, u, y = _draw_scores(params, spec, X, fam, F, c, rng)
     if clip is not None:
         y = np.clip(y, clip[0], clip[1])
     y[_missing_mask(missing, fam, F, J, design_rng)] = np.nan
-    data = _score_data(y, fam, within, size, tokens, benchmarks, c, F)
+    data = _score_data(y, fam, within, size, tokens, benchmarks, c, F, dict(zip(spec.family_covariates, z.T)))
     true = dict(params)
     true["alpha"] = alpha
     if u is not None:
@@ -326,11 +351,12 @@ def _true_params(params, spec: ModelSpec, seed: int) -> dict:
     names = layout(spec).slices
     if params is None:
         params = random_params(K, J, seed=seed, extra_blocks=tuple(n for n in names if n not in CORE_BLOCKS))
+        params = with_family_effects(params, len(spec.family_covariates), seed)
     lacking = [name for name in names if name not in params]
     if lacking:
         raise InputError(f"params lack the block(s) {lacking} of this model")
     params = {name: np.asarray(params[name], dtype=float) for name in names}
-    if params["loadings"].shape != (K, J) or params["B"].shape != (3, K):
+    if params["loadings"].shape != (K, J) or params["B"].shape != (spec.p, K):
         raise InputError(
             f"params do not match k={K}, n_benchmarks={J}: loadings {params['loadings'].shape}, B {params['B'].shape}"
         )
@@ -350,7 +376,7 @@ def _draw_design(family_sizes, F: int, rng: np.random.Generator):
     return fam, within, size, tokens
 
 
-def _score_data(y, fam, within, size, tokens, benchmarks, c, F: int):
+def _score_data(y, fam, within, size, tokens, benchmarks, c, F: int, attributes: dict | None = None):
     """The simulated table as ScoreData (families ``fam001..``, models ``fam001-m1..``)."""
     from latentscale.data.loaders import build_score_data  # data layer imports model; keep lazy
 
@@ -362,7 +388,9 @@ def _score_data(y, fam, within, size, tokens, benchmarks, c, F: int):
     frame.insert(1, "family", fam_names[fam])
     frame.insert(2, "size", size)
     frame.insert(3, "tokens", tokens)
+    for i, (name, values) in enumerate((attributes or {}).items()):
+        frame.insert(4 + i, name, values)
     # Scores are raw accuracies by construction: the mixed-scale heuristic (rows far below
     # the floor on several benchmarks) would only flag Beta noise, so it is off here.
     return build_score_data(frame, benchmarks=list(benchmarks), floors=dict(zip(benchmarks, c.tolist())),
-                            name="simulated", check_mixed=False)
+                            name="simulated", check_mixed=False, attributes=list(attributes or {}))

@@ -26,6 +26,9 @@ class ModelSpec:
         clamped to [−L, L] before the sigmoid, as the reference code that produced the paper's
         figures does (L = 4.5); below −L the mean score is pinned at c + (1 − c)·sigmoid(−L).
     covariates : the covariate set (:data:`~latentscale.model.covariates.COVARIATE_SETS`).
+    family_covariates : names of data columns constant within a family (for example whether it is
+        instruction-tuned) in the mean of the family effect, α_f ~ N(Γ z_f, Σ): Γ is their rows of
+        B, standardized like the other covariates; default none.
     hetero_precision : the precision depends on the covariates, log φ_ij = log φ_j + γ_jᵀ x_i (the
         authors' later code); default False (φ_j per benchmark).
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
@@ -42,6 +45,7 @@ class ModelSpec:
     clip: tuple[float, float] | None = DEFAULT_CLIP
     logit_clip: float | None = None
     covariates: str = "paper"
+    family_covariates: tuple[str, ...] = ()
     hetero_precision: bool = False
     residual: bool = False
     ceiling: bool = False
@@ -70,6 +74,11 @@ class ModelSpec:
             if not self.logit_clip > 0:
                 raise InputError(f"logit_clip must be a positive number (the reference code uses 4.5), got {self.logit_clip}")
         check_covariate_set(self.covariates)
+        object.__setattr__(self, "family_covariates", tuple(str(c) for c in self.family_covariates))
+        taken = set(COVARIATE_SETS[self.covariates])
+        if len(set(self.family_covariates)) != len(self.family_covariates) or taken & set(self.family_covariates):
+            raise InputError(f"family covariates must be distinct and differ from {sorted(taken)}, got "
+                             f"{list(self.family_covariates)}")
         object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
         object.__setattr__(self, "residual", bool(self.residual))
         object.__setattr__(self, "ceiling", bool(self.ceiling))
@@ -91,7 +100,7 @@ class ModelSpec:
 
     @property
     def covariate_names(self) -> tuple[str, ...]:
-        return COVARIATE_SETS[self.covariates]
+        return COVARIATE_SETS[self.covariates] + self.family_covariates
 
     @property
     def skills(self) -> tuple[str, ...]:
@@ -130,8 +139,9 @@ class ModelSpec:
             names = tuple(f"b{j + 1}" for j in range(self.J))
             canon = ModelSpec(benchmarks=names, anchors=tuple(names[j] for j in self.anchor_index),
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
-                              covariates=self.covariates, hetero_precision=self.hetero_precision,
-                              residual=self.residual, ceiling=self.ceiling, blocks=self.block_names)
+                              covariates=self.covariates,
+                              family_covariates=tuple(f"z{i + 1}" for i in range(len(self.family_covariates))),
+                              hetero_precision=self.hetero_precision, residual=self.residual, ceiling=self.ceiling, blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -142,6 +152,9 @@ class ModelSpec:
         """One line of the options that change the model (for summaries)."""
         parts = [f"covariates {self.covariates} ({', '.join(self.covariate_names)})",
                  "scores clipped to [" + ", ".join(f"{c:g}" for c in self.clip) + "]" if self.clip else "no clip of scores"]
+        if self.family_covariates:
+            parts.insert(1, "family effects' mean depends on " + ", ".join(self.family_covariates)
+                         + " (α_f ~ N(Γ z_f, Σ))")
         parts.append(f"logit clamped to ±{self.logit_clip:g} (the reference code's)" if self.logit_clip
                      else "no logit clamp")
         if self.hetero_precision:
@@ -165,6 +178,7 @@ class ModelSpec:
             "clip": None if self.clip is None else list(self.clip),
             "logit_clip": self.logit_clip,
             "covariates": self.covariates,
+            "family_covariates": list(self.family_covariates),
             "hetero_precision": self.hetero_precision,
             "residual": self.residual,
             "ceiling": self.ceiling,
@@ -180,6 +194,7 @@ class ModelSpec:
             clip=None if d.get("clip") is None else tuple(d["clip"]),
             logit_clip=d.get("logit_clip"),
             covariates=d.get("covariates", "paper"),
+            family_covariates=tuple(d.get("family_covariates", ())),
             hetero_precision=bool(d.get("hetero_precision", False)),
             residual=bool(d.get("residual", False)),
             ceiling=bool(d.get("ceiling", False)),

@@ -8,7 +8,9 @@ A variant is a ``+``-joined list of terms, each setting model options of
 - ``residual``: a family × benchmark residual effect u_fj ~ N(0, τ_j²) (``residual=True``);
 - ``ceiling``: a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) (``ceiling=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
-- ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``).
+- ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``);
+- ``family:COLUMN``: a family covariate in the mean of the family effect, α_f ~ N(Γ z_f, Σ)
+  (``family_covariates=(COLUMN,)``; repeat the term for several), e.g. ``family:Instruct``.
 
 ``hetero+size-tokens`` is heteroscedastic precision with the covariates (log N, log D). Terms that set
 the same option twice are an error. :func:`variant_name` gives the canonical name of a set of options.
@@ -35,7 +37,8 @@ TERMS: dict[str, dict] = {
 PREDICTION_VARIANT = "residual+ceiling"
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {"hetero_precision": False, "residual": False, "ceiling": False, "logit_clip": None, "covariates": "paper"}
+DEFAULTS: dict = {"hetero_precision": False, "residual": False, "ceiling": False, "logit_clip": None, "covariates": "paper",
+                 "family_covariates": ()}
 
 
 def parse_variant(name: str) -> dict:
@@ -43,8 +46,16 @@ def parse_variant(name: str) -> dict:
     terms = [t.strip() for t in str(name).split("+")]
     options: dict = {}
     for t in terms:
+        if t.startswith("family:"):
+            column = t[len("family:"):].strip()
+            have = options.setdefault("family_covariates", ())
+            if not column or column in have:
+                raise InputError(f"variant {name!r}: give each family covariate once as family:COLUMN, got {t!r}")
+            options["family_covariates"] = have + (column,)
+            continue
         if t not in TERMS:
-            raise InputError(f"unknown variant term {t!r} in {name!r}; terms: {', '.join(TERMS)} (join them with +)")
+            raise InputError(f"unknown variant term {t!r} in {name!r}; terms: {', '.join(TERMS)}, family:COLUMN "
+                             "(join them with +)")
         for key, value in TERMS[t].items():
             if key in options and options[key] != value:
                 raise InputError(f"variant {name!r} sets {key} twice")
@@ -69,6 +80,7 @@ def variant_name(options: dict) -> str:
     cov = options.get("covariates", "paper")
     if cov != "paper":
         terms.append(cov)
+    terms += [f"family:{c}" for c in options.get("family_covariates", ())]
     return "+".join(terms) or "plain"
 
 

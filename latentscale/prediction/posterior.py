@@ -9,7 +9,7 @@ seeded, so the same call gives the same draws.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,56 @@ def unknown_families_message(unknown, known) -> str:
             + (f" ({'; '.join(hints)})" if hints else f"; its families include {', '.join(sorted(map(str, known))[:8])}"))
 
 
+def with_family_covariates(fit, frame: pd.DataFrame, where: str = "the new rows") -> pd.DataFrame:
+    """``frame`` (rows with a ``family`` column) with the fit's family covariates filled in: a family
+    of the fit's data takes its value there, a new family needs the column. Errors name the rows."""
+    names = fit.spec.family_covariates
+    if not names:
+        return frame
+    from latentscale.data.validate import DataError, name_rows
+
+    out = frame.copy()
+    base = fit.data if fit.data is not None else pd.DataFrame(columns=["family", *names])
+    for name in names:
+        known = base.groupby("family", sort=False)[name].first() if len(base) else pd.Series(dtype=float)
+        filled = out["family"].map(known)
+        if name in out.columns:
+            from latentscale.data.validate import check_family_attribute
+
+            given = out[name].notna()
+            if given.any():
+                values = check_family_attribute(out.loc[given], name)
+                clash = filled[given].notna() & ~np.isclose(values, filled[given].astype(float))
+                if clash.any():
+                    hit = values.index[clash.to_numpy()]
+                    rows = list(out.loc[hit, "model"] if "model" in out.columns else hit)
+                    raise DataError(f"{where}: column {name!r} for model(s) {name_rows(rows)} differs from their "
+                                    f"family's value in the fit; a family covariate is one value per family")
+                filled[given] = values
+        lacking = filled.isna()
+        if lacking.any():
+            models = out["model"][lacking] if "model" in out.columns else out.index[lacking]
+            raise DataError(f"{where}: the fit's family covariate {name!r} is unknown for model(s) "
+                            f"{name_rows(models)} of famil{'y' if out.loc[lacking, 'family'].nunique() == 1 else 'ies'} "
+                            f"{name_rows(pd.unique(out.loc[lacking, 'family']))} the fit has not seen; give a "
+                            f"column {name!r} (its value for each new family)")
+        out[name] = filled.astype(float)
+    return out
+
+
+def family_covariate_row(fit, family: str, frame: pd.DataFrame | None = None) -> np.ndarray:
+    """The raw family covariates (q,) of one family: from its rows of ``frame`` where they carry
+    them, else from the fit's data; an error for a family neither knows."""
+    names = list(fit.spec.family_covariates)
+    one = pd.DataFrame({"model": [f"a new model of {family}"], "family": [family]})
+    if names and frame is not None and all(c in frame.columns for c in names):
+        rows = frame[frame["family"] == family]
+        if len(rows):
+            for c in names:
+                one[c] = [rows[c].iloc[0]]
+    return with_family_covariates(fit, one, "the family")[names].to_numpy(float)[0]
+
+
 def rows_for(fit, families, rows):
     """The ScoreData whose families are posteriors are asked for: the fit's own rows of
     ``families``, or ``rows`` (a ScoreData or a frame with family, size, tokens and score columns)."""
@@ -83,17 +133,23 @@ def rows_for(fit, families, rows):
         frame = rows.copy()
         if "model" in frame.columns:
             frame = frame.set_index("model")
-        frame = frame.reset_index().rename(columns={"index": "model"})
+        frame = with_family_covariates(fit, frame.reset_index().rename(columns={"index": "model"}), "the rows")
         present = [b for b in fit.spec.benchmarks if b in frame.columns and frame[b].notna().any()]
         if not present:
             raise InputError(f"the rows hold no score of the fit's benchmarks ({', '.join(fit.spec.benchmarks)}); "
                              f"columns present: {list(frame.columns)}")
         rows = as_score_data(frame.drop(columns=[b for b in fit.spec.benchmarks if b not in present and b in frame]),
-                             benchmarks=present, floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows")
+                             benchmarks=present, floors=dict(zip(fit.spec.benchmarks, fit.spec.floors)), name="rows",
+                             attributes=fit.spec.family_covariates)
+    elif fit.spec.family_covariates:
+        rows = replace(rows, frame=with_family_covariates(fit, rows.frame, "the rows"))
+    if fit.spec.family_covariates:
+        rows = replace(rows, attributes=tuple(fit.spec.family_covariates))
     missing = [b for b in fit.spec.benchmarks if b not in rows.benchmarks]
     if missing:
         rows = ScoreData(frame=rows.frame.assign(**{b: np.nan for b in missing}), benchmarks=rows.benchmarks,
-                         floors={**dict(zip(fit.spec.benchmarks, fit.spec.floors)), **rows.floors}, name=rows.name)
+                         floors={**dict(zip(fit.spec.benchmarks, fit.spec.floors)), **rows.floors}, name=rows.name,
+                         attributes=rows.attributes)
     return rows.with_benchmarks(fit.spec.benchmarks) if tuple(rows.benchmarks) != fit.spec.benchmarks else rows
 
 

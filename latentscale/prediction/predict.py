@@ -21,7 +21,7 @@ from latentscale.config import float64, release_compiled_if_crowded
 from latentscale.data.validate import DataError, name_rows
 from latentscale.errors import InputError
 from latentscale.prediction import sampling
-from latentscale.prediction.posterior import family_design, rows_for
+from latentscale.prediction.posterior import family_design, rows_for, with_family_covariates
 from latentscale.prediction.sampling import tails, theta_draws
 
 #: Columns of the table returned by :func:`predict`.
@@ -45,9 +45,10 @@ def extrapolated(fit, models: pd.DataFrame) -> np.ndarray:
     return out_n | out_d
 
 
-def new_models_frame(models: pd.DataFrame) -> pd.DataFrame:
+def new_models_frame(models: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
     """Validate a table of new models (columns model, family, size, tokens; the model name may be
-    the index): clear errors naming rows and columns. Score columns, if any, are ignored."""
+    the index): clear errors naming rows and columns. Score columns, if any, are ignored; the
+    columns ``keep`` (family covariates) are kept where present."""
     df = models.copy()
     if "model" not in df.columns:
         if df.index.name == "model" or not isinstance(df.index, pd.RangeIndex):
@@ -59,7 +60,7 @@ def new_models_frame(models: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise DataError(f"the new-models table lacks column(s) {missing}; it needs model, family, size "
                         f"(billions of parameters) and tokens (trillions); columns present: {list(df.columns)}")
-    df = df[["model", "family", "size", "tokens"]].copy()
+    df = df[["model", "family", "size", "tokens", *[c for c in keep if c in df.columns]]].copy()
     df["model"] = df["model"].astype(str)
     dup = df["model"][df["model"].duplicated()].unique()
     if len(dup):
@@ -113,8 +114,8 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
         raise InputError("give at least one interval level")
     for level in levels:
         tails(level)
-    new = new_models_frame(models)
     spec = fit.spec
+    new = with_family_covariates(fit, new_models_frame(models, spec.family_covariates), "the new-models table")
     release_compiled_if_crowded()
     thetas = theta_draws(fit, n_parameter_draws if parameter_uncertainty else 1, seed, parameter_uncertainty, se)
     S = len(thetas)
@@ -144,7 +145,7 @@ def predict(fit, models: pd.DataFrame, levels: Sequence[float] = (0.8, 0.95), *,
 
     lo_hi = [q for level in levels for q in tails(level)]
     qs = np.asarray([0.5] + lo_hi)
-    X = fit.scaler.transform(new["size"], new["tokens"])
+    X = fit.scaler.transform_frame(new)
     families = new["family"].to_numpy()
 
     def one_chunk(start: int):

@@ -178,7 +178,8 @@ class FitResult:
             raise InputError("this fit carries no data (saved by an older latentscale?); refit, or pass the "
                              "family's rows explicitly")
         return ScoreData(frame=self.data, benchmarks=tuple(self.spec.benchmarks),
-                         floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name)
+                         floors=dict(zip(self.spec.benchmarks, self.spec.floors)), name=self.data_name,
+                         attributes=tuple(self.spec.family_covariates))
 
     def with_rows(self, data: pd.DataFrame, diagnostics: dict) -> "FitResult":
         """A copy at the same parameters holding other rows: what θ and its covariance give

@@ -95,7 +95,7 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
 @partial(jax.jit, static_argnames=("spec",))
 def _reported_and_jacobian(theta, mean, scale, spec):
     def values(t):
-        return layout(spec).reported(t, CovariateScaler(mean, scale, spec.covariates))[0]
+        return layout(spec).reported(t, CovariateScaler(mean, scale, spec.covariates, spec.family_covariates))[0]
 
     return values(theta), jax.jacfwd(values)(theta)
 

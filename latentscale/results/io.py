@@ -143,7 +143,8 @@ def validate_document(doc, path) -> dict:
         scaler = CovariateScaler.from_dict(doc["scaler"])
     except (KeyError, TypeError, ValueError) as e:
         _fail(path, "scaler", f"is not valid ({e})")
-    if scaler.mean.shape != (spec.p,) or scaler.scale.shape != (spec.p,) or not np.all(scaler.scale > 0):
+    if (scaler.mean.shape != (spec.p,) or scaler.scale.shape != (spec.p,) or not np.all(scaler.scale > 0)
+            or scaler.names != spec.covariate_names):
         _fail(path, "scaler", f"does not match the {spec.p} covariates of the spec")
     try:
         quadrature = QuadratureSpec.from_dict(doc.get("quadrature"))
@@ -181,7 +182,8 @@ def validate_document(doc, path) -> dict:
             data = frame_from_split(doc["data"])
         except (KeyError, TypeError, ValueError) as e:
             _fail(path, "data", f"is not a valid table ({e})")
-        missing_cols = [c for c in ("family", "size", "tokens", *spec.benchmarks) if c not in data.columns]
+        missing_cols = [c for c in ("family", "size", "tokens", *spec.family_covariates, *spec.benchmarks)
+                        if c not in data.columns]
         if missing_cols:
             _fail(path, "data", f"lacks column(s) {missing_cols} of the spec")
     return {"spec": spec, "scaler": scaler, "theta": theta, "quadrature": quadrature, "hessian": hessian,

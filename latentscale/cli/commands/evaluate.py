@@ -14,7 +14,7 @@ from latentscale.cli.commands.select import JobsOpt, SchedulerOpt
 from latentscale.cli.common import (
     BadInput, CovKind, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, ModelCol, PaperOpt, QuietOpt,
     SeOpt, SizeCol, TokensCol, VariantOpt, VerboseOpt, build_model, check_outputs, data_inputs, file_columns,
-    load_data, paper_data_floors, parse_levels, parse_list, reporting, talk_enabled,
+    load_data, paper_data_floors, parse_levels, parse_list, reporting, talk_enabled, variant_columns,
 )
 
 
@@ -105,6 +105,7 @@ def evaluate(
                 raise BadInput("need -k >= 1 and --n-train >= 0 (0: unseen families)")
             check_outputs([output_path], [*data_inputs(data), holdout, groups])
             scores = load_data(data, paper_data_floors(floor, paper), None,
+                               variant_columns(variant, *_method_variants(methods)),
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, logit_clip=logit_clip, paper=paper, variant=variant)
             if protocol == Protocol.holdout_largest:
@@ -132,6 +133,11 @@ def evaluate(
         typer.echo(result.format())
 
 
+def _method_variants(methods: str | None) -> list[str]:
+    """The variants of the latent-kK:VARIANT methods in --methods."""
+    return [m.partition(":")[2] for m in (parse_list(methods, "--methods") or []) if m.startswith("latent-k") and ":" in m]
+
+
 def _holdout(scores, model, holdout, level, samples, seed, se, progress):
     """The holdout-largest protocol with the command's model and options."""
     from latentscale.evaluation.holdout import LEVELS, evaluate_holdout, read_holdout_file
@@ -151,4 +157,5 @@ def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, sche
     return family_group_cv(scores, benchmarks=bench_set, n_train=n_train, methods=parse_list(methods, "--methods"),
                            groups=groups, n_jobs=jobs, scheduler=scheduler, progress=progress,
                            model_options={key: v for key, v in model.get_params().items()
-                                          if key in ("logit_clip", "hetero_precision", "residual", "ceiling", "covariates")})
+                                          if key in ("logit_clip", "hetero_precision", "residual", "ceiling", "covariates",
+                                                     "family_covariates")})

@@ -11,7 +11,7 @@ from latentscale.cli import output
 from latentscale.cli.common import (
     BadInput, BenchOpt, CovKind, DataArg, FamilyCol, FloorOpt, Grid, GroupCol, HessianKind, JsonOpt, LogitClipOpt,
     Method, ModelCol, PaperOpt, QuietOpt, SizeCol, TokensCol, VariantOpt, VerboseOpt, build_model, check_outputs,
-    data_inputs, file_columns, load_data, paper_data_floors, reporting, talk_enabled,
+    data_inputs, file_columns, load_data, paper_data_floors, reporting, talk_enabled, variant_columns,
 )
 
 KOpt = Annotated[int, typer.Option("-k", "--skills", show_default=False, help="Number of latent skills K (at least 1).")]
@@ -87,7 +87,7 @@ def fit(
             if k < 1:
                 raise BadInput(f"-k {k}: the number of skills must be at least 1")
             check_outputs([output_path], data_inputs(data))
-            scores = load_data(data, paper_data_floors(floor, paper), benchmarks,
+            scores = load_data(data, paper_data_floors(floor, paper), benchmarks, variant_columns(variant),
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, method=method, clip=clip, no_clip=no_clip, logit_clip=logit_clip,
                                 paper=paper, points=points, grid=grid, starts=starts, seed=seed, hessian=hessian,

@@ -12,7 +12,7 @@ from latentscale.cli.commands.fit import ClipOpt, GridOpt, MethodOpt, NoClipOpt,
 from latentscale.cli.common import (
     BadInput, BenchOpt, DataArg, FamilyCol, FloorOpt, GroupCol, JsonOpt, LogitClipOpt, Method, ModelCol, PaperOpt,
     QuietOpt, SizeCol, TokensCol, VerboseOpt, build_model, check_outputs, data_inputs, file_columns, load_data,
-    paper_data_floors, parse_ks, parse_list, reporting, talk_enabled,
+    paper_data_floors, parse_ks, parse_list, reporting, talk_enabled, variant_columns,
 )
 
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Local worker processes (-1: every core).")]
@@ -77,6 +77,7 @@ def select(
             ks = parse_ks(k_range)
             check_outputs([output_path, plot_path], data_inputs(data))
             scores = load_data(data, paper_data_floors(floor, paper), benchmarks,
+                               variant_columns(*(parse_list(variants, "--variants") or [])),
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             ranking = parse_list(anchors, "--anchors")
             if ranking is None and paper:

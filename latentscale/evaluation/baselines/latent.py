@@ -70,9 +70,10 @@ class LatentMethod:
         frame = train.copy()
         if "group" not in frame.columns:
             frame["group"] = frame["family"]
-        frame = frame[["family", "group", "size", "tokens", *benchmarks]]
+        extra = tuple(self.model_options.get("family_covariates", ()))
+        frame = frame[["family", "group", "size", "tokens", *extra, *benchmarks]]
         data = ScoreData(frame=frame, benchmarks=benchmarks, floors={b: float(floors[b]) for b in benchmarks},
-                         name="training rows")
+                         name="training rows", attributes=extra)
         model = self.model(benchmarks)
         warm = self.start is not None and np.size(self.start) == model.spec_for(data).n_params
         return self._prepare(model.fit(data, start_params=np.asarray(self.start, float) if warm else None))
@@ -109,7 +110,7 @@ class LatentMethod:
         c = np.asarray(fit.spec.floors)
         kappa = p.get("ceiling")
         bound = eta_bound(fit.spec.logit_clip)
-        fixed = fit.scaler.transform(models["size"], models["tokens"]) @ p["B"]  # (n, K)
+        fixed = fit.scaler.transform_frame(models, "the test models") @ p["B"]  # (n, K)
         out = np.empty((len(models), fit.spec.J))
         for i, fam in enumerate(models["family"].to_numpy()):
             f = self.family_index_.get(fam)
