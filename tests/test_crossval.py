@@ -247,3 +247,30 @@ def test_unseen_families_with_n_train_zero():
     assert set(r.errors["model"]) == set(rows.index[rows["family"].isin(["f2", "f3", "f9"])])
     # every method predicts the unseen families (flops-family gives them the average family intercept)
     assert r.table()["average"].notna().all()
+
+
+def test_family_attributes_reach_latent_methods_and_auto_candidates():
+    """A family attribute travels with the rows: latent-auto's candidates add it as a family covariate,
+    and a latent method with a family:COLUMN term predicts an unseen family from its kind (flipping the
+    held-out family's kind moves its predictions)."""
+    from latentscale.evaluation.crossval import _latent_names, auto_candidates
+
+    assert auto_candidates() == [f"latent-k{k}:residual+ceiling" for k in (1, 2, 3, 4)]
+    both = auto_candidates(("kind",))
+    assert both[4:] == [f"latent-k{k}:residual+ceiling+family:kind" for k in (1, 2, 3, 4)]
+    assert _latent_names(["latent-auto", "flops-global"], both) == both
+    data = make_data(seed=4)
+    frame = data.frame.assign(kind=[int(f[1:]) % 2 for f in data.frame["family"]])
+    kinds = from_frame(frame.reset_index(), group="group", benchmarks=BENCH, floors=data.floors, attributes=["kind"])
+    method, groups = "latent-k1:family:kind", [["f2"], ["f9"]]
+    base = family_group_cv(kinds, n_train=0, methods=[method], groups=groups)
+    flipped_frame = frame.copy()
+    flipped_frame.loc[flipped_frame["family"] == "f2", "kind"] = 1 - flipped_frame.loc[flipped_frame["family"] == "f2", "kind"]
+    flipped = family_group_cv(from_frame(flipped_frame.reset_index(), group="group", benchmarks=BENCH,
+                                         floors=data.floors, attributes=["kind"]),
+                              n_train=0, methods=[method], groups=groups)
+    key = ["model", "benchmark"]
+    a, b = (r.errors.sort_values(key).set_index(key)["predicted"] for r in (base, flipped))
+    f2 = a.index.get_level_values("model").str.startswith("f2-")
+    assert np.abs(a[f2] - b[f2]).max() > 1e-3
+    assert base.fits["converged"].all() and flipped.fits["converged"].all()

@@ -63,8 +63,9 @@ SLOTH_DS = (1, 2, 3, 4)
 #: The latent model's variant for prediction (:data:`latentscale.model.variants.PREDICTION_VARIANT`).
 AUTO = "latent-auto"
 #: The methods of the tables: the baselines and ``latent-auto``, this project's default for prediction:
-#: the prediction variant with the K whose fit on the core rows (training rows of every fold) has the
-#: lowest AIC, a rule fixed before any test fold was seen. ``latent-kK`` (the plain model with K skills)
+#: among the prediction variant at K = 1..4, with and without the data's family attributes as family
+#: covariates (:func:`auto_candidates`), the one whose fit on the core rows (training rows of every fold)
+#: has the lowest AIC, a rule fixed before any test fold was seen. ``latent-kK`` (the plain model with K skills)
 #: and ``latent-kK:VARIANT`` (any variant) can be asked for too.
 METHODS: tuple[str, ...] = BASELINES + (AUTO,)
 
@@ -248,26 +249,36 @@ def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: di
     return name, m.theta_, float(m.fit_.aic)
 
 
-def _latent_names(methods: Sequence[str]) -> list[str]:
-    """The latent fits a set of methods needs on the core rows (``latent-auto``: every K of the
-    prediction variant)."""
+def auto_candidates(attributes: Sequence[str] = ()) -> list[str]:
+    """The latent methods ``latent-auto`` chooses among by AIC: the prediction variant at every K and,
+    when the data carry family attributes (sloth: ``Instruct``), the same with all of them as family
+    covariates."""
+    names = [f"latent-k{k}:{PREDICTION_VARIANT}" for k in LATENT_KS]
+    if attributes:
+        family = "+".join(f"family:{a}" for a in attributes)
+        names += [f"latent-k{k}:{PREDICTION_VARIANT}+{family}" for k in LATENT_KS]
+    return names
+
+
+def _latent_names(methods: Sequence[str], candidates: Sequence[str] = ()) -> list[str]:
+    """The latent fits a set of methods needs on the core rows (``latent-auto``: its ``candidates``)."""
     names = [m for m in methods if parse_latent(m) is not None]
     if AUTO in methods:
-        names += [f"latent-k{k}:{PREDICTION_VARIANT}" for k in LATENT_KS]
+        names += list(candidates or auto_candidates())
     return list(dict.fromkeys(names))
 
 
 def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.ndarray, methods: Sequence[str],
               set_name: str, columns: Sequence[str], floors: dict, options: dict, starts: dict,
-              auto: str | None = None) -> dict:
+              auto: str | None = None, candidates: Sequence[str] = ()) -> dict:
     """Fit every method on a fold's training rows and score its predictions of the test rows
     (``latent-auto`` is the latent method ``auto``, chosen on the core rows)."""
     parts, seconds, converged = [], {}, {}
     for name in methods:
         t0 = time.perf_counter()
-        if name == AUTO and auto is None:  # no core rows: the K with the lowest AIC on this fold's rows
-            fitted = [_make_method(f"latent-k{k}:{PREDICTION_VARIANT}", set_name, columns, options, None).fit(
-                train, columns, floors) for k in LATENT_KS]
+        if name == AUTO and auto is None:  # no core rows: the candidate with the lowest AIC on this fold's rows
+            fitted = [_make_method(c, set_name, columns, options, None).fit(train, columns, floors)
+                      for c in (candidates or auto_candidates())]
             m = min(fitted, key=lambda x: x.fit_.aic)
         else:
             start = starts.get(auto if name == AUTO else name)
@@ -375,19 +386,21 @@ class FamilyGroupResult:
         return "\n".join(lines)
 
 
-def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs, scheduler, notes, say):
+def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs, scheduler, notes, say,
+               candidates: Sequence[str] = ()):
     """The latent fits on the core rows (the training rows of every fold, so no test row enters
     them): the folds' warm starts by method, and the method ``latent-auto`` stands for (the lowest
-    AIC among the prediction variant's K), noted in ``notes``."""
-    latent = _latent_names(methods)
+    AIC among its ``candidates``), noted in ``notes``."""
+    candidates = list(candidates or auto_candidates())
+    latent = _latent_names(methods, candidates)
     if not latent:
         return {}, None
     tested = {m for f in folds for m in f.test}
     core = rows[~rows.index.isin(tested)]
     if core["family"].nunique() < 2:  # every family is held out somewhere (n = 0): cold fits per fold
         if AUTO in methods:
-            notes.append(f"{AUTO}: no core rows (every family is held out once), so each fold takes the K of the "
-                         f"{PREDICTION_VARIANT} variant with the lowest AIC on its own training rows")
+            notes.append(f"{AUTO}: no core rows (every family is held out once), so each fold takes the candidate "
+                         f"({', '.join(candidates)}) with the lowest AIC on its own training rows")
         return {}, None
     t0 = time.perf_counter()
     res = parallel_map(_fit_core, [(m, set_name, columns, core, floors, options) for m in latent],
@@ -395,10 +408,10 @@ def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs,
     say(f"warm starts: latent fits on the {len(core)} core rows ({time.perf_counter() - t0:.0f} s)")
     auto = None
     if AUTO in methods:
-        aic = {name: a for name, _, a in res if name.endswith(f":{PREDICTION_VARIANT}")}
+        aic = {name: a for name, _, a in res if name in candidates}
         auto = min(aic, key=aic.get)
         notes.append(f"{AUTO} is {auto}: the lowest AIC on the {len(core)} core rows (training rows of every fold) "
-                     "among " + ", ".join(f"K = {parse_latent(n)[0]} ({a:.1f})" for n, a in aic.items()))
+                     "among " + ", ".join(f"{n[len('latent-'):]} ({a:.1f})" for n, a in aic.items()))
     return {name: theta for name, theta, _ in res}, auto
 
 
@@ -441,15 +454,16 @@ def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 
     say(f"{benchmarks} (n = {n_train}): {len(rows)} complete rows in {rows['family'].nunique()} families, "
         f"{len(folds)} held-out groups, {len(methods)} methods")
 
+    candidates = auto_candidates(data.attributes)
     starts, auto = _core_fits(rows, folds, methods, benchmarks, columns, floors, latent_options, n_jobs, scheduler,
-                              notes, say)
+                              notes, say, candidates)
 
     model_cols = ["family", "size", "tokens", *data.attributes]
     tasks = []
     for f in folds:
         test = rows.loc[list(f.test)]
         tasks.append((f, rows.loc[list(f.train)], test[model_cols].copy(), test[list(columns)].to_numpy(float),
-                      methods, benchmarks, columns, floors, latent_options, starts, auto))
+                      methods, benchmarks, columns, floors, latent_options, starts, auto, candidates))
 
     def arrived(i, res):
         f = folds[res["fold"]]

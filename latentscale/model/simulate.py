@@ -85,12 +85,15 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
 
 
 def with_family_effects(params: dict, q: int, seed: int = 0) -> dict:
-    """``params`` (3 covariate rows) with the effects Γ ~ N(0, 0.5²) of q family covariates added
-    as further rows of B (and zero rows of γ: a family's kind does not move the precision)."""
+    """``params`` (3 covariate rows) with the effects Γ of q family covariates added as further rows
+    of B (and zero rows of γ: a family's kind does not move the precision). Each entry of Γ is
+    ±U(0.2, 0.6) with a random sign: a kind shifts a skill by 0.2–0.6 family-effect SDs per SD of
+    the standardized covariate, the size of the sloth table's Instruct estimates (≈ 0.25)."""
     if not q:
         return params
     K = params["B"].shape[1]
-    gamma = np.random.default_rng([int(seed), 4]).normal(0.0, 0.5, size=(q, K))
+    rng = np.random.default_rng([int(seed), 4])
+    gamma = rng.choice([-1.0, 1.0], size=(q, K)) * rng.uniform(0.2, 0.6, size=(q, K))
     out = {**params, "B": np.vstack([params["B"], gamma])}
     if "precision_slope" in out:
         out["precision_slope"] = np.vstack([out["precision_slope"], np.zeros((q, out["precision_slope"].shape[1]))])
@@ -287,7 +290,7 @@ def simulate(
     family_covariates : names of binary family covariates (each family a kind with probability
         0.4, like the sloth table's instruction-tuned families), columns of the returned data in
         the mean of the family effect; ``params["B"]`` then has 3 + q rows (the last q: Γ for the
-        standardized covariates). Random parameters draw Γ ~ N(0, 0.5²).
+        standardized covariates). Random parameters draw Γ as :func:`with_family_effects` says.
     clip : None: scores stay as drawn (in [0, 1]) and the returned spec carries the package's
         default clip (0.001, 0.999), the one :func:`latentscale.fit` uses; (low, high): scores
         are clipped into it and the spec carries it.
