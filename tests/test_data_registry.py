@@ -53,6 +53,7 @@ def sloth_table() -> pd.DataFrame:
         "Model": ["p-1b", "p-7b", "q-2b", "q-2b-chat"],
         "Family": ["p", "p", "q", "q"],
         "Family2": ["p", "p", "q", "q-chat"],
+        "Instruct": [False, False, False, True],
         "#Params (B)": [1.0, 7.0, 2.0, 2.0],
         "Pretraining Data Size (T)": [1.0, 2.0, np.nan, np.nan],
     })
@@ -85,6 +86,7 @@ def test_download_verify_and_cache(server, tmp_path, monkeypatch):
         data = load_dataset("sloth")
     assert data.n_models == 4 and data.n_families == 3
     assert list(data.frame["group"]) == ["p", "p", "q", "q"]
+    assert data.attributes == ("Instruct",) and list(data.frame["Instruct"]) == [0.0, 0.0, 0.0, 1.0]
     assert data.benchmarks == registry.SLOTH_BENCHMARKS
     assert data.floors["MATH Lvl 5"] == 0.0 and data.floors["MUSR"] == pytest.approx(0.3433)
     cached = tmp_path / "cache" / "sloth" / "data_v2.csv"
