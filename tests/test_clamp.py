@@ -15,7 +15,7 @@ from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import build_design
 from latentscale.model.params import pack
 from latentscale.model.simulate import random_params, simulate
-from test_likelihood import standardized_covariates
+from test_likelihood import scipy_beta_logpdf, standardized_covariates
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,17 @@ def brute_force(data, spec, true, name, L):
     eta0 = X[rows] @ true["B"] @ true["loadings"] + true["intercepts"]
     lam = true["loadings"][0]
 
-    def log_joint(a):
+    phi = true["precision"]
+
+    def log_joint(a):  # vectorized over a grid of α
+        a = np.asarray(a, float)[..., None, None]
         mu = c + (1 - c) * special.expit(np.clip(eta0 + a * lam, -L, L))
-        return np.nansum(stats.beta.logpdf(Y, true["precision"] * mu, true["precision"] * (1 - mu))) + stats.norm.logpdf(a)
+        return np.nansum(scipy_beta_logpdf(Y, phi * mu, phi * (1 - mu)), axis=(-2, -1)) + stats.norm.logpdf(a[..., 0, 0])
 
     kinks = sorted({float(k) for k in ((np.array([-L, L])[:, None, None] - eta0[None]) / lam).ravel()
                     if -10 < k < 10})
     grid = np.linspace(-10, 10, 4001)
-    top = max(log_joint(a) for a in grid)
+    top = float(np.max(log_joint(grid)))
     edges = [-10.0, *kinks, 10.0]
     total = sum(integrate.quad(lambda a: np.exp(log_joint(a) - top), lo, hi, epsabs=0, epsrel=1e-12, limit=200)[0]
                 for lo, hi in zip(edges[:-1], edges[1:]))

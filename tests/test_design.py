@@ -29,6 +29,7 @@ from latentscale.model.simulate import simulate
 from latentscale.prediction import family_posteriors
 from latentscale.prediction.update import update
 from latentscale.results.fit_result import FitResult
+from test_likelihood import scipy_beta_logpdf
 
 FAMILY = "fam004"
 
@@ -64,7 +65,7 @@ def grid_posterior(fit, rows: pd.DataFrame):
     phi = p["precision"]
     theta = (X @ p["B"])[:, 0][None, :] + grid[:, None]
     mu = c + (1 - c) * expit(theta[:, :, None] * p["loadings"][0] + p["intercepts"])
-    logpost = np.nansum(stats.beta.logpdf(y[None], phi * mu, phi * (1 - mu)), axis=(1, 2)) + stats.norm.logpdf(grid)
+    logpost = np.nansum(scipy_beta_logpdf(y[None], phi * mu, phi * (1 - mu)), axis=(1, 2)) + stats.norm.logpdf(grid)
     return grid, logpost, mu, phi
 
 
@@ -94,7 +95,7 @@ def mc_reduction(fit, rows, cell, targets, rng, n: int = 2000) -> tuple[float, f
     a = rng.choice(len(grid), size=n, p=w)
     m = mu[a, i, j]
     y = np.clip(rng.beta(phi[j] * m, phi[j] * (1 - m)), 1e-9, 1 - 1e-9)
-    lik = stats.beta.logpdf(y[:, None], phi[j] * mu[None, :, i, j], phi[j] * (1 - mu[None, :, i, j]))
+    lik = scipy_beta_logpdf(y[:, None], phi[j] * mu[None, :, i, j], phi[j] * (1 - mu[None, :, i, j]))
     after = target_variance(normalized(logpost[None] + lik), mu, phi, [t for t in targets if t != cell])
     return before, before - after.mean(), after.std(ddof=1) / np.sqrt(n)
 

@@ -18,6 +18,7 @@ from latentscale.model.covariates import CovariateScaler
 from latentscale.model.simulate import simulate
 from latentscale.prediction import compare_families, family_posterior, family_posteriors, predict, scaling_curve
 from latentscale.results.fit_result import FitResult
+from test_likelihood import scipy_beta_logpdf
 
 
 def truth_fit(data, true, spec, keep=None) -> FitResult:
@@ -48,7 +49,7 @@ def brute_force_moments(fit, family):
     phi = p["precision"]
     theta = (X @ p["B"])[:, 0][None, :] + grid[:, None]  # (G, n)
     mu = c + (1 - c) * expit(theta[:, :, None] * p["loadings"][0] + p["intercepts"])
-    logpost = np.nansum(stats.beta.logpdf(y[None], phi * mu, phi * (1 - mu)), axis=(1, 2)) + stats.norm.logpdf(grid)
+    logpost = np.nansum(scipy_beta_logpdf(y[None], phi * mu, phi * (1 - mu)), axis=(1, 2)) + stats.norm.logpdf(grid)
     w = np.exp(logpost - logpost.max())
     w /= w.sum()
     mean = np.sum(w * grid)
