@@ -39,11 +39,9 @@ def kinds():
 
 
 @pytest.fixture(scope="module")
-def kind_fits(kinds):
+def kind_fit(kinds):
     data, _, _ = kinds
-    fit = ls.LatentScalingModel(1, family_covariates=["kind"]).fit(data)
-    plain = ls.LatentScalingModel(1, hessian=None).fit(data)
-    return fit, plain
+    return ls.LatentScalingModel(1, family_covariates=["kind"]).fit(data)
 
 
 def test_simulated_kinds_are_family_attributes(kinds):
@@ -82,25 +80,25 @@ def test_likelihood_matches_the_shifted_prior_by_brute_force(kinds):
     assert np.max(np.abs(np.asarray(got) - plain)) > 1e-2
 
 
-def test_fit_recovers_gamma_and_aic_prefers_it(kinds, kind_fits):
+def test_fit_recovers_gamma(kinds, kind_fit):
+    """Γ and the size and token effects within 4 SE of the truth; Γ far from 0 (the simulation study in
+    docs/model.md has AIC pick the family covariate in every replication at a smaller Γ)."""
     _, true, _ = kinds
-    fit, plain = kind_fits
-    assert fit.converged and plain.converged
-    assert fit.n_params == plain.n_params + 1
+    fit = kind_fit
+    assert fit.converged and fit.n_params == layout(fit.spec.replace(family_covariates=())).size + 1
     est, se = fit.params["B[kind,b1]"], fit.bse["B[kind,b1]"]
-    assert 0 < se < 0.25 and abs(est - GAMMA) < 4 * se
+    assert 0 < se < 0.25 and abs(est - GAMMA) < 4 * se and est / se > 4
     for name in ("B[log_size,b1]", "B[log_tokens,b1]"):  # the size and token effects stay recovered
         i = list(fit.param_names).index(name)
         assert abs(fit.params[name] - true["B"].reshape(-1)[i]) < 4 * fit.bse[name]
-    assert fit.aic < plain.aic - 10
     text = fit.summary().as_text()
     assert "family effects' mean depends on kind" in text and "kind:b1" in text
 
 
-def test_unseen_families_are_predicted_from_their_kind(kind_fits):
+def test_unseen_families_are_predicted_from_their_kind(kind_fit):
     """A new family of kind 1 is predicted higher on an anchored benchmark than one of kind 0, by the
     fitted Γ through the loading; a family of the fit takes its kind from the fit's data."""
-    fit, _ = kind_fits
+    fit = kind_fit
     new = pd.DataFrame({"model": ["x1", "x0"], "family": ["new-a", "new-b"], "size": [7.0, 7.0],
                         "tokens": [2.0, 2.0], "kind": [1, 0]})
     p = predict(fit, new, levels=(0.9,), n_parameter_draws=20, n_samples=2000, seed=1)
@@ -118,8 +116,8 @@ def test_unseen_families_are_predicted_from_their_kind(kind_fits):
     np.testing.assert_allclose(a["mean"], b["mean"])
 
 
-def test_prediction_errors_name_the_rows(kind_fits):
-    fit, _ = kind_fits
+def test_prediction_errors_name_the_rows(kind_fit):
+    fit = kind_fit
     new = pd.DataFrame({"model": ["m1"], "family": ["brand-new"], "size": [7.0], "tokens": [2.0]})
     with pytest.raises(DataError, match=r"'kind' is unknown for model\(s\) m1 of family brand-new.*give a column"):
         predict(fit, new)
@@ -133,8 +131,8 @@ def test_prediction_errors_name_the_rows(kind_fits):
         predict(fit, bad)
 
 
-def test_round_trip_keeps_the_family_covariates(kind_fits, tmp_path):
-    fit, _ = kind_fits
+def test_round_trip_keeps_the_family_covariates(kind_fit, tmp_path):
+    fit = kind_fit
     back = ls.FitResult.load(fit.save(tmp_path / "fit.json"))
     assert back.spec == fit.spec and back.scaler.names == fit.scaler.names
     np.testing.assert_allclose(back.params, fit.params)
@@ -143,12 +141,12 @@ def test_round_trip_keeps_the_family_covariates(kind_fits, tmp_path):
                                predict(fit, new, n_parameter_draws=5, n_samples=200)["mean"])
 
 
-def test_allocation_uses_the_family_kind_in_the_constant_only(kind_fits):
+def test_allocation_uses_the_family_kind_in_the_constant_only(kind_fit):
     """The kind enters the allocation objective's constant, Γ_raw (z_f − mean z) away from the typical
     family's, and never its size and token coefficients (so never the optimum)."""
     from latentscale.allocation.core import target_coefficients
 
-    fit, _ = kind_fits
+    fit = kind_fit
     kinds = fit.data.groupby("family")["kind"].first()
     theta = np.asarray(fit.theta)[None]
     typical = target_coefficients(fit, theta, "b1", "skill")
