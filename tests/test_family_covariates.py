@@ -214,3 +214,21 @@ def test_command_line_keeps_a_family_term_column(tmp_path):
     assert load_data(str(path), floors, "b1,b2,b3").attributes == ()
     with pytest.raises(BadInput, match="has no family attribute 'Kind'.*Instruct"):
         load_data("sloth", None, None, ("Kind",))
+
+
+def test_curves_of_a_new_family_take_its_kind(kind_fit):
+    from latentscale.cli.commands.curve import _family_values
+    from latentscale.cli.common import BadInput
+    from latentscale.prediction.curves import scaling_curve
+
+    fit = kind_fit
+    opts = dict(sizes=[1.0, 10.0], tokens=1.0, levels=(0.9,), n_parameter_draws=5, n_samples=200)
+    one = scaling_curve(fit, "brand-new", family_covariates={"kind": 1}, **opts)
+    zero = scaling_curve(fit, "brand-new", family_covariates={"kind": 0}, **opts)
+    assert one["new_family"].all() and len(one) == len(zero) == 2 * fit.spec.J
+    assert not np.allclose(one["mean"], zero["mean"])
+    with pytest.raises(DataError, match="'kind' is unknown"):
+        scaling_curve(fit, "brand-new", **opts)
+    assert _family_values(["kind=1", "other=false"]) == {"kind": 1.0, "other": 0.0}
+    with pytest.raises(BadInput, match="COLUMN=NUMBER"):
+        _family_values(["kind"])

@@ -15,7 +15,8 @@ from latentscale.prediction.predict import predict
 
 def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tokens: float | None = None,
                   tokens_per_param: float | None = None, n_points: int = 25,
-                  levels: Sequence[float] = (0.5, 0.95), **predict_options) -> pd.DataFrame:
+                  levels: Sequence[float] = (0.5, 0.95), family_covariates: dict | None = None,
+                  **predict_options) -> pd.DataFrame:
     """Predicted score of every benchmark against size for one family (its posterior, or the prior
     for a family the fit has not seen).
 
@@ -24,7 +25,8 @@ def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tok
     Chinchilla rule). ``sizes`` (billions) default to ``n_points`` log-spaced sizes over the range of
     the fit's data. Returns the :func:`~latentscale.prediction.predict` table plus ``size``,
     ``tokens`` and ``extrapolated`` (size or tokens outside the fit's data range; FLOPs for a fit on
-    log FLOPs) columns.
+    log FLOPs) columns. ``family_covariates``: the family's values of the fit's family covariates
+    ({"Instruct": 1}), needed for a family the fit has not seen.
     """
     if tokens is not None and tokens_per_param is not None:
         raise InputError("give tokens= (fixed) or tokens_per_param= (scaled with size), not both")
@@ -50,7 +52,7 @@ def scaling_curve(fit, family: str, sizes: Sequence[float] | None = None, *, tok
             raise InputError(f"tokens must be positive (trillions), got {tokens}")
         tok = np.full_like(sizes, float(tokens))
     models = pd.DataFrame({"model": [f"{family}@{s:.4g}B" for s in sizes], "family": family,
-                           "size": sizes, "tokens": tok})
+                           "size": sizes, "tokens": tok, **(family_covariates or {})})
     models = models.drop_duplicates("model")
     with warnings.catch_warnings():  # a curve may run past the data on purpose: the column flags it
         warnings.filterwarnings("ignore", message=".*outside the size or token range")

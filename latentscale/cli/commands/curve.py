@@ -22,6 +22,9 @@ def curve(
                                              "seen (the prior).", show_default=False)],
     new_family: Annotated[bool, typer.Option(
         "--new-family", help="The family is not in the fit: draw it from the prior N(0, Σ).")] = False,
+    family_value: Annotated[Optional[list[str]], typer.Option(
+        "--family-value", metavar="COLUMN=VALUE", help="A new family's value of a family covariate of the fit "
+        "(e.g. Instruct=1); repeat for several.", show_default=False)] = None,
     tokens: Annotated[Optional[float], typer.Option(
         "--tokens", metavar="T", help="Hold tokens (trillions) fixed. Default: the family's median.",
         show_default=False)] = None,
@@ -68,7 +71,7 @@ def curve(
                                + "; pass --new-family to draw a family the fit has not seen from the prior")
             progress(f"predicting {family} at {points} sizes")
             table = scaling_curve(fit, family, n_points=points, tokens=tokens, tokens_per_param=tokens_per_param,
-                                  levels=levels, n_samples=samples, seed=seed, se=se.value)
+                                  levels=levels, family_covariates=_family_values(family_value), n_samples=samples, seed=seed, se=se.value)
             if output_path is not None:
                 save_csv(output_path, table, progress)
             if plot_path is not None:
@@ -79,3 +82,18 @@ def curve(
     elif output_path is None and plot_path is None:
         typer.echo(table[table["level"] == max(levels)][["benchmark", "size", "tokens", "mean", "lower", "upper",
                                                          "extrapolated"]].to_string(index=False))
+
+
+def _family_values(items: list[str] | None) -> dict[str, float]:
+    """--family-value COLUMN=VALUE items as a dict (true/false as 1/0)."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        text = value.strip().lower()
+        try:
+            out[name.strip()] = 1.0 if text == "true" else 0.0 if text == "false" else float(text)
+        except ValueError:
+            raise BadInput(f"--family-value {item!r}: give COLUMN=NUMBER (or true/false), e.g. Instruct=1") from None
+        if not sep or not name.strip():
+            raise BadInput(f"--family-value {item!r}: give COLUMN=NUMBER, e.g. Instruct=1")
+    return out
