@@ -12,7 +12,8 @@ from latentscale.evaluation.simstudy import BLOCKS, GUARD_CLIP, StudyConfig, run
 
 @pytest.fixture(scope="module")
 def small():
-    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, compare_k=(1, 2))
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, compare_k=(1, 2),
+                      fit_options={"n_starts": 1})  # one start: these tests check the study, not the search
     return simulation_study(cfg, 3)
 
 
@@ -45,7 +46,7 @@ def test_selection_rates(small):
 
 
 def test_replication_is_deterministic():
-    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1)
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, fit_options={"n_starts": 1})
     a, b = run_replication(5, cfg), run_replication(5, cfg)
     np.testing.assert_allclose(a["params"]["estimate"], b["params"]["estimate"], rtol=1e-10)
 
@@ -54,7 +55,7 @@ def test_replication_is_deterministic():
 def test_replication_draws_from_and_fits_the_variant(variant):
     """The data come from the variant (its block's truth is in the table) and AIC weighs it against plain."""
     cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, variant=variant,
-                      compare_variants=("plain",))
+                      compare_variants=("plain",), fit_options={"n_starts": 1})
     r = run_replication(0, cfg)
     block = {"ceiling": "ceiling", "residual": "residual_sd"}[variant]
     rows = r["params"][r["params"]["block"] == block]
