@@ -72,7 +72,7 @@ def with_family_covariates(fit, frame: pd.DataFrame, where: str = "the new rows"
     names = fit.spec.family_covariates
     if not names:
         return frame
-    from latentscale.data.validate import DataError, name_rows
+    from latentscale.data.validate import DataError, check_family_attribute, name_rows
 
     out = frame.copy()
     base = fit.data if fit.data is not None else pd.DataFrame(columns=["family", *names])
@@ -80,8 +80,6 @@ def with_family_covariates(fit, frame: pd.DataFrame, where: str = "the new rows"
         known = base.groupby("family", sort=False)[name].first() if len(base) else pd.Series(dtype=float)
         filled = out["family"].map(known)
         if name in out.columns:
-            from latentscale.data.validate import check_family_attribute
-
             given = out[name].notna()
             if given.any():
                 values = check_family_attribute(out.loc[given], name)
