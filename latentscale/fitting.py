@@ -151,10 +151,9 @@ class LatentScalingModel:
             floors.update(self.floors)
         absent = [c for c in self.family_covariates if c not in data.frame.columns]
         if absent:
-            have = list(getattr(data, "attributes", ()))
             raise InputError(f"family covariate(s) {absent} are not columns of the data (its family attributes: "
-                             f"{have or 'none'}); load it keeping them (from_frame / read_scores "
-                             f"attributes=[...], on the command line --family-covariates)")
+                             f"{list(data.attributes) or 'none'}); load it keeping them (from_frame / read_scores "
+                             f"attributes=[...]; on the command line a family:COLUMN variant term keeps a file's column)")
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,

@@ -167,13 +167,13 @@ def load_data(data: str, floor: list[str] | None, benchmarks: str | None, attrib
     bench = parse_list(benchmarks, "--benchmarks")
     if bench is not None:
         options["benchmarks"] = bench
-    if options and data in list_datasets():
+    registered = data in list_datasets()
+    if options and registered:
         given = ", ".join("--benchmarks" if role == "benchmarks" else f"--{role}-col" for role in options)
         raise BadInput(f"{given} apply to CSV / Parquet files, not to the registered dataset {data!r}")
     floors = parse_floors(floor)
     if floors:
         options["floors"] = floors
-    registered = data in list_datasets()
     if attributes and not registered:
         options["attributes"] = list(attributes)
     scores = load_dataset(data, **options)

@@ -260,17 +260,17 @@ def auto_candidates(attributes: Sequence[str] = ()) -> list[str]:
     return names
 
 
-def _latent_names(methods: Sequence[str], candidates: Sequence[str] = ()) -> list[str]:
+def _latent_names(methods: Sequence[str], candidates: Sequence[str]) -> list[str]:
     """The latent fits a set of methods needs on the core rows (``latent-auto``: its ``candidates``)."""
     names = [m for m in methods if parse_latent(m) is not None]
     if AUTO in methods:
-        names += list(candidates or auto_candidates())
+        names += list(candidates)
     return list(dict.fromkeys(names))
 
 
 def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.ndarray, methods: Sequence[str],
               set_name: str, columns: Sequence[str], floors: dict, options: dict, starts: dict,
-              auto: str | None = None, candidates: Sequence[str] = ()) -> dict:
+              auto: str | None, candidates: Sequence[str]) -> dict:
     """Fit every method on a fold's training rows and score its predictions of the test rows
     (``latent-auto`` is the latent method ``auto``, chosen on the core rows)."""
     parts, seconds, converged = [], {}, {}
@@ -278,7 +278,7 @@ def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.nd
         t0 = time.perf_counter()
         if name == AUTO and auto is None:  # no core rows: the candidate with the lowest AIC on this fold's rows
             fitted = [_make_method(c, set_name, columns, options, None).fit(train, columns, floors)
-                      for c in (candidates or auto_candidates())]
+                      for c in candidates]
             m = min(fitted, key=lambda x: x.fit_.aic)
         else:
             start = starts.get(auto if name == AUTO else name)
@@ -387,11 +387,10 @@ class FamilyGroupResult:
 
 
 def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs, scheduler, notes, say,
-               candidates: Sequence[str] = ()):
+               candidates: Sequence[str]):
     """The latent fits on the core rows (the training rows of every fold, so no test row enters
     them): the folds' warm starts by method, and the method ``latent-auto`` stands for (the lowest
     AIC among its ``candidates``), noted in ``notes``."""
-    candidates = list(candidates or auto_candidates())
     latent = _latent_names(methods, candidates)
     if not latent:
         return {}, None

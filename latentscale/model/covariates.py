@@ -93,12 +93,6 @@ class CovariateScaler:
         scale = np.where(scale > 0, scale, 1.0)  # a constant column stays centred, unscaled
         return cls(mean=mean, scale=scale, covariates=covariates, extra=tuple(extra))
 
-    @classmethod
-    def fit_frame(cls, frame, covariates: str = "paper", extra: tuple[str, ...] = ()) -> "CovariateScaler":
-        """The scaler of a frame's size, tokens and family covariate columns."""
-        return cls.fit(frame["size"], frame["tokens"], covariates,
-                       family_covariate_values(frame, tuple(extra)), tuple(extra))
-
     @property
     def names(self) -> tuple[str, ...]:
         return COVARIATE_SETS[self.covariates] + self.extra

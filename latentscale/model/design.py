@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from latentscale.errors import InputError
-from latentscale.model.covariates import CovariateScaler
+from latentscale.model.covariates import CovariateScaler, family_covariate_values
 from latentscale.model.spec import DEFAULT_CLIP
 
 
@@ -143,9 +143,11 @@ def build_design(data, benchmarks, clip, scaler: CovariateScaler | None = None,
     if len(frame) == 0:
         raise InputError("no rows with both size and tokens to fit; give every model its size (billions of "
                          "parameters) and tokens (trillions)")
+    extra = scaler.extra if scaler is not None else tuple(family_covariates)
+    z = family_covariate_values(frame, extra)
     if scaler is None:
-        scaler = CovariateScaler.fit_frame(frame, covariates, tuple(family_covariates))
-    X = scaler.transform_frame(frame)
+        scaler = CovariateScaler.fit(frame["size"], frame["tokens"], covariates, z, extra)
+    X = scaler.transform(frame["size"], frame["tokens"], z)
     fam_codes, families = _codes(frame["family"].to_numpy())
     S = frame[list(benchmarks)].to_numpy(dtype=float)
     rows, cols = np.nonzero(~np.isnan(S))  # row-major: stable order for a given table

@@ -135,7 +135,10 @@ def evaluate(
 
 def _method_variants(methods: str | None) -> list[str]:
     """The variants of the latent-kK:VARIANT methods in --methods."""
-    return [m.partition(":")[2] for m in (parse_list(methods, "--methods") or []) if m.startswith("latent-k") and ":" in m]
+    from latentscale.evaluation.crossval import parse_latent
+
+    latent = [parse_latent(m) for m in parse_list(methods, "--methods") or []]
+    return [variant for _, variant in filter(None, latent)]
 
 
 def _holdout(scores, model, holdout, level, samples, seed, se, progress):

@@ -93,7 +93,8 @@ def fit(
                                 paper=paper, points=points, grid=grid, starts=starts, seed=seed, hessian=hessian,
                                 variant=variant)
             spec = model.spec_for(scores)  # anchors and K against the benchmarks
-            build_design(scores, spec.benchmarks, spec.clip)  # rows with covariates; exact 0/1 without a clip
+            build_design(scores, spec.benchmarks, spec.clip,  # rows with covariates; exact 0/1 without a clip
+                         family_covariates=spec.family_covariates)
             shown = output.merge_warnings(scores.warnings, caught.messages())
             for note in shown:  # before the long part, so that they are read while it runs
                 progress.warn(short_note(note, data))
