@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import latentscale as ls
-from latentscale.errors import NotPositiveDefiniteWarning
+from latentscale.errors import InputError, NotPositiveDefiniteWarning
 from latentscale.estimation.likelihood import MarginalLikelihood, fd_hessian
 from latentscale.model.design import build_design
 from latentscale.model.params import parameter_names, unpack
@@ -116,6 +116,23 @@ def test_fd_hessian_matches_second_differences_of_the_value(fitted):
         e[i] = h
         second = (ml.loglike_and_score(theta + e)[0] - 2 * f0 + ml.loglike_and_score(theta - e)[0]) / h**2
         assert H[i, i] == pytest.approx(second, rel=1e-4, abs=1e-4 * np.abs(np.diag(H)).max())
+
+
+def test_start_curvature_is_the_hessian_by_forward_differences(fitted):
+    """The quasi-Newton stages' starting metric: forward differences (P + 1 gradient calls) agree
+    with the central-difference Hessian to their O(h) error, and ask for no per-family scores."""
+    data, r = fitted
+    design, _ = build_design(data, r.spec.benchmarks, r.spec.clip)
+    ml = MarginalLikelihood(r.spec, design, "laplace")
+    theta = r.theta + 0.01
+    H = ml.hessian(theta, "fd")
+    C = ml.start_curvature(theta)
+    np.testing.assert_allclose(C, C.T)
+    scale = np.abs(H).max()
+    assert np.abs(C - H).max() < 1e-3 * scale
+    assert np.abs(C - H).max() > 1e-12 * scale  # a different rule, not the same numbers
+    with pytest.raises(InputError, match="central differences"):
+        fd_hessian(ml, theta, with_scores=True, central=False)
 
 
 def test_family_scores_sum_to_the_gradient(fitted):

@@ -7,7 +7,8 @@
    to that subset's optimum, whose curvature, scaled to all families, starts the next stages).
 2. **Laplace.** From each of the ``laplace_starts`` best screened starts (the best only with a
    screening subset), projected quasi-Newton steps on the Laplace objective to its optimum
-   (curvature from central differences of the exact gradient, then BFGS updates); the best
+   (curvature from forward differences of the exact gradient at the best start, shared by the
+   starts, then BFGS updates); the best
    optimum goes on (the Laplace surface can have several local optima: lvf-paper at K = 2 has two,
    0.26 apart, whose quadrature optima differ by 0.17).
 3. **Quadrature.** The same on the fit's adaptive rule, whose optimum lies close, starting from
@@ -145,10 +146,12 @@ def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gt
     ranked = sorted(results, key=lambda r: r.fun)
     iterations = int(sum(r.nit for r in results))
     if subset is None:
-        return [(r.x, laplace.hessian(r.x, "fd")) for r in ranked[:n_best]], results, iterations, None
+        # one starting curvature (at the best start) serves every candidate: it only starts the metric
+        H = laplace.start_curvature(ranked[0].x)
+        return [(r.x, H) for r in ranked[:n_best]], results, iterations, None
     best = ranked[0]
     say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
-    theta, B_sub, n_sub = quasi_newton(screen, best.x, screen.hessian(best.x, "fd"), lo, hi, gtol, maxiter)
+    theta, B_sub, n_sub = quasi_newton(screen, best.x, screen.start_curvature(best.x), lo, hi, gtol, maxiter)
     return [(theta, -(design.n_families / subset.n_families) * B_sub)], results, iterations + n_sub, subset
 
 
@@ -225,6 +228,9 @@ def fit_mle(
     if full is not laplace:
         say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K, spec.residual)}")
         # the Laplace curvature at the Laplace optimum (with a screening subset: the subset's, scaled)
+        # central differences: the quadrature stage's steps are dear, and a weakly identified
+        # direction needs the curvature's small eigenvalues right (forward differences cost
+        # sloth K = 4 24 more quadrature evaluations)
         H_start = laplace.hessian(theta, "fd") if subset is None else candidates[0][1]
         theta, curv, n_full = quasi_newton(full, theta, H_start, lo, hi, gtol, maxiter)
         iterations += n_full
