@@ -70,15 +70,26 @@ def _floor_args(sim):
     return [a for b, c in sim.floors.items() for a in ("--floor", f"{b}={c}")]
 
 
-def test_cli_select_json(sim, tmp_path):
+def test_cli_select_json(sim, selection, tmp_path, monkeypatch):
+    from latentscale.estimation import mle
+
+    asked = []
+    curvature = mle._curvature
+    monkeypatch.setattr(mle, "_curvature", lambda *a: asked.append(a[3]) or curvature(*a))
     csv = tmp_path / "scores.csv"
     sim.frame.reset_index().to_csv(csv, index=False)
     out = tmp_path / "table.csv"
     res = CliRunner().invoke(app, ["select", str(csv), "--k", "1..2", "-j", "1", "--json", "-o", str(out),
-                                   "--benchmarks", ",".join(sim.benchmarks), *_floor_args(sim)])
+                                   "--starts", "1", "--benchmarks", ",".join(sim.benchmarks), *_floor_args(sim)])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert [r["k"] for r in doc["rows"]] == [1, 2]
+    # The command's fits skip the Hessian (the table needs no standard errors): the same optimum and
+    # verdict as the library's fits with their Hessians.
+    assert asked == [None, None]
+    np.testing.assert_allclose([r["log_likelihood"] for r in doc["rows"]], selection.table["log_likelihood"],
+                               rtol=0, atol=1e-6)
+    assert [r["converged"] for r in doc["rows"]] == list(selection.table["converged"])
     assert doc["best_aic"] == 2
     assert out.read_text().startswith("k,variant,log_likelihood,n_params,aic,bic")
 

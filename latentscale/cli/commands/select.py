@@ -93,6 +93,9 @@ def select(
                 for v in variant_list:
                     parse_variant(v)  # an unknown term is the user's mistake, before any fit
             options = {key: v for key, v in model.get_params().items() if key not in ("k", "anchors")}
+            # The table needs ℓ and convergence, not standard errors: no Hessian at the optimum
+            # (2P gradient calls per fit; with sparse grids often of the full rule).
+            options["hessian"] = None
             for note in output.merge_warnings(scores.warnings, caught.messages()):
                 progress.warn(short_note(note, data))
             where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
