@@ -44,11 +44,11 @@ def cache_dir() -> str:
     return os.path.join(root, "jax")
 
 
-def enable_compilation_cache(path: str | None = None, min_compile_secs: float = 0.1) -> str | None:
+def enable_compilation_cache(path: str | None = None, min_compile_secs: float = 0.05) -> str | None:
     """Cache compiled XLA programs on disk (process-wide, as JAX's cache is): later processes that
     fit data of the same shapes skip compilation. Programs that compile in under ``min_compile_secs``
     are not stored (JAX's default, 1 s, would recompile the 0.2 s delta-method Jacobian of every
-    fit). Returns the folder, or None when JAX cannot."""
+    fit, and prediction's 0.1 s program of expected scores). Returns the folder, or None when JAX cannot."""
     path = path or cache_dir()
     try:
         jax.config.update("jax_compilation_cache_dir", path)

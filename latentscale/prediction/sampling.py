@@ -165,10 +165,9 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
         plus = _proposal_centre(jnp.asarray(theta + e), arrays, mode0, spec, n_families)[0]
         minus = _proposal_centre(jnp.asarray(theta - e), arrays, mode0, spec, n_families)[0]
         cols.append((np.asarray(plus) - np.asarray(minus)) / (2.0 * h[d]))
-    dmode = jnp.asarray(np.stack(cols, axis=-1))
+    dmode = np.stack(cols, axis=-1)
     # a family whose mode search did not settle at a neighbour gets no linear move (its proposal stays at θ̂'s mode)
-    dmode = jnp.where(jnp.isfinite(dmode), dmode, 0.0)
-    return mode0, H, fisher, dmode
+    return mode0, H, fisher, jnp.asarray(np.where(np.isfinite(dmode), dmode, 0.0))
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
