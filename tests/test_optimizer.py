@@ -215,3 +215,34 @@ def test_start_params_errors(small_fit):
 
         design, _ = build_design(data, fit.spec.benchmarks, fit.spec.clip)
         fit_mle(design, fit.spec, start=np.full(fit.theta.size, np.nan))
+
+
+@pytest.mark.parametrize("screened, kept", [([-100.0, -95.0, 40.0], 2), ([-100.0, 5000.0, 40.0], 1),
+                                            ([-100.0, -1.0, 40.0], 2), ([-100.0, 0.5, 40.0], 1)])
+def test_starts_that_failed_screening_are_not_taken_further(monkeypatch, screened, kept):
+    """Of the ``laplace_starts`` best screened starts, those more than START_GAP nats below the best go
+    no further (a failed screen); the others all do, sharing one starting curvature."""
+    from types import SimpleNamespace
+
+    from latentscale.estimation import mle
+    from latentscale.model.spec import ModelSpec
+
+    spec = ModelSpec(benchmarks=("a", "b", "c"), anchors=("a",), floors=(0.0, 0.0, 0.0))
+    P = mle.layout(spec).size
+    results = [SimpleNamespace(fun=f, x=np.full(P, float(i)), nit=5) for i, f in enumerate(screened)]
+    monkeypatch.setattr(mle, "_screen", lambda *a: results)
+    curvatures = []
+
+    class Laplace:
+        def start_curvature(self, x):
+            curvatures.append(x)
+            return -np.eye(P)
+
+    design = SimpleNamespace(n_families=10)
+    said = []
+    cands, _, iterations, subset = mle._start_stage(design, spec, Laplace(), [None] * 3, 2000, 50, 1e-6, 10, 2,
+                                                    said.append)
+    assert len(cands) == kept and subset is None and iterations == 15
+    assert cands[0][0][0] == 0.0  # the best first
+    assert len(curvatures) == 1 and curvatures[0][0] == 0.0
+    assert bool(said) == (kept < 2)

@@ -6,7 +6,8 @@
    ``screen_families`` families, on an evenly spread subset of them (the best start is then taken
    to that subset's optimum, whose curvature, scaled to all families, starts the next stages).
 2. **Laplace.** From each of the ``laplace_starts`` best screened starts (the best only with a
-   screening subset), projected quasi-Newton steps on the Laplace objective to its optimum
+   screening subset; a start that screened more than :data:`START_GAP` nats below the best
+   failed its screening and is left out), projected quasi-Newton steps on the Laplace objective to its optimum
    (curvature from forward differences of the exact gradient at the best start, shared by the
    starts, then BFGS updates); the best
    optimum goes on (the Laplace surface can have several local optima: lvf-paper at K = 2 has two,
@@ -46,6 +47,8 @@ from latentscale.model.spec import ModelSpec
 
 Progress = Callable[[str], None]
 HESSIAN_KINDS = ("laplace", "full", None)
+#: Nats below the best screened start beyond which a start is not taken to a Laplace optimum.
+START_GAP = 100.0
 
 
 @dataclass
@@ -146,9 +149,17 @@ def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gt
     ranked = sorted(results, key=lambda r: r.fun)
     iterations = int(sum(r.nit for r in results))
     if subset is None:
+        # A start that screened far below the best failed its screening (lvf-paper K = 8: two of three
+        # stopped after one iteration, thousands of nats below) and is not taken further; starts
+        # that lead to different optima screen within a few nats of each other (2 to 6 on lvf-paper
+        # and sloth K = 1..7).
+        kept = [r for r in ranked[:n_best] if r.fun <= ranked[0].fun + START_GAP]
+        if len(kept) < min(n_best, len(ranked)):
+            say(f"{min(n_best, len(ranked)) - len(kept)} of the {min(n_best, len(ranked))} best starts screened more "
+                f"than {START_GAP:g} below the best: not taken further")
         # one starting curvature (at the best start) serves every candidate: it only starts the metric
         H = laplace.start_curvature(ranked[0].x)
-        return [(r.x, H) for r in ranked[:n_best]], results, iterations, None
+        return [(r.x, H) for r in kept], results, iterations, None
     best = ranked[0]
     say(f"best start: Laplace log-likelihood {-best.fun:.3f}{on}; quasi-Newton steps to its optimum")
     theta, B_sub, n_sub = quasi_newton(screen, best.x, screen.start_curvature(best.x), lo, hi, gtol, maxiter)
