@@ -422,13 +422,13 @@ def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4
     S = np.empty((ml.design.n_families, n)) if with_scores else None
     if not central and with_scores:
         raise InputError("per-family scores need central differences")
-    base = None if central else ml.value_grad_families(theta)
+    g0 = None if central else ml.value_grad_families(theta)[1]
     for i in range(n):
         e = np.zeros(n)
         e[i] = h[i]
         _, g_plus, f_plus = ml.value_grad_families(theta + e)
         if not central:
-            H[:, i] = (g_plus - base[1]) / h[i]
+            H[:, i] = (g_plus - g0) / h[i]
             continue
         _, g_minus, f_minus = ml.value_grad_families(theta - e)
         H[:, i] = (g_plus - g_minus) / (2.0 * h[i])

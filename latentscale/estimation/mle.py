@@ -153,10 +153,11 @@ def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gt
         # stopped after one iteration, thousands of nats below) and is not taken further; starts
         # that lead to different optima screen within a few nats of each other (2 to 6 on lvf-paper
         # and sloth K = 1..7).
-        kept = [r for r in ranked[:n_best] if r.fun <= ranked[0].fun + START_GAP]
-        if len(kept) < min(n_best, len(ranked)):
-            say(f"{min(n_best, len(ranked)) - len(kept)} of the {min(n_best, len(ranked))} best starts screened more "
-                f"than {START_GAP:g} below the best: not taken further")
+        top = ranked[:n_best]
+        kept = [r for r in top if r.fun <= ranked[0].fun + START_GAP]
+        if len(kept) < len(top):
+            say(f"{len(top) - len(kept)} of the {len(top)} best starts screened more than {START_GAP:g} below "
+                "the best: not taken further")
         # one starting curvature (at the best start) serves every candidate: it only starts the metric
         H = laplace.start_curvature(ranked[0].x)
         return [(r.x, H) for r in kept], results, iterations, None
