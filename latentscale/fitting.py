@@ -41,6 +41,9 @@ class LatentScalingModel:
         (the authors' later code); default False.
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
         (benchmark-specific strengths of a family beyond its K skills); default False.
+    residual_slope : with ``residual``, a family × benchmark random slope in the first (size)
+        covariate, η_ij += v_fj·z_i with v_fj ~ N(0, ω_j²) (families differ in how size buys each
+        benchmark); default False.
     ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η); default False.
     floors : random-guess floors by benchmark, overriding the known ones.
 
@@ -74,6 +77,7 @@ class LatentScalingModel:
         hetero_precision: bool = False,
         residual: bool = False,
         ceiling: bool = False,
+        residual_slope: bool = False,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -105,6 +109,9 @@ class LatentScalingModel:
         self.hetero_precision = bool(hetero_precision)
         self.residual = bool(residual)
         self.ceiling = bool(ceiling)
+        self.residual_slope = bool(residual_slope)
+        if self.residual_slope and not self.residual:
+            raise InputError("residual_slope needs residual=True (variant 'residual+slope')")
         self.floors = floors
         self.quadrature = (QuadratureSpec.coerce(quadrature) if quadrature is not None
                            else QuadratureSpec(grid=grid or "auto", points=points))
@@ -158,7 +165,7 @@ class LatentScalingModel:
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
                          family_covariates=self.family_covariates, hetero_precision=self.hetero_precision,
-                         residual=self.residual,
+                         residual=self.residual, residual_slope=self.residual_slope,
                          ceiling=self.ceiling)
 
     def likelihood(self, data, **frame_options):
@@ -228,7 +235,7 @@ class LatentScalingModel:
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
             "covariates": self.covariates, "family_covariates": list(self.family_covariates),
             "hetero_precision": self.hetero_precision, "residual": self.residual, "ceiling": self.ceiling,
-            "floors": self.floors,
+            "residual_slope": self.residual_slope, "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options, "refine": self.refine, "refine_draws": self.refine_draws,

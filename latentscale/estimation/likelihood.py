@@ -112,8 +112,8 @@ def _residual_nodes(theta, arrays, nodes, log_weights, x_hat, spec, n_families):
     params = layout(spec).unpack(theta)
     out = residual_terms(params, arrays, arrays["floors"], nodes, log_weights, x_hat, n_families, spec.J,
                          eta_bound(spec.logit_clip))
-    u_qr, inner = out[4], out[5]
-    return u_qr, jax.nn.softmax(inner, axis=-1)
+    r_qr, inner = out[4], out[5]
+    return r_qr, jax.nn.softmax(inner, axis=-1)
 
 
 # ---- chunks ---------------------------------------------------------------------------------
@@ -191,9 +191,10 @@ class MarginalLikelihood:
         self._static = self.spec.structure  # compiled code is keyed on the structure, not the names
         self._shared = {"floors": jnp.asarray(self.spec.floors)}  # arrays every chunk passes with its data
         if self.spec.residual:  # the nested rule of the family × benchmark residuals
-            inner = (self.quadrature.inner_rule() if isinstance(self.quadrature, QuadratureSpec)
-                     else QuadratureSpec().inner_rule())
-            self._shared.update(inner_nodes=jnp.asarray(inner.nodes[:, 0]), inner_log_weights=jnp.asarray(inner.log_weights))
+            m = self.spec.residual_terms
+            inner = (self.quadrature.inner_rule(m) if isinstance(self.quadrature, QuadratureSpec)
+                     else QuadratureSpec().inner_rule(m))
+            self._shared.update(inner_nodes=jnp.asarray(inner.nodes), inner_log_weights=jnp.asarray(inner.log_weights))
         max_obs = max(1, self.chunk_cells // self.cells_per_score)
         self._chunks = [_Chunk({**c.arrays(), **self._shared}, c.n_families, n,
                                jnp.zeros((c.n_families, self.spec.n_effects)))
@@ -313,7 +314,7 @@ class MarginalLikelihood:
 
     def joint_modes(self, params) -> np.ndarray:
         """Every family's joint posterior mode of all its random effects (F, ``spec.n_effects``):
-        α, then the J residuals u_fj with ``residual``."""
+        α, then the J residuals u_fj with ``residual`` (then the J slopes v_fj with ``residual_slope``)."""
         self._evaluate(np.array(self.theta(params), dtype=float), need_grad=False)
         return np.concatenate([np.asarray(c.modes)[: c.n_real] for c in self._chunks])
 
@@ -391,7 +392,8 @@ class MarginalLikelihood:
 
     @float64
     def residual_nodes(self, params) -> tuple[np.ndarray, np.ndarray]:
-        """With residuals: the inner nodes u_fqjr (F, Q, J, R) of every family and their posterior
+        """With residuals: the inner nodes r_fqjr (F, Q, J, R, m) of every family (the residual u, and
+        the slope v with ``residual_slope``) and their posterior
         weights given the outer node (F, Q, J, R; each (f, q, j) sums to one), at ``params``; with
         :meth:`posterior_nodes` the nested rule's representation of the joint posterior."""
         if not self.spec.residual:

@@ -238,7 +238,7 @@ def fit_mle(
     # Stage 3: the quadrature optimum (restarted from the rule's curvature with the clamp).
     polished: dict = {}
     if full is not laplace:
-        say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K, spec.residual)}")
+        say(f"Laplace optimum {ll_lap:.3f} ({n_lap} steps); refining with {quadrature.describe(spec.K, spec.residual_terms)}")
         # the Laplace curvature at the Laplace optimum (with a screening subset: the subset's, scaled)
         # central differences: the quadrature stage's steps are dear, and a weakly identified
         # direction needs the curvature's small eigenvalues right (forward differences cost

@@ -63,6 +63,7 @@ class QuadratureSpec:
     points: int | None = None
     level: int = 3
     inner_points: int = 7
+    slope_points: int = 4
 
     def __post_init__(self):
         if self.grid not in GRIDS:
@@ -79,6 +80,9 @@ class QuadratureSpec:
         if int(self.inner_points) != self.inner_points or self.inner_points < 1:
             raise InputError(f"inner_points must be a positive integer, got {self.inner_points!r}")
         object.__setattr__(self, "inner_points", int(self.inner_points))
+        if int(self.slope_points) != self.slope_points or self.slope_points < 1:
+            raise InputError(f"slope_points must be a positive integer, got {self.slope_points!r}")
+        object.__setattr__(self, "slope_points", int(self.slope_points))
 
     def kind(self, K: int) -> str:
         """``product``, ``sparse`` or ``laplace``: the grid this spec gives at K."""
@@ -94,30 +98,40 @@ class QuadratureSpec:
             return gauss_hermite_rule(K, self.points or default_points(K))
         return sparse_rule(K, self.level)
 
-    def inner_rule(self) -> QuadratureRule:
-        """The one-dimensional rule of the family × benchmark residuals (nested in the outer rule;
-        one node, the Laplace approximation, when the outer rule is the Laplace one)."""
-        return gauss_hermite_rule(1, 1 if self.grid == "laplace" else self.inner_points)
+    def inner_rule(self, dims: int = 1) -> QuadratureRule:
+        """The rule of each family × benchmark cell's effects, nested in the outer rule: one-dimensional
+        with ``inner_points`` nodes for the residual u; with a random slope (``dims=2``) the product
+        rule of ``slope_points`` nodes per dimension; one node, the Laplace approximation, when the
+        outer rule is the Laplace one."""
+        if self.grid == "laplace":
+            return gauss_hermite_rule(dims, 1)
+        return gauss_hermite_rule(dims, self.inner_points if dims == 1 else self.slope_points)
 
-    def describe(self, K: int, residual: bool = False) -> str:
+    def describe(self, K: int, residual: bool | int = False) -> str:
+        """One line naming the rule; ``residual``: the effects per family × benchmark cell (1: u; 2: u and
+        a slope)."""
         kind, size = self.kind(K), self.rule(K).size
+        cells = int(residual)
         if kind == "laplace":
-            return "Laplace (1 node)" + (", in (α, u)" if residual else "")
-        inner = f"; {self.inner_points} Gauss-Hermite nodes per family × benchmark residual" if residual else ""
+            return "Laplace (1 node)" + ((", in (α, u)" if cells == 1 else ", in (α, u, v)") if cells else "")
+        inner = ("" if not cells else f"; {self.inner_points} Gauss-Hermite nodes per family × benchmark residual"
+                 if cells == 1 else f"; {self.slope_points}^2 Gauss-Hermite nodes per family × benchmark "
+                 "residual and slope")
         if kind == "product":
             q = self.points or default_points(K)
             return f"product Gauss-Hermite, {q}^{K} = {size} nodes{inner}"
         return f"sparse Smolyak grid, degree {2 * self.level - 1}, {size} nodes{inner}"
 
     def to_dict(self) -> dict:
-        return {"grid": self.grid, "points": self.points, "level": self.level, "inner_points": self.inner_points}
+        return {"grid": self.grid, "points": self.points, "level": self.level, "inner_points": self.inner_points,
+                "slope_points": self.slope_points}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "QuadratureSpec":
         if not d:
             return cls()
         return cls(grid=d.get("grid", "auto"), points=d.get("points"), level=d.get("level", 3),
-                   inner_points=d.get("inner_points", 7))
+                   inner_points=d.get("inner_points", 7), slope_points=d.get("slope_points", 4))
 
     @classmethod
     def coerce(cls, value) -> "QuadratureSpec":

@@ -279,11 +279,17 @@ def family_sums(values, arrays, n_families: int, n_benchmarks: int):
 
 def family_loglik_at(alpha, params, arrays, floors, n_families: int, bound: float = ETA_BOUND, u=None):
     """Σ over each family's observations of log p(y | α), for α of shape (F, K) (and the families'
-    residuals u (F, J) when the model has them); returns (F,)."""
+    residuals u (F, J) when the model has them, or their cells' effects (F, J, 2) with random slopes:
+    u_fj + v_fj·z_i); returns (F,)."""
     c, log_phi, lam_obs, kappa = obs_terms(params, arrays, floors)
     eta = fixed_eta(params, arrays) + jnp.sum(lam_obs * alpha[arrays["obs_family"]], axis=1)
     if u is not None:
-        eta = eta + u.reshape(-1)[arrays["obs_family"] * u.shape[1] + arrays["obs_bench"]]
+        cell = arrays["obs_family"] * u.shape[1] + arrays["obs_bench"]
+        if u.ndim == 2:
+            eta = eta + u.reshape(-1)[cell]
+        else:  # u and the slope v of each cell
+            r = u.reshape(-1, 2)[cell]
+            eta = eta + r[:, 0] + r[:, 1] * arrays["X"][arrays["obs_model"], 0]
     ll = beta_logpdf(eta, arrays["log_y"], arrays["log1m_y"], c, log_phi, bound, kappa=kappa)
     return jax.ops.segment_sum(ll, arrays["obs_family"], num_segments=n_families)
 

@@ -368,6 +368,8 @@ for _block in (
                "effects γ of the standardized covariates on log φ (heteroscedastic precision)"),
     ParamBlock("residual_sd", "residual_sd", ("benchmark",), Exp(), (float(np.log(1e-2)), float(np.log(20.0))), None,
                "SDs τ of the family × benchmark residual effects (coordinates log τ)"),
+    ParamBlock("slope_sd", "slope_sd", ("benchmark",), Exp(), (float(np.log(1e-2)), float(np.log(20.0))), None,
+               "SDs ω of the family × benchmark random slopes in the first covariate (coordinates log ω)"),
     ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 8.0), None,
                "ceiling shares κ: the expected score is c + (1 − c)·κ·sigmoid(η) (coordinates logit κ)"),
 ):
@@ -378,9 +380,11 @@ CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
 
 def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
     """The blocks the spec's options call for: the core ones, ``precision_slope`` with
-    ``hetero_precision``, ``residual_sd`` with ``residual`` and ``ceiling`` with ``ceiling``."""
+    ``hetero_precision``, ``residual_sd`` with ``residual``, ``slope_sd`` with ``residual_slope`` and
+    ``ceiling`` with ``ceiling``."""
     return (CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
-            + (("residual_sd",) if spec.residual else ()) + (("ceiling",) if spec.ceiling else ()))
+            + (("residual_sd",) if spec.residual else ()) + (("slope_sd",) if spec.residual_slope else ())
+            + (("ceiling",) if spec.ceiling else ()))
 
 
 # ---- the layout -----------------------------------------------------------------------------

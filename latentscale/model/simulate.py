@@ -68,7 +68,8 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     intercepts ~ N(0, 1), precisions log-uniform on [20, 200], B ~ N(0.5, 0.3²) entrywise,
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
-    γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``ceiling`` κ ~ U(0.7, 0.95).
+    γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``slope_sd`` ω ~ U(0.2, 0.5),
+    ``ceiling`` κ ~ U(0.7, 0.95).
     """
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
@@ -79,6 +80,8 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
             core[name] = rng.uniform(0.2, 0.6, size=int(n_benchmarks))
         elif name == "ceiling":
             core[name] = rng.uniform(0.7, 0.95, size=int(n_benchmarks))
+        elif name == "slope_sd":
+            core[name] = rng.uniform(0.2, 0.5, size=int(n_benchmarks))
         else:
             raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
     return core
@@ -233,9 +236,9 @@ def simulate_scores(fit, data, rng: np.random.Generator, alpha=None):
     else:
         a = alpha.reindex(names).to_numpy(float)
     X = fit.scaler.transform_frame(frame)
-    u = rng.standard_normal((len(names), spec.J)) * p["residual_sd"] if spec.residual else None
+    u = _draw_residuals(p, spec, len(names), rng)
     y = _beta_draws(X @ p["B"] + a[codes], p, np.asarray(spec.floors), spec.logit_clip, rng, X,
-                    None if u is None else u[codes])
+                    model_residuals(u, codes, X, spec))
     if spec.clip is not None:
         y = np.clip(y, *spec.clip)
     out = frame.copy()
@@ -259,6 +262,7 @@ def simulate(
     logit_clip: float | None = None,
     hetero_precision: bool = False,
     residual: bool = False,
+    residual_slope: bool = False,
     ceiling: bool = False,
     family_covariates: Sequence[str] = (),
 ):
@@ -286,6 +290,8 @@ def simulate(
         (``params`` then needs ``precision_slope``; the returned spec carries the option).
     residual : draw from the model with family × benchmark residuals u_fj ~ N(0, τ_j²) (``params``
         then needs ``residual_sd``); the drawn residuals are returned as ``"residual"`` (F, J).
+    residual_slope : with ``residual``, family × benchmark random slopes v_fj ~ N(0, ω_j²) in the first
+        standardized covariate (``params["slope_sd"]``), returned as ``"slope"`` (F, J).
     ceiling : draw from the model with a ceiling share κ_j per benchmark (``params["ceiling"]``).
     family_covariates : names of binary family covariates (each family a kind with probability
         0.4, like the sloth table's instruction-tuned families), columns of the returned data in
@@ -314,7 +320,7 @@ def simulate(
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
                      clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
                      hetero_precision=hetero_precision, residual=residual, ceiling=ceiling,
-                     family_covariates=tuple(family_covariates))
+                     residual_slope=residual_slope, family_covariates=tuple(family_covariates))
     params = _true_params(params, spec, seed)
 
     fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)
@@ -334,17 +340,40 @@ def simulate(
     true = dict(params)
     true["alpha"] = alpha
     if u is not None:
-        true["residual"] = u
+        true["residual"] = u[:, :J]
+    if spec.residual_slope:
+        true["slope"] = u[:, J:]
     return data, true, spec
 
 
 def _draw_scores(params: dict, spec: ModelSpec, X: np.ndarray, fam: np.ndarray, F: int, c: np.ndarray,
                  rng: np.random.Generator):
-    """Family effects α (F, K), residuals u (F, J) or None, and every model's scores (n, J)."""
+    """Family effects α (F, K), residuals (F, J), with slopes (F, 2J), or None, and every model's scores (n, J)."""
     alpha = rng.standard_normal((F, spec.K)) @ params["corr"].T
-    u = rng.standard_normal((F, spec.J)) * params["residual_sd"] if spec.residual else None
-    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, spec.logit_clip, rng, X, None if u is None else u[fam])
+    u = _draw_residuals(params, spec, F, rng)
+    y = _beta_draws(X @ params["B"] + alpha[fam], params, c, spec.logit_clip, rng, X, model_residuals(u, fam, X, spec))
     return alpha, u, y
+
+
+def _draw_residuals(params: dict, spec: ModelSpec, F: int, rng: np.random.Generator):
+    """The families' residuals u (F, J), then their slopes v with ``residual_slope`` (F, 2J); None without."""
+    if not spec.residual:
+        return None
+    u = rng.standard_normal((F, spec.J)) * params["residual_sd"]
+    if spec.residual_slope:
+        u = np.concatenate([u, rng.standard_normal((F, spec.J)) * params["slope_sd"]], axis=1)
+    return u
+
+
+def model_residuals(u, fam: np.ndarray, X: np.ndarray, spec: ModelSpec):
+    """Each model's residual term in η (n, J): u_fj, plus v_fj·z_i with slopes (z the first
+    standardized covariate); None when the model has no residuals."""
+    if u is None:
+        return None
+    out = u[fam, : spec.J]
+    if spec.residual_slope:
+        out = out + u[fam, spec.J:] * X[:, :1]
+    return out
 
 
 def _true_params(params, spec: ModelSpec, seed: int) -> dict:

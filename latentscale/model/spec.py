@@ -33,6 +33,10 @@ class ModelSpec:
         authors' later code); default False (φ_j per benchmark).
     residual : a family × benchmark residual effect u_fj ~ N(0, τ_j²) in the linear predictor
         (benchmark-specific strengths of a family that the K skills do not carry); default False.
+    residual_slope : with ``residual``, a family × benchmark random slope in the first (size)
+        covariate as well, η_ij += v_fj·z_i with v_fj ~ N(0, ω_j²) and z_i the standardized first
+        covariate (log N, or log C for ``flops``): families differ in how size buys each benchmark,
+        so predictions far above a family's models are less certain; default False.
     ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) with κ_j ∈ (0, 1) (a
         benchmark whose scores saturate below 1); default False (κ = 1).
     blocks : names of the parameter blocks (default: those the options above call for); a block
@@ -49,6 +53,7 @@ class ModelSpec:
     hetero_precision: bool = False
     residual: bool = False
     ceiling: bool = False
+    residual_slope: bool = False
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -82,6 +87,10 @@ class ModelSpec:
         object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
         object.__setattr__(self, "residual", bool(self.residual))
         object.__setattr__(self, "ceiling", bool(self.ceiling))
+        object.__setattr__(self, "residual_slope", bool(self.residual_slope))
+        if self.residual_slope and not self.residual:
+            raise InputError("residual_slope needs residual=True (the slope is nested with the residual; variant "
+                             "'residual+slope')")
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
@@ -109,8 +118,14 @@ class ModelSpec:
 
     @property
     def n_effects(self) -> int:
-        """Random effects per family: the K skills, and the J residuals with ``residual``."""
-        return self.K + (self.J if self.residual else 0)
+        """Random effects per family: the K skills, the J residuals with ``residual``, then the J
+        slopes with ``residual_slope``."""
+        return self.K + self.J * self.residual_terms
+
+    @property
+    def residual_terms(self) -> int:
+        """Random effects per (family, benchmark) cell: 0, 1 (u) or 2 (u and the slope v)."""
+        return (1 + int(self.residual_slope)) if self.residual else 0
 
     @property
     def free_index(self) -> tuple[int, ...]:
@@ -141,7 +156,8 @@ class ModelSpec:
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
                               covariates=self.covariates,
                               family_covariates=tuple(f"z{i + 1}" for i in range(len(self.family_covariates))),
-                              hetero_precision=self.hetero_precision, residual=self.residual, ceiling=self.ceiling, blocks=self.block_names)
+                              hetero_precision=self.hetero_precision, residual=self.residual, ceiling=self.ceiling,
+                              residual_slope=self.residual_slope, blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -161,6 +177,8 @@ class ModelSpec:
             parts.append("precision depends on the covariates (log φ_ij = log φ_j + γ_jᵀ x_i)")
         if self.residual:
             parts.append("family × benchmark residual u_fj ~ N(0, τ_j²)")
+        if self.residual_slope:
+            parts.append(f"family × benchmark random slope in {self.covariate_names[0]}, v_fj ~ N(0, ω_j²)")
         if self.ceiling:
             parts.append("a fitted ceiling per benchmark (μ = c + (1 − c)·κ·sigmoid(η))")
         from latentscale.model.params import default_block_names
@@ -182,6 +200,7 @@ class ModelSpec:
             "hetero_precision": self.hetero_precision,
             "residual": self.residual,
             "ceiling": self.ceiling,
+            "residual_slope": self.residual_slope,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -198,5 +217,6 @@ class ModelSpec:
             hetero_precision=bool(d.get("hetero_precision", False)),
             residual=bool(d.get("residual", False)),
             ceiling=bool(d.get("ceiling", False)),
+            residual_slope=bool(d.get("residual_slope", False)),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

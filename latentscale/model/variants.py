@@ -6,6 +6,8 @@ A variant is a ``+``-joined list of terms, each setting model options of
 - ``plain``: the model of the paper's text (no option changed);
 - ``hetero``: heteroscedastic precision, log φ_ij = log φ_j + γ_jᵀ x_i (``hetero_precision=True``);
 - ``residual``: a family × benchmark residual effect u_fj ~ N(0, τ_j²) (``residual=True``);
+- ``slope``: with the residual, a family × benchmark random slope in the first (size) covariate,
+  v_fj ~ N(0, ω_j²) (``residual=True, residual_slope=True``; ``slope`` implies ``residual``);
 - ``ceiling``: a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) (``ceiling=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
 - ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``);
@@ -26,6 +28,7 @@ TERMS: dict[str, dict] = {
     "plain": {},
     "hetero": {"hetero_precision": True},
     "residual": {"residual": True},
+    "slope": {"residual": True, "residual_slope": True},
     "ceiling": {"ceiling": True},
     "clamp": {"logit_clip": 4.5},
     **{name: {"covariates": name} for name in COVARIATE_SETS},
@@ -37,7 +40,8 @@ TERMS: dict[str, dict] = {
 PREDICTION_VARIANT = "residual+ceiling"
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {"hetero_precision": False, "residual": False, "ceiling": False, "logit_clip": None, "covariates": "paper",
+DEFAULTS: dict = {"hetero_precision": False, "residual": False, "residual_slope": False, "ceiling": False,
+                 "logit_clip": None, "covariates": "paper",
                  "family_covariates": ()}
 
 
@@ -68,6 +72,8 @@ def variant_name(options: dict) -> str:
     terms = []
     if options.get("residual"):
         terms.append("residual")
+    if options.get("residual_slope"):
+        terms.append("slope")
     if options.get("ceiling"):
         terms.append("ceiling")
     if options.get("hetero_precision"):
@@ -91,5 +97,6 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
 
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
                      hetero_precision=bool(options.get("hetero_precision", False)),
-                     residual=bool(options.get("residual", False)), ceiling=bool(options.get("ceiling", False)))
+                     residual=bool(options.get("residual", False)), ceiling=bool(options.get("ceiling", False)),
+                     residual_slope=bool(options.get("residual_slope", False)))
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)

@@ -24,7 +24,15 @@ from latentscale.config import float64
 from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
-from latentscale.estimation.residual import joint_mode_and_scale
+from latentscale.estimation.residual import (
+    _dsolve,
+    _rho,
+    cell_log_prior,
+    cell_system,
+    inner_scale,
+    joint_mode_and_scale,
+    split_effects,
+)
 from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
 from latentscale.model.observation import LOG_2PI, eta_bound, family_loglik_at, log_prior, mean_score, precisions, t_logpdf_std
 from latentscale.model.params import layout
@@ -88,7 +96,7 @@ def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int
 def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arrays, spec: ModelSpec, n_families: int,
                       n_proposals: int, n_out: int):
     """Draws of every family's random effects (F, n_out, ``spec.n_effects``): α, then the
-    residuals u with ``spec.residual``; and the effective sample sizes (F,), for one parameter vector.
+    residuals u with ``spec.residual`` (then the slopes v with ``spec.residual_slope``); and the effective sample sizes (F,), for one parameter vector.
 
     The proposal of α is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
     its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw; with
@@ -106,19 +114,23 @@ def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arra
     bound = eta_bound(spec.logit_clip)
     log_q = t_logpdf_std(t, PROPOSAL_DF) - jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scale, axis1=1, axis2=2))),
                                                     axis=1)[:, None]
-    if spec.residual:
-        tau = params["residual_sd"]
-        rho = 1.0 / tau**2
-        shift = jnp.einsum("fmk,kj->fmj", alpha - mode[:, None, :K], params["loadings"])
-        centre = mode[:, None, K:] - (fisher / (fisher + rho))[:, None, :] * shift  # (F, M, J)
-        sd = PROPOSAL_INFLATE / jnp.sqrt(fisher + rho)  # (F, J)
+    if spec.residual:  # the cells' effects r_fj (u, and the slope v) given α: normal proposals
+        m = spec.residual_terms
+        rho = _rho(params)  # (J, m)
+        D, _ = cell_system(fisher, rho)
+        gain = _dsolve(D, fisher[..., 0, :])  # (F, J, m)
+        Sc, log_det_c = inner_scale(D)  # S Sᵀ = D⁻¹
+        shift = jnp.einsum("fmk,kj->fmj", alpha - mode[:, None, :K], params["loadings"])  # (F, M, J)
+        centre = split_effects(mode, K, m)[1][:, None] - gain[:, None] * shift[..., None]  # (F, M, J, m)
         e = jax.random.normal(k_e, centre.shape)
-        u = centre + sd[:, None, :] * e
-        log_q = log_q + jnp.sum(-0.5 * e**2 - jnp.log(sd)[:, None, :] - 0.5 * LOG_2PI, axis=-1)
-        log_p_u = jnp.sum(-0.5 * (u / tau) ** 2 - jnp.log(tau) - 0.5 * LOG_2PI, axis=-1)
-        ll = jax.vmap(lambda a, r: family_loglik_at(a, params, arrays, floors, n_families, bound, r), in_axes=1,
-                      out_axes=1)(alpha, u)
-        effects = jnp.concatenate([alpha, u], axis=-1)
+        r = centre + PROPOSAL_INFLATE * jnp.einsum("fjab,fmjb->fmja", Sc, e)
+        log_q = log_q + jnp.sum(-0.5 * e**2 - 0.5 * LOG_2PI, axis=(-2, -1)) - jnp.sum(
+            log_det_c + m * jnp.log(PROPOSAL_INFLATE), axis=-1)[:, None]
+        log_p_u = jnp.sum(cell_log_prior(r, rho), axis=-1)
+        r_arg = r[..., 0] if m == 1 else r
+        ll = jax.vmap(lambda a, rr: family_loglik_at(a, params, arrays, floors, n_families, bound, rr), in_axes=1,
+                      out_axes=1)(alpha, r_arg)
+        effects = jnp.concatenate([alpha, jnp.swapaxes(r, -2, -1).reshape(*r.shape[:2], -1)], axis=-1)
     else:
         log_p_u = 0.0
         ll = jax.vmap(lambda a: family_loglik_at(a, params, arrays, floors, n_families, bound), in_axes=1,
@@ -209,12 +221,14 @@ def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: 
 def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> np.ndarray:
     """Draws of the random effects of a family with no rows, for every parameter draw:
     (S, n_out, ``spec.n_effects``): α from N(0, Σ) (and u_j from N(0, τ_j²) with residuals)."""
-    params = layout(spec).unpack_many(thetas, blocks=("corr", "residual_sd"))
+    params = layout(spec).unpack_many(thetas, blocks=("corr", "residual_sd", "slope_sd"))
     z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.n_effects)))
     alpha = np.einsum("skl,sml->smk", params["corr"], z[..., :spec.K])
     if not spec.residual:
         return alpha
-    return np.concatenate([alpha, z[..., spec.K:] * params["residual_sd"][:, None, :]], axis=-1)
+    sd = params["residual_sd"] if not spec.residual_slope else np.concatenate([params["residual_sd"],
+                                                                               params["slope_sd"]], axis=1)
+    return np.concatenate([alpha, z[..., spec.K:] * sd[:, None, :]], axis=-1)
 
 
 @partial(jax.jit, static_argnames=("spec",))
@@ -228,7 +242,9 @@ def _expected_scores(thetas, alpha, X, floors, spec):
         skills = (X @ p["B"])[None] + a[..., :spec.K]  # (M, N, K)
         eta = skills @ p["loadings"] + p["intercepts"]
         if spec.residual:
-            eta = eta + a[..., spec.K:]
+            eta = eta + a[..., spec.K:spec.K + spec.J]
+        if spec.residual_slope:  # v_fj·z of the new models
+            eta = eta + a[..., spec.K + spec.J:] * X[:, :1]
         return mean_score(eta, floors, bound, p.get("ceiling")), precisions(p, X)
 
     return jax.vmap(one)(thetas, alpha)

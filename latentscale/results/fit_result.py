@@ -366,7 +366,7 @@ class FitResult:
             ("iterations", str(d.get("iterations", "?"))),
             ("Hessian negative definite", str(d.get("hessian_pd", "?"))),
             ("time", f"{d.get('seconds', float('nan')):.1f} s"),
-            ("quadrature", self.quadrature.describe(self.spec.K, self.spec.residual)), ("model", self.spec.describe()),
+            ("quadrature", self.quadrature.describe(self.spec.K, self.spec.residual_terms)), ("model", self.spec.describe()),
         ]
         notes = []
         if not self.converged and self.method != "psga":

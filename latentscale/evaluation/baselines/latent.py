@@ -96,11 +96,12 @@ class LatentMethod:
         rule = fit.quadrature.rule(fit.spec.K)
         self.prior_nodes_ = rule.nodes @ fit.constrained["corr"].T
         self.prior_weights_ = rule.weights
-        if fit.spec.residual:  # inner nodes of u_fj given each outer node, and the prior's rule of u
-            self.residual_nodes_, self.residual_weights_ = ml.residual_nodes(fit.theta)  # (F, Q, J, R)
-            inner = fit.quadrature.inner_rule()
-            self.prior_residual_ = (inner.nodes[:, 0][None, :] * fit.constrained["residual_sd"][:, None],
-                                    inner.weights)  # (J, R), (R,)
+        if fit.spec.residual:  # inner nodes of r_fj = u_fj (, v_fj) given each outer node, and the prior's rule
+            self.residual_nodes_, self.residual_weights_ = ml.residual_nodes(fit.theta)  # (F, Q, J, R, m)
+            inner = fit.quadrature.inner_rule(fit.spec.residual_terms)
+            sd = [fit.constrained["residual_sd"]] + ([fit.constrained["slope_sd"]] if fit.spec.residual_slope else [])
+            self.prior_residual_ = (inner.nodes[None, :, :] * np.stack(sd, axis=-1)[:, None, :],
+                                    inner.weights)  # (J, R, m), (R,)
         return self
 
     def predict(self, models: pd.DataFrame) -> np.ndarray:
@@ -110,7 +111,8 @@ class LatentMethod:
         c = np.asarray(fit.spec.floors)
         kappa = p.get("ceiling")
         bound = eta_bound(fit.spec.logit_clip)
-        fixed = fit.scaler.transform_frame(models, "the test models") @ p["B"]  # (n, K)
+        fixed_x = fit.scaler.transform_frame(models, "the test models")
+        fixed = fixed_x @ p["B"]  # (n, K)
         out = np.empty((len(models), fit.spec.J))
         for i, fam in enumerate(models["family"].to_numpy()):
             f = self.family_index_.get(fam)
@@ -120,12 +122,13 @@ class LatentMethod:
             if not fit.spec.residual:
                 out[i] = w @ mean_score(eta, c, bound, kappa)  # (Q, J) → (J,)
                 continue
-            if f is not None:  # E over u_fj given each outer node, by the inner nodes and weights
-                u, wu = self.residual_nodes_[f], self.residual_weights_[f]  # (Q, J, R)
-                inner = np.sum(wu * mean_score(eta[..., None] + u, c[:, None], bound, _col(kappa)), axis=-1)
-            else:  # a family without rows: u_fj ~ N(0, τ_j²)
-                u, wu = self.prior_residual_
-                inner = mean_score(eta[..., None] + u[None], c[:, None], bound, _col(kappa)) @ wu
+            w_cell = np.array([1.0, fixed_x[i, 0]])[: fit.spec.residual_terms]  # η gets u (+ v·z)
+            if f is not None:  # E over r_fj given each outer node, by the inner nodes and weights
+                r, wu = self.residual_nodes_[f], self.residual_weights_[f]  # (Q, J, R, m), (Q, J, R)
+                inner = np.sum(wu * mean_score(eta[..., None] + r @ w_cell, c[:, None], bound, _col(kappa)), axis=-1)
+            else:  # a family without rows: u_fj ~ N(0, τ_j²) (, v_fj ~ N(0, ω_j²))
+                r, wu = self.prior_residual_
+                inner = mean_score(eta[..., None] + (r @ w_cell)[None], c[:, None], bound, _col(kappa)) @ wu
             out[i] = w @ inner
         return out
 
