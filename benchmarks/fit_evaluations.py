@@ -23,6 +23,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", default=["lvf-paper"], help="registered data sets")
     ap.add_argument("--k", nargs="+", type=int, default=[4])
+    ap.add_argument("--variant", default="plain", help="model variant, e.g. residual+slope+ceiling")
+    ap.add_argument("--anchors", default=None, help="comma-separated anchors (default: the first K benchmarks)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", module="latentscale")
     sys.path.insert(0, str(Path(__file__).parent))
@@ -31,6 +33,10 @@ def main(argv=None) -> None:
     import latentscale
     from latentscale.estimation import likelihood
     from latentscale.fitting import LatentScalingModel
+    from latentscale.model.variants import parse_variant
+
+    options = parse_variant(args.variant)
+    anchors = None if args.anchors is None else [a.strip() for a in args.anchors.split(",")]
 
     counts: dict = collections.defaultdict(lambda: [0, 0.0])
     evaluate = likelihood.MarginalLikelihood._evaluate
@@ -45,13 +51,13 @@ def main(argv=None) -> None:
         return out
 
     likelihood.MarginalLikelihood._evaluate = counted
-    print("machine:", machine(), "| latentscale from", Path(latentscale.__file__).parent)
+    print("machine:", machine(), "| latentscale from", Path(latentscale.__file__).parent, "| variant", args.variant)
     print(f"{'data':10s} {'K':>2s} {'seconds':>8s} {'log-likelihood':>15s} {'conv':>5s} {'iter':>5s}  evaluations (nodes: count, seconds)")
     for data in args.data:
         for k in args.k:
             counts.clear()
             t = time.perf_counter()
-            fit = LatentScalingModel(k).fit(data)
+            fit = LatentScalingModel(k, anchors, **options).fit(data)
             d = fit.diagnostics
             evals = ", ".join(f"{n}: {c}, {s:.2f} s" for n, (c, s) in sorted(counts.items()))
             print(f"{data:10s} {k:2d} {time.perf_counter() - t:8.2f} {fit.log_likelihood:15.6f} "
