@@ -26,7 +26,8 @@ RankingOpt = Annotated[Optional[str], typer.Option(
 VariantsOpt = Annotated[Optional[str], typer.Option(
     "--variants", metavar="V,V,...",
     help="Model variants to compare at every K, e.g. plain,residual,residual+ceiling (terms: plain, residual, "
-         "ceiling, hetero, clamp, paper, size-tokens, flops, joined by +). Default: the plain model.",
+         "slope, ceiling, hetero, clamp, paper, size-tokens, flops, family:COLUMN, joined by +). "
+         "Default: the plain model.",
     show_default=False)]
 TableOpt = Annotated[Optional[Path], typer.Option(
     "-o", "--output", metavar="TABLE.csv", help="Save the table as CSV.", show_default=False)]
