@@ -45,6 +45,8 @@ class LatentScalingModel:
         covariate, η_ij += v_fj·z_i with v_fj ~ N(0, ω_j²) (families differ in how size buys each
         benchmark); default False.
     ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η); default False.
+    link_power : a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j (an
+        asymmetric sigmoid); default False.
     floors : random-guess floors by benchmark, overriding the known ones.
 
     Estimation options
@@ -78,6 +80,7 @@ class LatentScalingModel:
         residual: bool = False,
         ceiling: bool = False,
         residual_slope: bool = False,
+        link_power: bool = False,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -110,6 +113,7 @@ class LatentScalingModel:
         self.residual = bool(residual)
         self.ceiling = bool(ceiling)
         self.residual_slope = bool(residual_slope)
+        self.link_power = bool(link_power)
         if self.residual_slope and not self.residual:
             raise InputError("residual_slope needs residual=True (variant 'residual+slope')")
         self.floors = floors
@@ -165,7 +169,7 @@ class LatentScalingModel:
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
                          family_covariates=self.family_covariates, hetero_precision=self.hetero_precision,
-                         residual=self.residual, residual_slope=self.residual_slope,
+                         residual=self.residual, residual_slope=self.residual_slope, link_power=self.link_power,
                          ceiling=self.ceiling)
 
     def likelihood(self, data, **frame_options):
@@ -235,7 +239,7 @@ class LatentScalingModel:
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
             "covariates": self.covariates, "family_covariates": list(self.family_covariates),
             "hetero_precision": self.hetero_precision, "residual": self.residual, "ceiling": self.ceiling,
-            "residual_slope": self.residual_slope, "floors": self.floors,
+            "residual_slope": self.residual_slope, "link_power": self.link_power, "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options, "refine": self.refine, "refine_draws": self.refine_draws,

@@ -112,7 +112,7 @@ def resolve_box(fit, box=None) -> tuple[tuple[float, float], tuple[float, float]
 def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str, family: str | None = None):
     """Raw-scale coefficients of the objective for parameter draws (S, d): (S, 3) on
     (log N, log D, log N·log D), the constant (S,), the weights w (S, K) with which α enters
-    (e_k for a skill, λ_j for a benchmark) and the range (floor, top) of the expected score (top
+    (e_k for a skill, λ_j for a benchmark) and the range (floor, top) and link power γ of the expected score (top
     = c + (1 − c)·κ with a fitted ceiling share κ, else 1; unused for a skill). Family covariates
     enter the constant at ``family``'s values (None: their sample means, the typical family)."""
     spec = fit.spec
@@ -135,7 +135,7 @@ def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str, family:
         k = spec.skills.index(target)
         w = np.zeros((S, K))
         w[:, k] = 1.0
-        return B_raw[:, :, k], offset[:, k], w, (0.0, 1.0)
+        return B_raw[:, :, k], offset[:, k], w, (0.0, 1.0, 1.0)
     j = spec.benchmarks.index(target)
     params = lay.unpack_many(thetas, ("loadings", "intercepts"))
     lam, icpt = params["loadings"][:, :, j], params["intercepts"][:, j]  # (S, K), (S,)
@@ -143,7 +143,8 @@ def target_coefficients(fit, thetas: np.ndarray, target: str, kind: str, family:
     const = np.einsum("sk,sk->s", offset, lam) + icpt
     floor = float(spec.floors[j])
     kappa = float(fit.constrained["ceiling"][j]) if "ceiling" in fit.constrained else 1.0
-    return coef, const, lam, (floor, floor + (1.0 - floor) * kappa)
+    gamma = float(fit.constrained["link_power"][j]) if "link_power" in fit.constrained else 1.0
+    return coef, const, lam, (floor, floor + (1.0 - floor) * kappa, gamma)
 
 
 def _as_size_token_terms(B_raw: np.ndarray, offset: np.ndarray, covariates: str):
@@ -221,8 +222,8 @@ def _value(coef, const, weight, floor, u, s, alpha, kind):
     eta = a * u * u + b * u + c + const + np.sum(weight * alpha, axis=-1)
     if kind == "skill":
         return eta
-    low, top = floor
-    return low + (top - low) / (1.0 + np.exp(-eta))
+    low, top, gamma = floor
+    return low + (top - low) / (1.0 + np.exp(-eta) / gamma) ** gamma  # sigmoid(η + log γ)^γ
 
 
 # ---- the public function ----------------------------------------------------------------

@@ -67,6 +67,8 @@ def initial_params(design: Design, spec: ModelSpec) -> dict:
     }
     if spec.residual:
         out["residual_sd"] = np.full(J, 0.3)  # modest benchmark-specific family strengths
+    if spec.link_power:
+        out["link_power"] = np.ones(J)  # the sigmoid
     if spec.residual_slope:
         out["slope_sd"] = np.full(J, 0.2)  # modest family differences in how size buys a benchmark
     if spec.ceiling:

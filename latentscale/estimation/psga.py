@@ -61,7 +61,7 @@ from latentscale.estimation.init import start_points
 from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.estimation.mle import EstimatorOutcome
 from latentscale.model.design import Design
-from latentscale.model.observation import beta_logpdf, eta_bound, fixed_eta, obs_terms
+from latentscale.model.observation import beta_logpdf, eta_bound, expand, fixed_eta, obs_terms
 from latentscale.model.params import layout
 from latentscale.model.spec import ModelSpec
 
@@ -94,7 +94,7 @@ def mc_loglik(params: dict, z, valid, arrays: dict, floors, n_families: int, bou
     const = jax.ops.segment_sum(jax.scipy.special.gammaln(jnp.exp(log_phi_obs)), fam, num_segments=n_families)
     c = c_obs[:, None].astype(dtype)
     log_phi = log_phi_obs[:, None].astype(dtype)
-    kappa_d = None if kappa is None else kappa[:, None].astype(dtype)
+    kappa_d = jax.tree_util.tree_map(lambda k: k.astype(dtype), expand(kappa, 1))
     log_y = arrays["log_y"][:, None].astype(dtype)
     log1m_y = arrays["log1m_y"][:, None].astype(dtype)
     base_d = base[:, None].astype(dtype)

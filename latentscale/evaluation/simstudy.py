@@ -39,7 +39,7 @@ import pandas as pd
 from latentscale.errors import InputError
 from latentscale.parallel import parallel_map
 
-BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope", "residual_sd", "slope_sd", "ceiling")
+BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope", "residual_sd", "slope_sd", "ceiling", "link_power")
 #: The fits' clip when the simulated scores are not clipped: it moves only scores that a Beta
 #: draw rounded to exactly 0 or 1.
 GUARD_CLIP = (1e-12, 1.0 - 1e-12)
@@ -102,7 +102,8 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
                                 design_seed=design_seed, clip=config.clip, logit_clip=options["logit_clip"],
                                 family_covariates=options.get("family_covariates", ()),
                                 **{term: bool(options.get(term, False))
-                                   for term in ("hetero_precision", "residual", "residual_slope", "ceiling")})
+                                   for term in ("hetero_precision", "residual", "residual_slope", "ceiling",
+                                                "link_power")})
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)
     table = fit.params_table("observed", config.level)
     truth = _truth_table(pack(true, spec), fit).reindex(table.index)

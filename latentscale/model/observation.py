@@ -180,13 +180,60 @@ def _beta_core_k_jvp(bound, primals, tangents):
 _beta_core_k.defjvp(_beta_core_k_jvp, symbolic_zeros=True)
 
 
+# ---- the power link: μ = c + (1 − c)·κ·g(η), g = sigmoid(η + log γ)^γ --------------------------
+def _link_shapes(eta, c, log_phi, kappa, gamma, bound):
+    """φ, log s and s = sigmoid(clip(η) + log γ), g = s^γ, and the Beta shapes a = φμ, b = φ(1 − μ),
+    with 1 − κg formed as (1 − κ) − κ·expm1(γ·log s) (no cancellation near μ = 1)."""
+    tiny = 1e-30 if eta.dtype == jnp.float32 else TINY
+    phi = jnp.exp(log_phi)
+    z = jnp.clip(eta, -bound, bound) + jnp.log(gamma)
+    log_s = jax.nn.log_sigmoid(z)
+    g = jnp.exp(gamma * log_s)
+    a = jnp.maximum(phi * (c + (1.0 - c) * kappa * g), tiny)
+    b = jnp.maximum(phi * (1.0 - c) * ((1.0 - kappa) - kappa * jnp.expm1(gamma * log_s)), tiny)
+    return phi, log_s, jax.nn.sigmoid(z), g, a, b
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(7,))
+def _beta_core_link(eta, log_y, log1m_y, c, log_phi, kappa, gamma, bound):
+    """:func:`_beta_core` with the power link μ = c + (1 − c)·κ·sigmoid(η + log γ)^γ."""
+    _, _, _, _, a, b = _link_shapes(eta, c, log_phi, kappa, gamma, bound)
+    return (a - 1.0) * log_y + (b - 1.0) * log1m_y - log_gamma_and_digamma(a)[0] - log_gamma_and_digamma(b)[0]
+
+
+def _beta_core_link_jvp(bound, primals, tangents):
+    eta, log_y, log1m_y, c, log_phi, kappa, gamma = primals
+    d_eta, d_log_y, d_log1m_y, d_c, d_log_phi, d_kappa, d_gamma = tangents
+    phi, log_s, s, g, a, b = _link_shapes(eta, c, log_phi, kappa, gamma, bound)
+    lga, dga = log_gamma_and_digamma(a)
+    lgb, dgb = log_gamma_and_digamma(b)
+    value = (a - 1.0) * log_y + (b - 1.0) * log1m_y - lga - lgb
+    r = phi * ((log_y - dga) - (log1m_y - dgb))  # ∂ℓ/∂μ
+    inside = jnp.abs(eta) < bound
+    # dg/dη = γ·g·(1 − s), dg/dγ = g·(log s + 1 − s)
+    terms = [(jnp.where(inside, (1.0 - c) * kappa * gamma * g * (1.0 - s), 0.0) * r, d_eta),
+             (a * (log_y - dga) + b * (log1m_y - dgb), d_log_phi), ((1.0 - kappa * g) * r, d_c),
+             ((1.0 - c) * g * r, d_kappa), ((1.0 - c) * kappa * g * (log_s + 1.0 - s) * r, d_gamma),
+             (a - 1.0, d_log_y), (b - 1.0, d_log1m_y)]
+    parts = [t * d for t, d in terms if not _is_zero(d)]
+    tangent = sum(parts[1:], parts[0]) if parts else jnp.zeros_like(value)
+    return value, tangent
+
+
+_beta_core_link.defjvp(_beta_core_link_jvp, symbolic_zeros=True)
+
+
 def beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, normalized: bool = True, kappa=None):
     """log Beta(y | φμ, φ(1−μ)) with μ = c + (1−c)·sigmoid(clip(η, ±bound)) (times the ceiling share
-    κ when given: μ = c + (1 − c)·κ·sigmoid(η)); broadcasts. ``normalized=False`` leaves out the
+    κ when given: μ = c + (1 − c)·κ·sigmoid(η); with ``kappa = (κ, γ)`` the power link
+    μ = c + (1 − c)·κ·sigmoid(η + log γ)^γ); broadcasts. ``normalized=False`` leaves out the
     log Γ(φ) term (a caller with many evaluations per observation adds it once per observation)."""
     if kappa is None:
         eta, log_y, log1m_y, c, log_phi = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi)
         out = _beta_core(eta, log_y, log1m_y, c, log_phi, float(bound))
+    elif isinstance(kappa, tuple):  # the power link (κ, γ)
+        eta, log_y, log1m_y, c, log_phi, k, gam = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi, *kappa)
+        out = _beta_core_link(eta, log_y, log1m_y, c, log_phi, k, gam, float(bound))
     else:
         eta, log_y, log1m_y, c, log_phi, kappa = jnp.broadcast_arrays(eta, log_y, log1m_y, c, log_phi, kappa)
         out = _beta_core_k(eta, log_y, log1m_y, c, log_phi, kappa, float(bound))
@@ -196,21 +243,34 @@ def beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, norma
 def beta_eta_derivatives(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, kappa=None):
     """First and second derivative of :func:`beta_logpdf` in η, and the Fisher information in η
     (all zero where the clip holds η, beyond ±bound)."""
-    phi, clipped, a, b = _shapes(eta, c, log_phi, bound, kappa)
-    s = jax.nn.sigmoid(clipped)
+    if isinstance(kappa, tuple):  # the power link: dμ/dη = (1 − c)κγ·g·(1 − s), g = s^γ, s = sigmoid(η + log γ)
+        k, gam = kappa
+        phi, _, s, g, a, b = _link_shapes(eta, c, log_phi, k, gam, bound)
+        d_mu = (1.0 - c) * k * gam * g * (1.0 - s)
+        bend = gam * (1.0 - s) - s
+    else:
+        phi, clipped, a, b = _shapes(eta, c, log_phi, bound, kappa)
+        s = jax.nn.sigmoid(clipped)
+        d_mu = (1.0 - c) * s * (1.0 - s) if kappa is None else (1.0 - c) * kappa * s * (1.0 - s)
+        bend = 1.0 - 2.0 * s
     l_mu = phi * (log_y - log1m_y - digamma(a) + digamma(b))
     l_mumu = -(phi**2) * (trigamma(a) + trigamma(b))
-    d_mu = (1.0 - c) * s * (1.0 - s) if kappa is None else (1.0 - c) * kappa * s * (1.0 - s)
     d_mu = jnp.where(jnp.abs(eta) < bound, d_mu, 0.0)
-    d2_mu = d_mu * (1.0 - 2.0 * s)
+    d2_mu = d_mu * bend
     fisher = -l_mumu * d_mu**2
     return l_mu * d_mu, l_mumu * d_mu**2 + l_mu * d2_mu, fisher
 
 
 def mean_score(eta, c, bound: float = ETA_BOUND, kappa=None):
-    """μ = c + (1 − c)·sigmoid(clip(η, ±bound)) (times the ceiling share κ when given), for numpy
-    or JAX arrays."""
-    if isinstance(eta, np.ndarray):
+    """μ = c + (1 − c)·sigmoid(clip(η, ±bound)) (times the ceiling share κ when given; with
+    ``kappa = (κ, γ)`` the power link c + (1 − c)·κ·sigmoid(η + log γ)^γ), for numpy or JAX arrays."""
+    numpy = isinstance(eta, np.ndarray)
+    if isinstance(kappa, tuple):
+        xp = np if numpy else jnp
+        z = xp.clip(eta, -bound, bound) + xp.log(kappa[1])
+        log_s = -np.logaddexp(0.0, -z) if numpy else jax.nn.log_sigmoid(z)
+        return c + (1.0 - c) * kappa[0] * xp.exp(kappa[1] * log_s)
+    if numpy:
         from scipy.special import expit
 
         s = expit(np.clip(eta, -bound, bound))
@@ -236,20 +296,35 @@ def fixed_eta(params, arrays):
 
 
 def obs_terms(params, arrays, floors):
-    """Per-observation floor, log precision, loading vector and ceiling share, each gathered by
-    benchmark (the log precision also by model when the precision depends on the covariates; the
-    ceiling share None when the model has no ceiling)."""
+    """Per-observation floor, log precision, loading vector and link shape (:func:`link_shares`), each
+    gathered by benchmark (the log precision also by model when the precision depends on the covariates)."""
     j = arrays["obs_bench"]
     log_phi = jnp.log(params["precision"])[j]
     if "precision_slope" in params:  # log φ_ij = log φ_j + γ_jᵀ x_i
         log_phi = log_phi + jnp.sum(arrays["X"][arrays["obs_model"]] * params["precision_slope"].T[j], axis=1)
-    kappa = params["ceiling"][j] if "ceiling" in params else None
-    return floors[j], log_phi, params["loadings"].T[j], kappa
+    return floors[j], log_phi, params["loadings"].T[j], link_shares(params, j)
+
+
+def link_shares(params, index=None):
+    """The link's shape per benchmark (gathered by ``index`` when given): None (the sigmoid), the
+    ceiling share κ, or (κ, γ) with the power link (κ = 1 without a ceiling). Every function that
+    takes ``kappa`` takes any of the three; numpy or JAX."""
+    take = (lambda v: v) if index is None else (lambda v: v[index])
+    kappa = take(params["ceiling"]) if "ceiling" in params else None
+    if "link_power" not in params:
+        return kappa
+    gamma = take(params["link_power"])
+    return (gamma * 0.0 + 1.0 if kappa is None else kappa, gamma)
 
 
 def expand(kappa, *axes):
-    """The ceiling share per observation broadcast like the other per-observation terms (None stays None)."""
-    return None if kappa is None else jnp.expand_dims(kappa, axes)
+    """The link shape per observation (:func:`link_shares`) broadcast like the other per-observation
+    terms (None stays None)."""
+    if kappa is None:
+        return None
+    if isinstance(kappa, tuple):
+        return tuple(jnp.expand_dims(k, axes) for k in kappa)
+    return jnp.expand_dims(kappa, axes)
 
 
 def precisions(params, X):

@@ -372,6 +372,8 @@ for _block in (
                "SDs ω of the family × benchmark random slopes in the first covariate (coordinates log ω)"),
     ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 8.0), None,
                "ceiling shares κ: the expected score is c + (1 − c)·κ·sigmoid(η) (coordinates logit κ)"),
+    ParamBlock("link_power", "link_power", ("benchmark",), Exp(), (float(np.log(0.05)), float(np.log(1e4))), None,
+               "link powers γ: the expected score is c + (1 − c)·κ·sigmoid(η + log γ)^γ (coordinates log γ)"),
 ):
     register_block(_block)
 
@@ -380,11 +382,11 @@ CORE_BLOCKS = ("B", "loadings", "intercepts", "precision", "corr")
 
 def default_block_names(spec: ModelSpec) -> tuple[str, ...]:
     """The blocks the spec's options call for: the core ones, ``precision_slope`` with
-    ``hetero_precision``, ``residual_sd`` with ``residual``, ``slope_sd`` with ``residual_slope`` and
-    ``ceiling`` with ``ceiling``."""
+    ``hetero_precision``, ``residual_sd`` with ``residual``, ``slope_sd`` with ``residual_slope``,
+    ``ceiling`` with ``ceiling`` and ``link_power`` with ``link_power``."""
     return (CORE_BLOCKS + (("precision_slope",) if spec.hetero_precision else ())
             + (("residual_sd",) if spec.residual else ()) + (("slope_sd",) if spec.residual_slope else ())
-            + (("ceiling",) if spec.ceiling else ()))
+            + (("ceiling",) if spec.ceiling else ()) + (("link_power",) if spec.link_power else ()))
 
 
 # ---- the layout -----------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
     γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``slope_sd`` ω ~ U(0.2, 0.5),
-    ``ceiling`` κ ~ U(0.7, 0.95).
+    ``ceiling`` κ ~ U(0.7, 0.95), ``link_power`` γ log-uniform on [0.5, 2.5].
     """
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
@@ -80,6 +80,8 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
             core[name] = rng.uniform(0.2, 0.6, size=int(n_benchmarks))
         elif name == "ceiling":
             core[name] = rng.uniform(0.7, 0.95, size=int(n_benchmarks))
+        elif name == "link_power":
+            core[name] = np.exp(rng.uniform(np.log(0.5), np.log(2.5), size=int(n_benchmarks)))
         elif name == "slope_sd":
             core[name] = rng.uniform(0.2, 0.5, size=int(n_benchmarks))
         else:
@@ -214,9 +216,10 @@ def _beta_draws(skills: np.ndarray, params: dict, c: np.ndarray, logit_clip: flo
         eta = np.clip(eta, -logit_clip, logit_clip)
     phi = precisions(params, X)
     kappa = params.get("ceiling", 1.0)
-    s = 1.0 / (1.0 + np.exp(-eta))
-    a = np.maximum(phi * (c + (1.0 - c) * kappa * s), 1e-300)
-    b = np.maximum(phi * (1.0 - c) * ((1.0 - kappa) + kappa / (1.0 + np.exp(eta))), 1e-300)
+    gamma = params.get("link_power", 1.0)
+    log_s = -np.logaddexp(0.0, -(eta + np.log(gamma)))  # log sigmoid(η + log γ); the link's g = that^γ
+    a = np.maximum(phi * (c + (1.0 - c) * kappa * np.exp(gamma * log_s)), 1e-300)
+    b = np.maximum(phi * (1.0 - c) * ((1.0 - kappa) - kappa * np.expm1(gamma * log_s)), 1e-300)
     return rng.beta(a, b)
 
 
@@ -265,6 +268,7 @@ def simulate(
     residual_slope: bool = False,
     ceiling: bool = False,
     family_covariates: Sequence[str] = (),
+    link_power: bool = False,
 ):
     """Draw a score table from the model.
 
@@ -293,6 +297,8 @@ def simulate(
     residual_slope : with ``residual``, family × benchmark random slopes v_fj ~ N(0, ω_j²) in the first
         standardized covariate (``params["slope_sd"]``), returned as ``"slope"`` (F, J).
     ceiling : draw from the model with a ceiling share κ_j per benchmark (``params["ceiling"]``).
+    link_power : draw from the model with the power link μ = c + (1 − c)·κ·sigmoid(η + log γ_j)^γ_j
+        (``params["link_power"]``).
     family_covariates : names of binary family covariates (each family a kind with probability
         0.4, like the sloth table's instruction-tuned families), columns of the returned data in
         the mean of the family effect; ``params["B"]`` then has 3 + q rows (the last q: Γ for the
@@ -320,7 +326,7 @@ def simulate(
     spec = ModelSpec(benchmarks=benchmarks, anchors=benchmarks[:K], floors=tuple(float(v) for v in c),
                      clip=DEFAULT_CLIP if clip is None else tuple(clip), logit_clip=logit_clip,
                      hetero_precision=hetero_precision, residual=residual, ceiling=ceiling,
-                     residual_slope=residual_slope, family_covariates=tuple(family_covariates))
+                     residual_slope=residual_slope, link_power=link_power, family_covariates=tuple(family_covariates))
     params = _true_params(params, spec, seed)
 
     fam, within, size, tokens = _draw_design(family_sizes, F, design_rng)

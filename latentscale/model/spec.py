@@ -39,6 +39,9 @@ class ModelSpec:
         so predictions far above a family's models are less certain; default False.
     ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) with κ_j ∈ (0, 1) (a
         benchmark whose scores saturate below 1); default False (κ = 1).
+    link_power : a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j with
+        γ_j > 0 (an asymmetric sigmoid: γ > 1 a slow start above the floor and a steep rise, γ < 1 the
+        reverse); default False (γ = 1).
     blocks : names of the parameter blocks (default: those the options above call for); a block
         must be registered in :data:`latentscale.model.params.BLOCKS`.
     """
@@ -54,6 +57,7 @@ class ModelSpec:
     residual: bool = False
     ceiling: bool = False
     residual_slope: bool = False
+    link_power: bool = False
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -88,6 +92,7 @@ class ModelSpec:
         object.__setattr__(self, "residual", bool(self.residual))
         object.__setattr__(self, "ceiling", bool(self.ceiling))
         object.__setattr__(self, "residual_slope", bool(self.residual_slope))
+        object.__setattr__(self, "link_power", bool(self.link_power))
         if self.residual_slope and not self.residual:
             raise InputError("residual_slope needs residual=True (the slope is nested with the residual; variant "
                              "'residual+slope')")
@@ -157,7 +162,8 @@ class ModelSpec:
                               covariates=self.covariates,
                               family_covariates=tuple(f"z{i + 1}" for i in range(len(self.family_covariates))),
                               hetero_precision=self.hetero_precision, residual=self.residual, ceiling=self.ceiling,
-                              residual_slope=self.residual_slope, blocks=self.block_names)
+                              residual_slope=self.residual_slope, link_power=self.link_power,
+                              blocks=self.block_names)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -181,6 +187,8 @@ class ModelSpec:
             parts.append(f"family × benchmark random slope in {self.covariate_names[0]}, v_fj ~ N(0, ω_j²)")
         if self.ceiling:
             parts.append("a fitted ceiling per benchmark (μ = c + (1 − c)·κ·sigmoid(η))")
+        if self.link_power:
+            parts.append("a fitted link power per benchmark (μ = c + (1 − c)·κ·sigmoid(η + log γ)^γ)")
         from latentscale.model.params import default_block_names
 
         extra = [b for b in self.block_names if b not in default_block_names(self)]
@@ -201,6 +209,7 @@ class ModelSpec:
             "residual": self.residual,
             "ceiling": self.ceiling,
             "residual_slope": self.residual_slope,
+            "link_power": self.link_power,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -218,5 +227,6 @@ class ModelSpec:
             residual=bool(d.get("residual", False)),
             ceiling=bool(d.get("ceiling", False)),
             residual_slope=bool(d.get("residual_slope", False)),
+            link_power=bool(d.get("link_power", False)),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

@@ -8,6 +8,8 @@ A variant is a ``+``-joined list of terms, each setting model options of
 - ``residual``: a family × benchmark residual effect u_fj ~ N(0, τ_j²) (``residual=True``);
 - ``slope``: with the residual, a family × benchmark random slope in the first (size) covariate,
   v_fj ~ N(0, ω_j²) (``residual=True, residual_slope=True``; ``slope`` implies ``residual``);
+- ``power``: a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j
+  (``link_power=True``);
 - ``ceiling``: a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) (``ceiling=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
 - ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``);
@@ -30,6 +32,7 @@ TERMS: dict[str, dict] = {
     "residual": {"residual": True},
     "slope": {"residual": True, "residual_slope": True},
     "ceiling": {"ceiling": True},
+    "power": {"link_power": True},
     "clamp": {"logit_clip": 4.5},
     **{name: {"covariates": name} for name in COVARIATE_SETS},
 }
@@ -41,6 +44,7 @@ PREDICTION_VARIANT = "residual+ceiling"
 
 #: The options a variant can set, with their values in the plain model.
 DEFAULTS: dict = {"hetero_precision": False, "residual": False, "residual_slope": False, "ceiling": False,
+                 "link_power": False,
                  "logit_clip": None, "covariates": "paper",
                  "family_covariates": ()}
 
@@ -76,6 +80,8 @@ def variant_name(options: dict) -> str:
         terms.append("slope")
     if options.get("ceiling"):
         terms.append("ceiling")
+    if options.get("link_power"):
+        terms.append("power")
     if options.get("hetero_precision"):
         terms.append("hetero")
     if options.get("logit_clip") is not None:
@@ -98,5 +104,6 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
                      hetero_precision=bool(options.get("hetero_precision", False)),
                      residual=bool(options.get("residual", False)), ceiling=bool(options.get("ceiling", False)),
-                     residual_slope=bool(options.get("residual_slope", False)))
+                     residual_slope=bool(options.get("residual_slope", False)),
+                     link_power=bool(options.get("link_power", False)))
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)

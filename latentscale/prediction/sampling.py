@@ -34,7 +34,16 @@ from latentscale.estimation.residual import (
     split_effects,
 )
 from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
-from latentscale.model.observation import LOG_2PI, eta_bound, family_loglik_at, log_prior, mean_score, precisions, t_logpdf_std
+from latentscale.model.observation import (
+    LOG_2PI,
+    eta_bound,
+    family_loglik_at,
+    link_shares,
+    log_prior,
+    mean_score,
+    precisions,
+    t_logpdf_std,
+)
 from latentscale.model.params import layout
 from latentscale.model.spec import ModelSpec
 
@@ -245,7 +254,7 @@ def _expected_scores(thetas, alpha, X, floors, spec):
             eta = eta + a[..., spec.K:spec.K + spec.J]
         if spec.residual_slope:  # v_fj·z of the new models
             eta = eta + a[..., spec.K + spec.J:] * X[:, :1]
-        return mean_score(eta, floors, bound, p.get("ceiling")), precisions(p, X)
+        return mean_score(eta, floors, bound, link_shares(p)), precisions(p, X)
 
     return jax.vmap(one)(thetas, alpha)
 

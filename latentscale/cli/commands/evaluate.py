@@ -160,6 +160,6 @@ def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, sche
     return family_group_cv(scores, benchmarks=bench_set, n_train=n_train, methods=parse_list(methods, "--methods"),
                            groups=groups, n_jobs=jobs, scheduler=scheduler, progress=progress,
                            model_options={key: v for key, v in model.get_params().items()
-                                          if key in ("logit_clip", "hetero_precision", "residual", "residual_slope", "ceiling",
+                                          if key in ("logit_clip", "hetero_precision", "residual", "residual_slope", "ceiling", "link_power",
                                                      "covariates",
                                                      "family_covariates")})

@@ -26,7 +26,7 @@ RankingOpt = Annotated[Optional[str], typer.Option(
 VariantsOpt = Annotated[Optional[str], typer.Option(
     "--variants", metavar="V,V,...",
     help="Model variants to compare at every K, e.g. plain,residual,residual+ceiling (terms: plain, residual, "
-         "slope, ceiling, hetero, clamp, paper, size-tokens, flops, family:COLUMN, joined by +). "
+         "slope, ceiling, power, hetero, clamp, paper, size-tokens, flops, family:COLUMN, joined by +). "
          "Default: the plain model.",
     show_default=False)]
 TableOpt = Annotated[Optional[Path], typer.Option(

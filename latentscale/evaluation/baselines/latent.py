@@ -19,7 +19,7 @@ import pandas as pd
 from latentscale.data.dataset import ScoreData
 from latentscale.errors import InputError
 from latentscale.estimation.likelihood import MarginalLikelihood
-from latentscale.model.observation import eta_bound, mean_score
+from latentscale.model.observation import eta_bound, link_shares, mean_score
 from latentscale.model.spec import DEFAULT_CLIP
 
 
@@ -109,7 +109,7 @@ class LatentMethod:
         fit = self.fit_
         p = fit.constrained
         c = np.asarray(fit.spec.floors)
-        kappa = p.get("ceiling")
+        kappa = link_shares(p)
         bound = eta_bound(fit.spec.logit_clip)
         fixed_x = fit.scaler.transform_frame(models, "the test models")
         fixed = fixed_x @ p["B"]  # (n, K)
@@ -138,4 +138,7 @@ class LatentMethod:
 
 
 def _col(kappa):
-    return None if kappa is None else kappa[:, None]
+    """The link's shape per benchmark as a column (J, 1), broadcasting against inner nodes."""
+    if kappa is None:
+        return None
+    return tuple(k[:, None] for k in kappa) if isinstance(kappa, tuple) else kappa[:, None]
