@@ -254,10 +254,11 @@ def test_family_attributes_reach_latent_methods_and_auto_candidates():
     and a latent method with a family:COLUMN term predicts unseen families (which needs the column to
     reach its prediction: without it the prediction is an error)."""
     from latentscale.evaluation.crossval import _latent_names, auto_candidates
+    from latentscale.model.variants import PREDICTION_VARIANT
 
-    assert auto_candidates() == [f"latent-k{k}:residual+ceiling" for k in (1, 2, 3, 4)]
+    assert auto_candidates() == [f"latent-k{k}:{PREDICTION_VARIANT}" for k in (1, 2, 3, 4)]
     both = auto_candidates(("kind",))
-    assert both[4:] == [f"latent-k{k}:residual+ceiling+family:kind" for k in (1, 2, 3, 4)]
+    assert both[4:] == [f"latent-k{k}:{PREDICTION_VARIANT}+family:kind" for k in (1, 2, 3, 4)]
     assert _latent_names(["latent-auto", "flops-global"], both) == both
     data = make_data(seed=4)
     frame = data.frame.assign(kind=[int(f[1:]) % 2 for f in data.frame["family"]])
