@@ -301,7 +301,8 @@ def residual_terms(params, arrays, floors, nodes, log_weights, x_hat, n_families
     S = jnp.swapaxes(jax.scipy.linalg.solve_triangular(R, eye, lower=True), -1, -2)  # S Sᵀ = H_α|u⁻¹
     shift = jnp.einsum("fkl,ql->fqk", S, nodes)  # α_fq − α̂_f (F, Q, K)
     alpha_q = alpha[:, None, :] + shift
-    # inner rules: centres (F, Q, J, m) = r̂ − D⁻¹c·λᵀ(α_q − α̂), node maps (F, J, m, m), nodes (F, Q, J, R, m)
+    # inner rules: centres (F, Q, J, m) = r̂ − D⁻¹c·λᵀ(α_q − α̂), node maps (F, J, m, m),
+    # nodes (F, Q, J, R, m)
     x, log_w = arrays["inner_nodes"], arrays["inner_log_weights"]
     gain = _dsolve(D, Fd[..., 0, :])  # (F, J, m)
     centre = r[:, None] - gain[:, None] * jnp.einsum("fqk,kj->fqj", shift, lam)[..., None]

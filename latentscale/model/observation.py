@@ -243,7 +243,8 @@ def beta_logpdf(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, norma
 def beta_eta_derivatives(eta, log_y, log1m_y, c, log_phi, bound: float = ETA_BOUND, kappa=None):
     """First and second derivative of :func:`beta_logpdf` in η, and the Fisher information in η
     (all zero where the clip holds η, beyond ±bound)."""
-    if isinstance(kappa, tuple):  # the power link: dμ/dη = (1 − c)κγ·g·(1 − s), g = s^γ, s = sigmoid(η + log γ)
+    if isinstance(kappa, tuple):  # the power link: dμ/dη = (1 − c)κγ·g·(1 − s), g = s^γ,
+        # s = sigmoid(η + log γ)
         k, gam = kappa
         phi, _, s, g, a, b = _link_shapes(eta, c, log_phi, k, gam, bound)
         d_mu = (1.0 - c) * k * gam * g * (1.0 - s)

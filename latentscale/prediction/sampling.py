@@ -105,13 +105,14 @@ def parameter_draws(theta: np.ndarray, cov: np.ndarray | None, n: int, seed: int
 def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arrays, spec: ModelSpec, n_families: int,
                       n_proposals: int, n_out: int):
     """Draws of every family's random effects (F, n_out, ``spec.n_effects``): α, then the
-    residuals u with ``spec.residual`` (then the slopes v with ``spec.residual_slope``); and the effective sample sizes (F,), for one parameter vector.
+    residuals u with ``spec.residual`` (then the slopes v with ``spec.residual_slope``); and the
+    effective sample sizes (F,), for one parameter vector.
 
     The proposal of α is a multivariate t centred at the mode linearized in θ (the mode at θ̂ plus
     its derivative times θ − θ̂), with the curvature at θ̂ for scale: no mode search per draw; with
-    residuals, each u_fj given α is proposed from a normal at its conditional mode predicted
-    linearly from the joint mode (scale from the Fisher information ``fisher`` (F, J) at θ̂). The
-    importance weights make the draws exact for this θ."""
+    residuals, each cell's effects r_fj = u_fj (, v_fj) given α are proposed from a normal at their
+    conditional mode predicted linearly from the joint mode (scale from the cells' Fisher information
+    ``fisher`` (F, J, m, m) at θ̂). The importance weights make the draws exact for this θ."""
     params = layout(spec).unpack(theta)
     floors = arrays["floors"]
     K = spec.K
@@ -160,7 +161,8 @@ def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arra
 @partial(jax.jit, static_argnames=("spec", "n_families"))
 def _proposal_centre(theta, arrays, alpha0, spec, n_families):
     """Every family's posterior mode at θ (searched from ``alpha0``), the proposal's curvature there
-    and, with residuals, the Fisher information per (family, benchmark) (else an empty array)."""
+    and, with residuals, the Fisher information of each (family, benchmark) cell in its effects
+    (F, J, m, m) (else an empty array)."""
     params = layout(spec).unpack(theta)
     floors = arrays["floors"]
     bound = eta_bound(spec.logit_clip)
