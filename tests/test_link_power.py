@@ -21,6 +21,7 @@ from latentscale.model.observation import beta_eta_derivatives, beta_logpdf, lin
 from latentscale.model.params import layout, pack
 from latentscale.model.simulate import random_params, simulate
 from latentscale.model.variants import parse_variant, variant_name
+from test_variants import assert_score_matches_differences
 
 
 @pytest.fixture(autouse=True)
@@ -122,13 +123,8 @@ def test_likelihood_at_power_one_is_the_sigmoid_model(powered):
     # and the gradient in log γ is the one finite differences give
     ml = MarginalLikelihood(spec, design)
     theta = pack({k: true[k] for k in spec.block_names}, spec)
-    g = ml.score(theta)
     sl = layout(spec).slices["link_power"]
-    for i in (sl.start, sl.start + 1):
-        e = np.zeros_like(theta)
-        e[i] = 1e-5
-        fd = (ml.loglike(theta + e) - ml.loglike(theta - e)) / 2e-5
-        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-5)
+    assert_score_matches_differences(ml, theta, (sl.start, sl.start + 1))
 
 
 def test_fit_recovers_the_powers_and_aic_prefers_them(powered):

@@ -22,6 +22,7 @@ from latentscale.model.simulate import model_residuals, random_params, simulate
 from latentscale.model.spec import ModelSpec
 from latentscale.model.variants import parse_variant, variant_name
 from test_likelihood import scipy_beta_logpdf, standardized_covariates
+from test_variants import assert_score_matches_differences, three_family_reference
 
 TAU = np.array([0.4, 0.3, 0.5, 0.3])
 OMEGA = np.array([0.3, 0.5, 0.2, 0.4])
@@ -103,11 +104,7 @@ def test_slope_likelihood_matches_nested_brute_force(slopes):
     more slowly than the residual's: 5² nodes are within 5e-3, 14² within 2e-5 on these families); the
     Laplace one in (α, u, v) further off."""
     data, true, spec = slopes
-    small = data.subset(data.frame["family"].isin(data.frame["family"].unique()[:3]).to_numpy())
-    design, _ = build_design(small, spec.benchmarks, spec.clip)
-    theta = pack({k: true[k] for k in spec.block_names}, spec)
-    params = {k: np.asarray(v) for k, v in layout(spec).unpack(theta).items()}
-    ref = np.array([nested_integral(small, spec, params, n) for n in design.families])
+    design, theta, ref = three_family_reference(data, true, spec, nested_integral)
     fine = MarginalLikelihood(spec, design, QuadratureSpec(points=30, slope_points=20)).loglikeobs(theta)
     np.testing.assert_allclose(fine, ref, rtol=0, atol=1e-5)
     default = MarginalLikelihood(spec, design, QuadratureSpec()).loglikeobs(theta)
@@ -123,14 +120,9 @@ def test_slope_gradient_matches_finite_differences(slopes):
     design, _ = build_design(data, spec.benchmarks, spec.clip)
     ml = MarginalLikelihood(spec, design)
     theta = pack({k: true[k] for k in spec.block_names}, spec) + 0.05
-    _, g = ml.loglike_and_score(theta)
     sl = layout(spec).slices
-    h = 1e-5
-    for i in (0, 4, sl["residual_sd"].start, sl["slope_sd"].start, sl["slope_sd"].stop - 1):
-        e = np.zeros_like(theta)
-        e[i] = h
-        fd = (ml.loglike(theta + e) - ml.loglike(theta - e)) / (2 * h)
-        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-5)
+    assert_score_matches_differences(ml, theta, (0, 4, sl["residual_sd"].start, sl["slope_sd"].start,
+                                                 sl["slope_sd"].stop - 1))
 
 
 @pytest.fixture(scope="module")

@@ -173,6 +173,26 @@ def nested_integral(data, spec, params, name) -> float:
     return log_simpson(log_outer, alpha)
 
 
+def three_family_reference(data, true, spec, integral):
+    """The first three families of ``data``: their design, the true θ, and ``integral(small, spec,
+    params, family)`` (a brute-force log marginal likelihood) of each of them."""
+    small = data.subset(data.frame["family"].isin(data.frame["family"].unique()[:3]).to_numpy())
+    design, _ = build_design(small, spec.benchmarks, spec.clip)
+    theta = pack({k: true[k] for k in spec.block_names}, spec)
+    params = {k: np.asarray(v) for k, v in layout(spec).unpack(theta).items()}
+    return design, theta, np.array([integral(small, spec, params, n) for n in design.families])
+
+
+def assert_score_matches_differences(ml, theta, coords, h: float = 1e-5, abs_tol: float = 1e-5):
+    """The exact gradient of ``ml`` at θ against central differences of ℓ, coordinate by coordinate."""
+    g = ml.score(theta)
+    for i in coords:
+        e = np.zeros_like(theta)
+        e[i] = h
+        fd = (ml.loglike(theta + e) - ml.loglike(theta - e)) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-5, abs=abs_tol), i
+
+
 @pytest.fixture(scope="module")
 def residual():
     """K = 1, J = 4, 200 families of 3 models with residual SDs 0.5, 0.3, 0.8, 0.4."""
@@ -190,11 +210,7 @@ def test_residual_likelihood_matches_nested_brute_force(residual):
     rule (15 × 7 nodes) within 1e-3 per family; the Laplace one in (α, u) visibly off."""
     data, true, spec = residual
     assert spec.n_effects == 1 + 4 and spec.block_names[-1] == "residual_sd"
-    small = data.subset(data.frame["family"].isin(data.frame["family"].unique()[:3]).to_numpy())
-    design, _ = build_design(small, spec.benchmarks, spec.clip)
-    theta = pack({k: true[k] for k in spec.block_names}, spec)
-    params = {k: np.asarray(v) for k, v in layout(spec).unpack(theta).items()}
-    ref = np.array([nested_integral(small, spec, params, n) for n in design.families])
+    design, theta, ref = three_family_reference(data, true, spec, nested_integral)
     fine = MarginalLikelihood(spec, design, QuadratureSpec(points=30, inner_points=15)).loglikeobs(theta)
     np.testing.assert_allclose(fine, ref, rtol=0, atol=1e-5)
     default = MarginalLikelihood(spec, design, QuadratureSpec()).loglikeobs(theta)
@@ -208,13 +224,7 @@ def test_residual_gradient_matches_finite_differences(residual):
     design, _ = build_design(data, spec.benchmarks, spec.clip)
     ml = MarginalLikelihood(spec, design)
     theta = pack({k: true[k] for k in spec.block_names}, spec) + 0.05
-    _, g = ml.loglike_and_score(theta)
-    h = 1e-5
-    for i in (0, 4, theta.size - 3, theta.size - 1):  # B, a loading, residual SDs
-        e = np.zeros_like(theta)
-        e[i] = h
-        fd = (ml.loglike(theta + e) - ml.loglike(theta - e)) / (2 * h)
-        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-5)
+    assert_score_matches_differences(ml, theta, (0, 4, theta.size - 3, theta.size - 1))  # B, a loading, residual SDs
 
 
 @pytest.fixture(scope="module")
@@ -297,12 +307,7 @@ def test_ceiling_likelihood_and_gradient(ceiling):
         top = max(log_joint(a) for a in np.linspace(-6, 6, 241))
         v, _ = integrate.quad(lambda a: np.exp(log_joint(a) - top), -8, 8, epsabs=0, epsrel=1e-12, limit=200)
         assert ml.loglikeobs(theta)[f] == pytest.approx(top + np.log(v), abs=1e-8)
-    _, g = ml.loglike_and_score(theta + 0.03)
-    for i in range(theta.size - 4, theta.size):  # the four logits of κ
-        e = np.zeros_like(theta)
-        e[i] = 1e-5
-        fd = (ml.loglike(theta + 0.03 + e) - ml.loglike(theta + 0.03 - e)) / 2e-5
-        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert_score_matches_differences(ml, theta + 0.03, range(theta.size - 4, theta.size), abs_tol=1e-6)  # logits of κ
 
 
 def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from latentscale.estimation import smallmat as sm
 from latentscale.model.observation import (
@@ -56,12 +57,16 @@ def n_cell_effects(params) -> int:
     return 2 if "slope_sd" in params else 1
 
 
-def _rho(params):
+def cell_sds(params):
+    """Prior SDs of the cells' effects (..., J, m): τ_j, and ω_j with slopes (numpy or JAX; stacked
+    parameter draws (S, J) give (S, J, m))."""
+    xp = np if isinstance(params["residual_sd"], np.ndarray) else jnp
+    return xp.stack([params["residual_sd"]] + ([params["slope_sd"]] if "slope_sd" in params else []), axis=-1)
+
+
+def cell_precisions(params):
     """Prior precisions of the cells' effects (J, m): 1/τ_j² (and 1/ω_j²)."""
-    sd = params["residual_sd"][:, None]
-    if "slope_sd" in params:
-        sd = jnp.concatenate([sd, params["slope_sd"][:, None]], axis=1)
-    return 1.0 / jnp.square(sd)
+    return 1.0 / jnp.square(cell_sds(params))
 
 
 def _cell(arrays, n_benchmarks: int):
@@ -132,10 +137,10 @@ def cell_system(M, rho):
         return M + rho[None, :, :, None], h * rho[None, :, 0] / (h + rho[None, :, 0])
     D = M + rho[None, :, :, None] * jnp.eye(m, dtype=M.dtype)
     c = M[..., 0, :]
-    return D, M[..., 0, 0] - jnp.sum(c * _dsolve(D, c), axis=-1)
+    return D, M[..., 0, 0] - jnp.sum(c * cell_solve(D, c), axis=-1)
 
 
-def _dsolve(D, b):
+def cell_solve(D, b):
     """D⁻¹ b for the cells' m × m systems (m = 1 or 2, closed form)."""
     if D.shape[-1] == 1:
         return b / D[..., 0]
@@ -161,9 +166,9 @@ def _newton_step(lam, prec, rho, M, g_a, g_r, chol=sm.cholesky, solve=sm.cho_sol
     """The joint Newton step (Δα, Δr) of the arrow system with the cells' curvatures M (F, J, m, m)."""
     D, s = cell_system(M, rho)
     c = M[..., 0, :]
-    rhs = g_a - jnp.sum(c * _dsolve(D, g_r), axis=-1) @ lam.T
+    rhs = g_a - jnp.sum(c * cell_solve(D, g_r), axis=-1) @ lam.T
     da = solve(chol(schur(lam, prec, s)), rhs)
-    dr = _dsolve(D, g_r - c * (da @ lam)[..., None])
+    dr = cell_solve(D, g_r - c * (da @ lam)[..., None])
     return da, dr
 
 
@@ -194,7 +199,7 @@ def converge_joint_modes(params, arrays, floors, start, n_families: int, n_bench
     K = lam.shape[0]
     m = n_cell_effects(params)
     w = cell_design(arrays, m)
-    prec, rho = _precision(params), _rho(params)
+    prec, rho = _precision(params), cell_precisions(params)
 
     def joint(x):
         alpha, r = split_effects(x, K, m)
@@ -247,7 +252,7 @@ def tracked_joint_modes(params, arrays, floors, x_hat, n_families: int, n_benchm
     K = lam.shape[0]
     m = n_cell_effects(params)
     w = cell_design(arrays, m)
-    prec, rho = _precision(params), _rho(params)
+    prec, rho = _precision(params), cell_precisions(params)
     alpha, r = split_effects(x, K, m)
     for _ in range(2 if exact_second else 1):
         G, Hd, Fd = _stats(params, arrays, floors, _eta(eta0, lam_obs, alpha, r, w, arrays, n_benchmarks), w,
@@ -290,7 +295,7 @@ def residual_terms(params, arrays, floors, nodes, log_weights, x_hat, n_families
     alpha, r, eta0, lam_obs, w = tracked_joint_modes(params, arrays, floors, x_hat, n_families, n_benchmarks, bound,
                                                      exact_second)
     lam = params["loadings"]
-    prec, rho = _precision(params), _rho(params)
+    prec, rho = _precision(params), cell_precisions(params)
     fam, cell = arrays["obs_family"], _cell(arrays, n_benchmarks)
     eta_hat = _eta(eta0, lam_obs, alpha, r, w, arrays, n_benchmarks)
     _, _, Fd = _stats(params, arrays, floors, eta_hat, w, n_families, n_benchmarks, bound)
@@ -304,7 +309,7 @@ def residual_terms(params, arrays, floors, nodes, log_weights, x_hat, n_families
     # inner rules: centres (F, Q, J, m) = r̂ − D⁻¹c·λᵀ(α_q − α̂), node maps (F, J, m, m),
     # nodes (F, Q, J, R, m)
     x, log_w = arrays["inner_nodes"], arrays["inner_log_weights"]
-    gain = _dsolve(D, Fd[..., 0, :])  # (F, J, m)
+    gain = cell_solve(D, Fd[..., 0, :])  # (F, J, m)
     centre = r[:, None] - gain[:, None] * jnp.einsum("fqk,kj->fqj", shift, lam)[..., None]
     Sc, log_det_c = inner_scale(D)
     offsets = jnp.einsum("fjab,rb->fjra", Sc, x)  # (F, J, R, m)
@@ -352,4 +357,4 @@ def joint_mode_and_scale(params, arrays, floors, start, n_families: int, n_bench
         alpha, r = split_effects(x, K, m)
     eta = _eta(eta0, lam_obs, alpha, r, w, arrays, n_benchmarks)
     _, _, Fd = _stats(params, arrays, floors, eta, w, n_families, n_benchmarks, bound)
-    return x, schur(lam, _precision(params), cell_system(Fd, _rho(params))[1]), Fd
+    return x, schur(lam, _precision(params), cell_system(Fd, cell_precisions(params))[1]), Fd

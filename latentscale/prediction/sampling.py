@@ -25,9 +25,10 @@ from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
 from latentscale.estimation.residual import (
-    _dsolve,
-    _rho,
     cell_log_prior,
+    cell_precisions,
+    cell_sds,
+    cell_solve,
     cell_system,
     inner_scale,
     joint_mode_and_scale,
@@ -126,9 +127,9 @@ def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arra
                                                     axis=1)[:, None]
     if spec.residual:  # the cells' effects r_fj (u, and the slope v) given α: normal proposals
         m = spec.residual_terms
-        rho = _rho(params)  # (J, m)
+        rho = cell_precisions(params)  # (J, m)
         D, _ = cell_system(fisher, rho)
-        gain = _dsolve(D, fisher[..., 0, :])  # (F, J, m)
+        gain = cell_solve(D, fisher[..., 0, :])  # (F, J, m)
         Sc, log_det_c = inner_scale(D)  # S Sᵀ = D⁻¹
         shift = jnp.einsum("fmk,kj->fmj", alpha - mode[:, None, :K], params["loadings"])  # (F, M, J)
         centre = split_effects(mode, K, m)[1][:, None] - gain[:, None] * shift[..., None]  # (F, M, J, m)
@@ -237,8 +238,7 @@ def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> n
     alpha = np.einsum("skl,sml->smk", params["corr"], z[..., :spec.K])
     if not spec.residual:
         return alpha
-    sd = params["residual_sd"] if not spec.residual_slope else np.concatenate([params["residual_sd"],
-                                                                               params["slope_sd"]], axis=1)
+    sd = np.swapaxes(cell_sds(params), -1, -2).reshape(len(thetas), -1)  # (S, m·J): τ, then ω
     return np.concatenate([alpha, z[..., spec.K:] * sd[:, None, :]], axis=-1)
 
 

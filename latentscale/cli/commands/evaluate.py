@@ -156,10 +156,8 @@ def _holdout(scores, model, holdout, level, samples, seed, se, progress):
 def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress):
     """The family-group cross-validation with the command's options."""
     from latentscale.evaluation.crossval import family_group_cv
+    from latentscale.model.variants import DEFAULTS  # the variant options
 
     return family_group_cv(scores, benchmarks=bench_set, n_train=n_train, methods=parse_list(methods, "--methods"),
                            groups=groups, n_jobs=jobs, scheduler=scheduler, progress=progress,
-                           model_options={key: v for key, v in model.get_params().items()
-                                          if key in ("logit_clip", "hetero_precision", "residual", "residual_slope", "ceiling", "link_power",
-                                                     "covariates",
-                                                     "family_covariates")})
+                           model_options={key: v for key, v in model.get_params().items() if key in DEFAULTS})

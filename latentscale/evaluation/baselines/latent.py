@@ -19,6 +19,7 @@ import pandas as pd
 from latentscale.data.dataset import ScoreData
 from latentscale.errors import InputError
 from latentscale.estimation.likelihood import MarginalLikelihood
+from latentscale.estimation.residual import cell_sds
 from latentscale.model.observation import eta_bound, link_shares, mean_score
 from latentscale.model.spec import DEFAULT_CLIP
 
@@ -99,8 +100,7 @@ class LatentMethod:
         if fit.spec.residual:  # inner nodes of r_fj = u_fj (, v_fj) given each outer node, and the prior's rule
             self.residual_nodes_, self.residual_weights_ = ml.residual_nodes(fit.theta)  # (F, Q, J, R, m)
             inner = fit.quadrature.inner_rule(fit.spec.residual_terms)
-            sd = [fit.constrained["residual_sd"]] + ([fit.constrained["slope_sd"]] if fit.spec.residual_slope else [])
-            self.prior_residual_ = (inner.nodes[None, :, :] * np.stack(sd, axis=-1)[:, None, :],
+            self.prior_residual_ = (inner.nodes[None, :, :] * cell_sds(fit.constrained)[:, None, :],
                                     inner.weights)  # (J, R, m), (R,)
         return self
 
