@@ -105,9 +105,9 @@ def test_variant_names_and_blocks():
 
 @pytest.fixture(scope="module")
 def powered():
-    """K = 1, J = 4, 400 families of 3 models whose scores follow link powers 0.5, 3, 1 and 2."""
+    """K = 1, J = 4, 400 families of 3 models whose scores follow link powers 0.7, 3, 1 and 2."""
     true = random_params(1, 4, seed=4, extra_blocks=("link_power",))
-    true["link_power"] = np.array([0.5, 3.0, 1.0, 2.0])
+    true["link_power"] = np.array([0.7, 3.0, 1.0, 2.0])
     return simulate(true, k=1, n_benchmarks=4, n_families=400, family_sizes=3, seed=5, link_power=True)
 
 

@@ -372,7 +372,7 @@ for _block in (
                "SDs ω of the family × benchmark random slopes in the first covariate (coordinates log ω)"),
     ParamBlock("ceiling", "ceiling", ("benchmark",), Logistic(), (-3.0, 8.0), None,
                "ceiling shares κ: the expected score is c + (1 − c)·κ·sigmoid(η) (coordinates logit κ)"),
-    ParamBlock("link_power", "link_power", ("benchmark",), Exp(), (float(np.log(0.1)), float(np.log(10.0))), None,
+    ParamBlock("link_power", "link_power", ("benchmark",), Exp(), (float(np.log(0.5)), float(np.log(10.0))), None,
                "link powers γ: the expected score is c + (1 − c)·κ·sigmoid(η + log γ)^γ (coordinates log γ)"),
 ):
     register_block(_block)

@@ -69,7 +69,7 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
     γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``slope_sd`` ω ~ U(0.2, 0.5),
-    ``ceiling`` κ ~ U(0.7, 0.95), ``link_power`` γ log-uniform on [0.5, 2.5].
+    ``ceiling`` κ ~ U(0.7, 0.95), ``link_power`` γ log-uniform on [0.6, 2.5].
     """
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
@@ -81,7 +81,7 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
         elif name == "ceiling":
             core[name] = rng.uniform(0.7, 0.95, size=int(n_benchmarks))
         elif name == "link_power":
-            core[name] = np.exp(rng.uniform(np.log(0.5), np.log(2.5), size=int(n_benchmarks)))
+            core[name] = np.exp(rng.uniform(np.log(0.6), np.log(2.5), size=int(n_benchmarks)))
         elif name == "slope_sd":
             core[name] = rng.uniform(0.2, 0.5, size=int(n_benchmarks))
         else:

@@ -38,10 +38,9 @@ TERMS: dict[str, dict] = {
 }
 
 #: The variant used for prediction by the evaluation (``latent-auto`` chooses K and the family attributes
-#: by AIC on the core rows, within this variant): a family × benchmark residual and a fitted ceiling per
-#: benchmark. How it was chosen, and why ``residual+ceiling+power`` (more accurate on the v1 tables) is
-#: not the default yet, is said in docs/evaluation.md.
-PREDICTION_VARIANT = "residual+ceiling"
+#: by AIC on the core rows, within this variant): a family × benchmark residual, a fitted ceiling and a
+#: fitted link power per benchmark. How it was chosen is said in docs/evaluation.md.
+PREDICTION_VARIANT = "residual+ceiling+power"
 
 #: The options a variant can set, with their values in the plain model.
 DEFAULTS: dict = {"hetero_precision": False, "residual": False, "residual_slope": False, "ceiling": False,
