@@ -32,6 +32,7 @@ import pandas as pd
 
 from latentscale.allocation.core import budget_log, budget_segment, line_optimum, resolve_box, target_coefficients
 from latentscale.errors import InputError
+from latentscale.estimation.optimize import difference_steps
 from latentscale.estimation.quadrature import QuadratureSpec
 
 #: The step of the central differences of g in θ (relative, as in the likelihood's fd Hessian).
@@ -54,7 +55,7 @@ def split_and_gradient(fit, skill: str, flops: float, box=None) -> tuple[float, 
                          f"{size_box[1]:g} B and tokens {tokens_box[0]:g}-{tokens_box[1]:g} T; choose another budget")
     theta = np.asarray(fit.theta, float)
     P = theta.size
-    h = _REL_STEP * np.maximum(1.0, np.abs(theta))
+    h = difference_steps(theta, _REL_STEP)
     thetas = np.vstack([theta, theta + np.diag(h), theta - np.diag(h)])
     coef = target_coefficients(fit, thetas, skill, "skill")[0]
     u, interior = line_optimum(coef, s, lo, hi)

@@ -28,6 +28,7 @@ import numpy as np
 from latentscale.config import float64, opt_in_cache, release_compiled_if_crowded
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
+from latentscale.estimation.optimize import difference_steps
 from latentscale.estimation.quadrature import QuadratureRule, QuadratureSpec
 from latentscale.estimation.residual import residual_terms
 from latentscale.model.design import Design
@@ -419,7 +420,7 @@ def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4
     """
     theta = np.asarray(theta, dtype=float)
     n = theta.size
-    h = rel_step * np.maximum(1.0, np.abs(theta))
+    h = difference_steps(theta, rel_step)
     H = np.empty((n, n))
     S = np.empty((ml.design.n_families, n)) if with_scores else None
     if not central and with_scores:

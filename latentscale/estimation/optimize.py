@@ -15,6 +15,13 @@ GRAD_TOL = 1e-4
 DECREMENT_TOL = 1e-6
 
 
+def difference_steps(theta: np.ndarray, rel_step: float) -> np.ndarray:
+    """Steps of finite differences in θ: h_i = ``rel_step`` · max(1, |θ_i|) (relative to large
+    coordinates, absolute near 0), the one rule of the Hessians, the modes' derivatives and the
+    delta-method gradients."""
+    return rel_step * np.maximum(1.0, np.abs(np.asarray(theta, dtype=float)))
+
+
 def free_coordinates(theta: np.ndarray, grad: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Coordinates not held by a bound: a coordinate on (or within a hair of) its lower bound with
     the gradient pointing below it, or on its upper bound with the gradient pointing above it, is

@@ -35,6 +35,7 @@ from latentscale.estimation.residual import (
     split_effects,
 )
 from latentscale.estimation.montecarlo import PROPOSAL_DF, PROPOSAL_INFLATE
+from latentscale.estimation.optimize import difference_steps
 from latentscale.model.observation import (
     LOG_2PI,
     eta_bound,
@@ -181,7 +182,7 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
     zeros = jnp.zeros((n_families, spec.n_effects), dtype=center.dtype)
     mode0, H, fisher = _proposal_centre(center, arrays, zeros, spec, n_families)
     theta = np.asarray(center)
-    h = rel_step * np.maximum(1.0, np.abs(theta))
+    h = difference_steps(theta, rel_step)
     cols = []
     for d in range(theta.size):
         e = np.zeros_like(theta)
