@@ -16,7 +16,7 @@ from latentscale.estimation.estimators import METHODS, estimate, method_quadratu
 from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import build_design
 from latentscale.model.params import layout
-from latentscale.model.spec import DEFAULT_CLIP, ModelSpec
+from latentscale.model.spec import DEFAULT_CLIP, SWITCHES, ModelSpec
 from latentscale.results.fit_result import FitResult
 
 class LatentScalingModel:
@@ -168,9 +168,8 @@ class LatentScalingModel:
         return ModelSpec(benchmarks=tuple(data.benchmarks), anchors=tuple(anchors),
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
-                         family_covariates=self.family_covariates, hetero_precision=self.hetero_precision,
-                         residual=self.residual, residual_slope=self.residual_slope, link_power=self.link_power,
-                         ceiling=self.ceiling)
+                         family_covariates=self.family_covariates,
+                         **{name: getattr(self, name) for name in SWITCHES})
 
     def likelihood(self, data, **frame_options):
         """The marginal likelihood of this model on ``data`` (the fit's rule), a
@@ -238,8 +237,7 @@ class LatentScalingModel:
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
             "covariates": self.covariates, "family_covariates": list(self.family_covariates),
-            "hetero_precision": self.hetero_precision, "residual": self.residual, "ceiling": self.ceiling,
-            "residual_slope": self.residual_slope, "link_power": self.link_power, "floors": self.floors,
+            **{name: getattr(self, name) for name in SWITCHES}, "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options, "refine": self.refine, "refine_draws": self.refine_draws,

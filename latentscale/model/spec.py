@@ -13,6 +13,8 @@ from latentscale.model.covariates import COVARIATE_SETS, check_covariate_set
 
 #: Scores are clipped into this interval before the Beta density, as in the reference analysis.
 DEFAULT_CLIP = (0.001, 0.999)
+#: The model's on/off terms (boolean options of :class:`ModelSpec`, all False in the plain model).
+SWITCHES = ("hetero_precision", "residual", "residual_slope", "ceiling", "link_power")
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,8 @@ class ModelSpec:
         if len(set(self.family_covariates)) != len(self.family_covariates) or taken & set(self.family_covariates):
             raise InputError(f"family covariates must be distinct and differ from {sorted(taken)}, got "
                              f"{list(self.family_covariates)}")
-        object.__setattr__(self, "hetero_precision", bool(self.hetero_precision))
-        object.__setattr__(self, "residual", bool(self.residual))
-        object.__setattr__(self, "ceiling", bool(self.ceiling))
-        object.__setattr__(self, "residual_slope", bool(self.residual_slope))
-        object.__setattr__(self, "link_power", bool(self.link_power))
+        for name in SWITCHES:
+            object.__setattr__(self, name, bool(getattr(self, name)))
         if self.residual_slope and not self.residual:
             raise InputError("residual_slope needs residual=True (the slope is nested with the residual; variant "
                              "'residual+slope')")
@@ -115,6 +114,11 @@ class ModelSpec:
     @property
     def covariate_names(self) -> tuple[str, ...]:
         return COVARIATE_SETS[self.covariates] + self.family_covariates
+
+    @property
+    def switches(self) -> dict[str, bool]:
+        """The on/off terms (:data:`SWITCHES`) by name."""
+        return {name: getattr(self, name) for name in SWITCHES}
 
     @property
     def skills(self) -> tuple[str, ...]:
@@ -161,9 +165,7 @@ class ModelSpec:
                               floors=(0.0,) * self.J, clip=None, logit_clip=self.logit_clip,
                               covariates=self.covariates,
                               family_covariates=tuple(f"z{i + 1}" for i in range(len(self.family_covariates))),
-                              hetero_precision=self.hetero_precision, residual=self.residual, ceiling=self.ceiling,
-                              residual_slope=self.residual_slope, link_power=self.link_power,
-                              blocks=self.block_names)
+                              blocks=self.block_names, **self.switches)
             object.__setattr__(self, "_structure", canon)
         return canon
 
@@ -205,11 +207,7 @@ class ModelSpec:
             "logit_clip": self.logit_clip,
             "covariates": self.covariates,
             "family_covariates": list(self.family_covariates),
-            "hetero_precision": self.hetero_precision,
-            "residual": self.residual,
-            "ceiling": self.ceiling,
-            "residual_slope": self.residual_slope,
-            "link_power": self.link_power,
+            **self.switches,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -223,10 +221,6 @@ class ModelSpec:
             logit_clip=d.get("logit_clip"),
             covariates=d.get("covariates", "paper"),
             family_covariates=tuple(d.get("family_covariates", ())),
-            hetero_precision=bool(d.get("hetero_precision", False)),
-            residual=bool(d.get("residual", False)),
-            ceiling=bool(d.get("ceiling", False)),
-            residual_slope=bool(d.get("residual_slope", False)),
-            link_power=bool(d.get("link_power", False)),
+            **{name: bool(d.get(name, False)) for name in SWITCHES},
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from latentscale.errors import InputError
 from latentscale.model.covariates import COVARIATE_SETS
+from latentscale.model.spec import SWITCHES
 
 #: Each term and the model options it sets.
 TERMS: dict[str, dict] = {
@@ -43,9 +44,7 @@ TERMS: dict[str, dict] = {
 PREDICTION_VARIANT = "residual+ceiling+power"
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {"hetero_precision": False, "residual": False, "residual_slope": False, "ceiling": False,
-                 "link_power": False,
-                 "logit_clip": None, "covariates": "paper",
+DEFAULTS: dict = {**{name: False for name in SWITCHES}, "logit_clip": None, "covariates": "paper",
                  "family_covariates": ()}
 
 
@@ -102,8 +101,5 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
     from latentscale.model.spec import ModelSpec
 
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
-                     hetero_precision=bool(options.get("hetero_precision", False)),
-                     residual=bool(options.get("residual", False)), ceiling=bool(options.get("ceiling", False)),
-                     residual_slope=bool(options.get("residual_slope", False)),
-                     link_power=bool(options.get("link_power", False)))
+                     **{name: bool(options.get(name, False)) for name in SWITCHES})
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)
