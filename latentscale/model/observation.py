@@ -320,12 +320,12 @@ def link_shares(params, index=None):
 
 def expand(kappa, *axes):
     """The link shape per observation (:func:`link_shares`) broadcast like the other per-observation
-    terms (None stays None)."""
+    terms (None stays None; numpy stays numpy)."""
     if kappa is None:
         return None
     if isinstance(kappa, tuple):
-        return tuple(jnp.expand_dims(k, axes) for k in kappa)
-    return jnp.expand_dims(kappa, axes)
+        return tuple(expand(k, *axes) for k in kappa)
+    return np.expand_dims(kappa, axes) if isinstance(kappa, np.ndarray) else jnp.expand_dims(kappa, axes)
 
 
 def precisions(params, X):

@@ -20,7 +20,7 @@ from latentscale.data.dataset import ScoreData
 from latentscale.errors import InputError
 from latentscale.estimation.likelihood import MarginalLikelihood
 from latentscale.estimation.residual import cell_sds
-from latentscale.model.observation import eta_bound, link_shares, mean_score
+from latentscale.model.observation import eta_bound, expand, link_shares, mean_score
 from latentscale.model.spec import DEFAULT_CLIP
 
 
@@ -110,6 +110,7 @@ class LatentMethod:
         p = fit.constrained
         c = np.asarray(fit.spec.floors)
         kappa = link_shares(p)
+        kappa_cells = expand(kappa, 1)  # (J, 1): against the inner nodes
         bound = eta_bound(fit.spec.logit_clip)
         fixed_x = fit.scaler.transform_frame(models, "the test models")
         fixed = fixed_x @ p["B"]  # (n, K)
@@ -125,10 +126,10 @@ class LatentMethod:
             w_cell = np.array([1.0, fixed_x[i, 0]])[: fit.spec.residual_terms]  # η gets u (+ v·z)
             if f is not None:  # E over r_fj given each outer node, by the inner nodes and weights
                 r, wu = self.residual_nodes_[f], self.residual_weights_[f]  # (Q, J, R, m), (Q, J, R)
-                inner = np.sum(wu * mean_score(eta[..., None] + r @ w_cell, c[:, None], bound, _col(kappa)), axis=-1)
+                inner = np.sum(wu * mean_score(eta[..., None] + r @ w_cell, c[:, None], bound, kappa_cells), axis=-1)
             else:  # a family without rows: u_fj ~ N(0, τ_j²) (, v_fj ~ N(0, ω_j²))
                 r, wu = self.prior_residual_
-                inner = mean_score(eta[..., None] + (r @ w_cell)[None], c[:, None], bound, _col(kappa)) @ wu
+                inner = mean_score(eta[..., None] + (r @ w_cell)[None], c[:, None], bound, kappa_cells) @ wu
             out[i] = w @ inner
         return out
 
@@ -136,9 +137,3 @@ class LatentMethod:
         """The fit, a :class:`~latentscale.results.FitResult` (no Hessian unless asked for)."""
         return self.fit_
 
-
-def _col(kappa):
-    """The link's shape per benchmark as a column (J, 1), broadcasting against inner nodes."""
-    if kappa is None:
-        return None
-    return tuple(k[:, None] for k in kappa) if isinstance(kappa, tuple) else kappa[:, None]
