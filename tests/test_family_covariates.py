@@ -41,7 +41,7 @@ def kinds():
 @pytest.fixture(scope="module")
 def kind_fit(kinds):
     data, _, _ = kinds
-    return ls.LatentScalingModel(1, family_covariates=["kind"]).fit(data)
+    return ls.LatentScalingModel(1, family_covariates=["kind"], n_starts=1).fit(data)
 
 
 def test_simulated_kinds_are_family_attributes(kinds):

@@ -129,7 +129,7 @@ def test_likelihood_at_power_one_is_the_sigmoid_model(powered):
 
 def test_fit_recovers_the_powers_and_aic_prefers_them(powered):
     data, true, spec = powered
-    fit = ls.LatentScalingModel(1, link_power=True).fit(data)
+    fit = ls.LatentScalingModel(1, link_power=True, n_starts=1).fit(data)
     plain = ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(data)
     assert fit.converged and fit.spec.link_power
     names = [f"link_power[{b}]" for b in spec.benchmarks]

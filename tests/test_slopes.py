@@ -128,7 +128,7 @@ def test_slope_gradient_matches_finite_differences(slopes):
 @pytest.fixture(scope="module")
 def slope_fits(slopes):
     data, _, _ = slopes
-    return (ls.LatentScalingModel(1, residual=True, residual_slope=True).fit(data),
+    return (ls.LatentScalingModel(1, residual=True, residual_slope=True, n_starts=1).fit(data),
             ls.LatentScalingModel(1, residual=True, hessian=None, n_starts=1).fit(data))
 
 

@@ -71,7 +71,7 @@ def test_hetero_layout_and_likelihood_match_brute_force(hetero):
 @pytest.fixture(scope="module")
 def hetero_fits(hetero):
     data, _, _ = hetero
-    fit = ls.LatentScalingModel(1, hetero_precision=True).fit(data)
+    fit = ls.LatentScalingModel(1, hetero_precision=True, n_starts=1).fit(data)
     plain = ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(data)
     return fit, plain
 
@@ -230,7 +230,7 @@ def test_residual_gradient_matches_finite_differences(residual):
 @pytest.fixture(scope="module")
 def residual_fits(residual):
     data, _, _ = residual
-    return (ls.LatentScalingModel(1, residual=True).fit(data),
+    return (ls.LatentScalingModel(1, residual=True, n_starts=1).fit(data),
             ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(data))
 
 
@@ -315,7 +315,7 @@ def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling):
     interval reaching up to 1, never beyond); AIC prefers the model with the ceiling."""
     _, true, spec = ceiling
     data = ceiling[0]
-    fit = ls.LatentScalingModel(1, ceiling=True).fit(data)
+    fit = ls.LatentScalingModel(1, ceiling=True, n_starts=1).fit(data)
     plain = ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(data)
     assert fit.converged and fit.aic < plain.aic
     table = fit.params_table().xs("ceiling", level="block")
