@@ -201,6 +201,23 @@ def test_start_params_from_the_optimum_returns_it(small_fit):
     assert moved.llf == pytest.approx(fit.llf, abs=1e-4)
 
 
+def test_laplace_stage_bound_leaves_the_rest_to_the_quadrature_stage(small_fit):
+    """``laplace_maxiter`` bounds the Laplace stage only: cut to two steps, the quadrature stage takes
+    more steps and reaches the same optimum."""
+    from latentscale.estimation.mle import fit_mle
+    from latentscale.model.design import build_design
+
+    data, fit = small_fit
+    design, _ = build_design(data, fit.spec.benchmarks, fit.spec.clip)
+    # a short screening leaves the Laplace stage work to do
+    full = fit_mle(design, fit.spec, n_starts=1, hessian=None, screen_iter=3)
+    short = fit_mle(design, fit.spec, n_starts=1, hessian=None, screen_iter=3, laplace_maxiter=2)
+    assert full.diagnostics["laplace_steps"] > 2 and short.diagnostics["laplace_steps"] <= 2
+    assert short.diagnostics["quadrature_steps"] > full.diagnostics["quadrature_steps"]
+    assert short.log_likelihood == pytest.approx(full.log_likelihood, abs=1e-4)
+    assert short.log_likelihood == pytest.approx(fit.llf, abs=1e-4)
+
+
 def test_start_params_errors(small_fit):
     data, fit = small_fit
     with pytest.raises(ValueError, match=r"must be a FitResult or \d+ numbers"):
