@@ -257,6 +257,7 @@ def fit_mle(
                                                             say)
             curv = curv if polished_curv is None else polished_curv
             iterations += n_pol
+            n_full += n_pol
     value, grad = full.loglike_and_score(theta)
 
     # Stage 4: curvature for the standard errors.
@@ -270,7 +271,7 @@ def fit_mle(
         **convergence_diagnostics(theta, grad, H if H is not None else -curv, lo, hi, lay.names),
         "iterations": iterations,
         "laplace_steps": n_lap,
-        "quadrature_steps": n_full,
+        "quadrature_steps": n_full,  # with the restarts from the rule's curvature
         "hessian_kind": hessian_kind,
         "start_log_likelihoods": [float(-r.fun) for r in results],
         "laplace_log_likelihood": float(ll_lap if full is laplace else laplace.loglike_and_score(theta)[0]),
