@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from latentscale.errors import InputError
-from latentscale.model.spec import SWITCHES
+from latentscale.model.spec import switches_of
 from latentscale.parallel import parallel_map
 
 BLOCKS = ("B", "B_raw", "loading", "intercept", "precision", "corr", "precision_slope", "residual_sd", "slope_sd", "ceiling", "link_power")
@@ -102,7 +102,7 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
                                 family_sizes=config.family_sizes, missing=config.missing, seed=1 + rep,
                                 design_seed=design_seed, clip=config.clip, logit_clip=options["logit_clip"],
                                 family_covariates=options.get("family_covariates", ()),
-                                **{term: bool(options.get(term, False)) for term in SWITCHES})
+                                **switches_of(options))
     fit = LatentScalingModel(config.k, **config.fit_kwargs()).fit(data)
     table = fit.params_table("observed", config.level)
     truth = _truth_table(pack(true, spec), fit).reindex(table.index)

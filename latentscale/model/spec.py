@@ -17,6 +17,11 @@ DEFAULT_CLIP = (0.001, 0.999)
 SWITCHES = ("hetero_precision", "residual", "residual_slope", "ceiling", "link_power")
 
 
+def switches_of(options) -> dict[str, bool]:
+    """The on/off terms (:data:`SWITCHES`) of a mapping of model options, False where absent."""
+    return {name: bool(options.get(name, False)) for name in SWITCHES}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Static description of a model.
@@ -221,6 +226,6 @@ class ModelSpec:
             logit_clip=d.get("logit_clip"),
             covariates=d.get("covariates", "paper"),
             family_covariates=tuple(d.get("family_covariates", ())),
-            **{name: bool(d.get(name, False)) for name in SWITCHES},
+            **switches_of(d),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from latentscale.errors import InputError
 from latentscale.model.covariates import COVARIATE_SETS
-from latentscale.model.spec import SWITCHES
+from latentscale.model.spec import SWITCHES, switches_of
 
 #: Each term and the model options it sets.
 TERMS: dict[str, dict] = {
@@ -101,5 +101,5 @@ def extra_blocks(options: dict) -> tuple[str, ...]:
     from latentscale.model.spec import ModelSpec
 
     spec = ModelSpec(benchmarks=("b1",), anchors=("b1",), floors=(0.0,),
-                     **{name: bool(options.get(name, False)) for name in SWITCHES})
+                     **switches_of(options))
     return tuple(b for b in default_block_names(spec) if b not in CORE_BLOCKS)
