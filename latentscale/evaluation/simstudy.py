@@ -63,6 +63,7 @@ class StudyConfig:
     fit_options: dict = field(default_factory=dict)
     variant: str = "plain"
     compare_variants: tuple[str, ...] = ()
+    profile_blocks: tuple[str, ...] = ()
 
     def model_options(self, variant: str | None = None) -> dict:
         """The model options of the true variant (or of ``variant``), with the study's logit clamp."""
@@ -83,6 +84,25 @@ def _truth_table(theta_true: np.ndarray, fit) -> pd.Series:
 
     values, _, lab = reported(theta_true, fit.spec, fit.scaler)
     return pd.Series(values, index=pd.MultiIndex.from_frame(lab[["block", "row", "column"]]))
+
+
+def _profile_coverage(fit, table: pd.DataFrame, truth: pd.Series, config: StudyConfig) -> tuple[np.ndarray, str]:
+    """Whether the profile-likelihood interval of each row's parameter covers the truth (NaN for
+    rows outside ``config.profile_blocks``, and for all when profiling found the fit short of its
+    maximum), and how the profiling went: ``"ok"``, ``"unconverged"`` (a profile fit did not
+    converge) or ``"above optimum"``."""
+    from latentscale.results.profile import NotAtOptimumError
+
+    out = np.full(len(table), np.nan)
+    try:
+        prof = fit.profile(list(config.profile_blocks), config.level)
+    except NotAtOptimumError:
+        return out, "above optimum"
+    names = table["parameter"].to_numpy()
+    for i, name in enumerate(names):
+        if name in prof.index:
+            out[i] = float(prof.at[name, "lower"] <= truth.iloc[i] <= prof.at[name, "upper"])
+    return out, "ok" if bool(prof["converged"].all()) else "unconverged"
 
 
 def run_replication(rep: int, config: StudyConfig) -> dict:
@@ -112,6 +132,9 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
         "truth": truth, "estimate": table["estimate"], "se": table["se"],
         "covered": (lo <= truth) & (truth <= hi),
     }).reset_index()
+    profile_status = None
+    if config.profile_blocks:
+        params["profile_covered"], profile_status = _profile_coverage(fit, table, truth, config)
     params["replication"] = rep
     criteria = {config.k: (fit.aic, fit.bic, fit.converged)}
     log_lik = {config.k: fit.log_likelihood}
@@ -132,6 +155,7 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
         "aic_variant": min(by_variant, key=lambda v: by_variant[v][0]) if config.compare_variants else None,
         "bic_variant": min(by_variant, key=lambda v: by_variant[v][1]) if config.compare_variants else None,
         "hessian_pd": bool(fit.diagnostics.get("hessian_pd")),
+        "profile_status": profile_status,
         "aic_k": min(criteria, key=lambda k: criteria[k][0]) if config.compare_k else None,
         "bic_k": min(criteria, key=lambda k: criteria[k][1]) if config.compare_k else None,
         "criteria": {int(k): v for k, v in criteria.items()},
@@ -150,23 +174,30 @@ class StudyResult:
         """Per block: parameters, replications, mean bias, RMSE, mean SE, SD of the estimates, coverage."""
         p = self.params[self.params["replication"].isin(self._usable())]
         p = p.assign(error=p["estimate"] - p["truth"])
+        profile = {"profile_coverage": ("profile_covered", "mean")} if self._profiled else {}
         per_param = p.groupby(["block", "row", "column"]).agg(
             bias=("error", "mean"), rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))),
-            mean_se=("se", "mean"), sd=("estimate", "std"), coverage=("covered", "mean"))
+            mean_se=("se", "mean"), sd=("estimate", "std"), coverage=("covered", "mean"), **profile)
+        profile = {"profile_coverage": ("profile_coverage", "mean")} if self._profiled else {}
         out = per_param.groupby(level="block").agg(
             n_params=("bias", "size"), mean_abs_bias=("bias", lambda b: float(np.mean(np.abs(b)))),
             rmse=("rmse", lambda r: float(np.sqrt(np.mean(r**2)))), mean_se=("mean_se", "mean"),
-            sd=("sd", "mean"), coverage=("coverage", "mean"))
+            sd=("sd", "mean"), coverage=("coverage", "mean"), **profile)
         out.insert(1, "replications", len(self._usable()))
         return out.reindex([b for b in BLOCKS if b in out.index] + [b for b in out.index if b not in BLOCKS])
 
     def by_parameter(self) -> pd.DataFrame:
         p = self.params[self.params["replication"].isin(self._usable())]
         p = p.assign(error=p["estimate"] - p["truth"])
+        profile = {"profile_coverage": ("profile_covered", "mean")} if self._profiled else {}
         return p.groupby(["block", "row", "column"]).agg(
             truth=("truth", "first"), mean_estimate=("estimate", "mean"), bias=("error", "mean"),
             rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))), mean_se=("se", "mean"),
-            sd=("estimate", "std"), coverage=("covered", "mean"))
+            sd=("estimate", "std"), coverage=("covered", "mean"), **profile)
+
+    @property
+    def _profiled(self) -> bool:
+        return "profile_covered" in self.params.columns
 
     def _usable(self) -> list[int]:
         r = self.replications
@@ -201,9 +232,16 @@ class StudyResult:
             f"({'fixed' if c.fixed_design else 'redrawn'} design); converged with a negative definite "
             f"Hessian: {len(self._usable())}",
             "",
-            f"Per block (coverage of the nominal {100 * c.level:g} % Wald intervals):",
+            f"Per block (coverage of the nominal {100 * c.level:g} % Wald intervals"
+            + (f"; profile_coverage: of the profile-likelihood intervals of {', '.join(c.profile_blocks)}"
+               if self._profiled else "") + "):",
             self.by_block().to_string(float_format=lambda v: f"{v:.4f}"),
         ]
+        if self._profiled:
+            n = r["profile_status"].value_counts()
+            lines += ["", f"profile intervals: every profile fit converged in {n.get('ok', 0)} of {len(r)} replications, "
+                          f"not every one in {n.get('unconverged', 0)}; in {n.get('above optimum', 0)} a profile point "
+                          "lay above the fit's optimum (the fit short of its maximum: no profile coverage there)"]
         rates = self.selection_rates()
         if rates is not None and c.compare_k:
             lines += ["", f"AIC picks the true K = {c.k} in {100 * rates['aic_true_k']:.1f} % of replications "
@@ -254,6 +292,24 @@ class StudyResult:
         return Path(path)
 
 
+def _check_profile_blocks(config: StudyConfig) -> None:
+    """``profile_blocks`` must be blocks of the true variant with one coordinate per parameter."""
+    from latentscale.model.params import BLOCKS as REGISTRY
+    from latentscale.model.params import CORE_BLOCKS
+    from latentscale.model.variants import extra_blocks
+
+    labels = [REGISTRY[n].label for n in CORE_BLOCKS + extra_blocks(config.model_options())]
+    if config.k < 2:
+        labels.remove("corr")
+    for block in config.profile_blocks:
+        if block not in labels:
+            raise InputError(f"profile block {block!r} is not a parameter block of the {config.variant!r} model at "
+                             f"K = {config.k}; its blocks are {', '.join(labels)}")
+        if block == "corr" and config.k >= 3:
+            raise InputError("the skill correlations at K >= 3 each depend on several coordinates and have no "
+                             "one-coordinate profile; leave 'corr' out of the profile blocks")
+
+
 def simulation_study(
     config: StudyConfig,
     replications: int = 200,
@@ -272,6 +328,7 @@ def simulation_study(
             raise InputError(f"compare_k: K = {k} is not between 1 and n_benchmarks = {config.n_benchmarks}")
     for v in (config.variant, *config.compare_variants):
         config.model_options(v)  # an unknown variant term is an error before any replication
+    _check_profile_blocks(config)
     t0 = time.perf_counter()
     done = [0]
 

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -287,15 +288,33 @@ class FitResult:
         return pd.Series(2.0 * stats.norm.sf(np.abs(self.tvalues.to_numpy())), index=self.params.index,
                          name="p_value")
 
-    def conf_int(self, alpha: float = 0.05, kind: str | None = None) -> pd.DataFrame:
-        """Wald intervals of :attr:`params` at level 1 − alpha (columns lower, upper); positive
-        parameters (anchor loadings, precisions, residual SDs) get theirs on the log scale and
-        ceiling shares on the logit scale, as in the table."""
+    def conf_int(self, alpha: float = 0.05, kind: str | None = None, method: str = "wald",
+                 params: str | list[str] | None = None) -> pd.DataFrame:
+        """Intervals of :attr:`params` at level 1 − alpha (columns lower, upper).
+
+        ``method="wald"`` (default): positive parameters (anchor loadings, precisions, residual
+        SDs) get theirs on the log scale and ceiling shares on the logit scale, as in the table.
+        ``method="profile"``: profile-likelihood intervals (:meth:`profile`; refits on the fit's
+        rows, seconds per parameter), of ``params`` (names or block labels; all when None)."""
         if not 0 < alpha < 1:
             raise InputError(f"alpha must be in (0, 1), got {alpha}")
+        if method == "profile":
+            return self.profile(params, 1.0 - alpha)[["lower", "upper"]]
+        if method != "wald":
+            raise InputError(f"method must be 'wald' or 'profile', got {method!r}")
         bse = self._bse(kind or self.cov_type)
         _, _, lower, upper = wald(self.params.to_numpy(), bse.to_numpy(), self.layout.interval, 1 - alpha)
         return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
+
+    def profile(self, params: str | list[str] | None = None, level: float = 0.95,
+                progress: Callable[[str], None] | None = None, **options) -> pd.DataFrame:
+        """Profile-likelihood intervals (lme4's ``confint(method = "profile")``) of ``params``
+        (names or block labels such as ``"link_power"``; all when None): estimate, lower, upper,
+        the status of each end (``"bound"``: open up to the optimizer's box), the profile fits'
+        convergence and the Wald interval beside it. See :mod:`latentscale.results.profile`."""
+        from latentscale.results.profile import profile_intervals
+
+        return profile_intervals(self, params, level, progress=progress, **options)
 
     def params_table(self, kind: str = "observed", level: float = 0.95) -> pd.DataFrame:
         """Estimate, SE, z, p-value and Wald interval of every reported quantity (delta method);

@@ -42,6 +42,10 @@ def simulate(
     compare_variants: Annotated[Optional[str], typer.Option(
         "--compare-variants", metavar="V,V,...", help="Also fit these variants (at the true K) and report how often "
                                                      "AIC / BIC pick the true one.", show_default=False)] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", metavar="BLOCK,...", help="Also the coverage of profile-likelihood intervals of these parameter "
+                                               "blocks (e.g. link_power,ceiling; seconds per parameter and "
+                                               "replication).", show_default=False)] = None,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
     output_path: Annotated[Optional[Path], typer.Option(
@@ -83,7 +87,8 @@ def simulate(
                                  fixed_design=not redraw_design,
                                  clip=None if clip is None else parse_clip(clip, False), logit_clip=logit_clip,
                                  variant=variant, compare_variants=tuple(parse_list(compare_variants,
-                                                                                    "--compare-variants") or ()))
+                                                                                    "--compare-variants") or ()),
+                                 profile_blocks=tuple(parse_list(profile, "--profile") or ()))
             where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
             progress(f"{reps} replications of K = {k} ({variant}), J = {n_benchmarks}, {families} families on {where}")
             result = simulation_study(config, reps, n_jobs=jobs, scheduler=scheduler, progress=progress)
