@@ -395,7 +395,9 @@ class FitResult:
             notes.append(
                 f"On the boundary of the parameter space (held fixed, no standard errors): {', '.join(self.at_bounds)}. "
                 "A correlation there is within 0.002 of ±1 (two skills that the data do not tell apart: fewer skills "
-                "may do); an intercept there runs off to -inf (the benchmark's scores sit at or below its floor).")
+                "may do); an intercept there runs off to -inf (the benchmark's scores sit at or below its floor). "
+                "Profile-likelihood intervals (`latentscale confint`, FitResult.profile) hold there, open on the "
+                "boundary's side.")
         tables = []
         table = self._safe_table(kind, level)
         if table is None:

@@ -9,8 +9,9 @@ whose Wald intervals under-cover in simulation (docs/inference.md).
 
 Each end is found on the signed root r(t) = sign(t − θ̂_k)·√(2(ℓ̂ − ℓ_p(t))) (lme4's ζ), which
 is linear in t where ℓ is quadratic: the search starts at the Wald end, interpolates r to ±z
-through the points it has (secant steps, then bisection-safe interpolation inside a bracket)
-and stops when |r| is within ``tol`` of z. Each ℓ_p(t) is the estimator's projected
+through the points it has (secant steps outwards; inside a bracket interpolation, or a halving of
+the bracket when two interpolations in a row land on the same side, as regula falsi stalls at a
+flat end) and stops when |r| is within ``tol`` of z. Each ℓ_p(t) is the estimator's projected
 quasi-Newton maximization (:func:`~latentscale.estimation.optimize.quasi_newton`) with θ_k held
 by its box (both bounds at t), on the fit's own likelihood (its rows, its rule), started from the
 nearest profile point shifted along the regression of θ on θ_k that the fit's covariance gives.
@@ -127,6 +128,14 @@ class _Profiler:
             t = float(np.clip(t, lo_k, hi_k))
             near = min(points, key=lambda p: abs(p[0] - t))
             theta, value, ok = self.maximize_at(k, t, near[2] + d * (t - near[0]))
+            if self.ll_hat - value > 0.5 * z * z:
+                # beyond the threshold, where this point decides the end: the shifted start can land in a
+                # poor region when the covariance's regression is steep (a flat direction), so the point
+                # is also maximized from the nearest point inside with only θ_k moved, the better kept
+                inner = min((p for p in points if abs(p[1]) < z), key=lambda p: abs(p[0] - t))
+                other = self.maximize_at(k, t, inner[2])
+                if other[1] > value:
+                    theta, value, ok = other
             converged &= ok
             drop = self.ll_hat - value
             if drop < -ABOVE_OPTIMUM_TOL:
@@ -140,9 +149,20 @@ class _Profiler:
                 return t, "bound", n, converged
             if abs(abs(r) - z) < tol:
                 return t, "ok", n, converged
+            if self._bracket_width(points, z) < 1e-6 * max(1.0, abs(t)):
+                return t, "ok", n, converged  # |r| is steep here: t is known to rounding
             t = self._next(points, side, z, t_hat, edge)
         inside = [p for p in points if abs(p[1]) <= z]
         return max(inside, key=lambda p: side * p[0])[0], "not converged", max_evals, converged
+
+    @staticmethod
+    def _bracket_width(points, z) -> float:
+        """The distance in t between the nearest points on either side of the threshold (inf without both)."""
+        below = [p[0] for p in points if abs(p[1]) < z]
+        above = [p[0] for p in points if abs(p[1]) > z]
+        if not above:
+            return float("inf")
+        return min(abs(u - v) for u in below for v in above)
 
     @staticmethod
     def _next(points, side, z, t_hat, edge) -> float:
@@ -154,7 +174,11 @@ class _Profiler:
         if above:
             a = max(below, key=lambda p: side * p[0])
             b = min(above, key=lambda p: side * p[0])
-            if b[1] == a[1]:
+            earlier = points[:-1]
+            bracketed_before = any(abs(p[1]) > z for p in earlier) and any(abs(p[1]) < z for p in earlier)
+            same_side = (abs(points[-1][1]) < z) == (abs(points[-2][1]) < z)
+            if b[1] == a[1] or (bracketed_before and same_side):
+                # the interpolation stalls at a flat end of the bracket (regula falsi): halve it instead
                 return 0.5 * (a[0] + b[0])
             t = a[0] + (target - a[1]) * (b[0] - a[0]) / (b[1] - a[1])
             lo_t, hi_t = sorted((a[0], b[0]))
@@ -179,7 +203,7 @@ def profile_intervals(
     level: float = 0.95,
     *,
     tol: float = 0.01,
-    max_evals: int = 12,
+    max_evals: int = 20,
     gtol: float = 1e-6,
     maxiter: int = 200,
     progress: Callable[[str], None] | None = None,
