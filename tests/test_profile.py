@@ -168,3 +168,42 @@ def test_cli_confint(fit, profiled, tmp_path):
     assert res.exit_code == 0 and "Wald" in res.stdout and "intercept[b3]" in res.stdout
     res = runner.invoke(app, ["confint", str(path), "-p", "slope"])
     assert res.exit_code == 2 and "neither a parameter nor a block" in res.output
+
+
+class _Toy:
+    """ℓ(θ) = −½(θ₁ − θ₀)² − e^{−2θ₀}: its profile in θ₀ is −e^{−2θ₀} (flat towards +∞, steep towards −∞)."""
+
+    def loglike_and_score(self, th):
+        a, b = float(th[0]), float(th[1])
+        return -0.5 * (b - a) ** 2 - np.exp(-2 * a), np.array([(b - a) + 2 * np.exp(-2 * a), -(b - a)])
+
+    def loglike(self, th):
+        return self.loglike_and_score(th)[0]
+
+
+def test_an_end_far_along_a_flat_profile_is_found_exactly():
+    # The maximum sits on the box's upper edge (θ₀ = 8) where the curvature is 4e^-16: the Wald step
+    # reaches the box's other edge, and the profile is flat near θ̂ and steep far away (a ceiling far
+    # above the data): interpolation alone stalls at the flat end. The lower end solves
+    # e^{-2t} - e^{-16} = χ²₁(0.95)/2.
+    from types import SimpleNamespace
+
+    from latentscale.results.profile import _Profiler
+
+    prof = object.__new__(_Profiler)
+    prof.fit = SimpleNamespace(param_names=["a", "b"])
+    prof.ml = _Toy()
+    prof.theta = np.array([8.0, 8.0])
+    prof.lo, prof.hi = np.array([-3.0, -50.0]), np.array([8.0, 50.0])
+    prof.gtol, prof.maxiter = 1e-9, 200
+    prof.ll_hat = prof.ml.loglike(prof.theta)
+    e = np.exp(-16.0)
+    prof.H = -np.array([[1.0 + 4 * e, -1.0], [-1.0, 1.0]])
+    prof.cov = np.linalg.inv(-prof.H)
+    z = float(np.sqrt(chi2.ppf(0.95, 1)))
+    t, status, fits, converged = prof.end(0, -1, z, 0.01, 20)
+    exact = -0.5 * np.log(z * z / 2 + e)
+    assert status == "ok" and converged and fits <= 20
+    assert t == pytest.approx(exact, abs=0.01)
+    t, status, _, _ = prof.end(0, 1, z, 0.01, 20)
+    assert status == "bound" and t == 8.0  # open upwards: the profile never falls
