@@ -203,7 +203,7 @@ def test_an_end_far_along_a_flat_profile_is_found_exactly():
     z = float(np.sqrt(chi2.ppf(0.95, 1)))
     t, status, fits, converged = prof.end(0, -1, z, 0.01, 20)
     exact = -0.5 * np.log(z * z / 2 + e)
-    assert status == "ok" and converged and fits <= 20
+    assert status == "ok" and converged and fits <= 40  # 20 points, two fits for one beyond the threshold
     assert t == pytest.approx(exact, abs=0.01)
     t, status, _, _ = prof.end(0, 1, z, 0.01, 20)
     assert status == "bound" and t == 8.0  # open upwards: the profile never falls

@@ -123,17 +123,19 @@ class _Profiler:
         edge = hi_k if side > 0 else lo_k
         points = [(t_hat, 0.0, self.theta)]  # (t, r, θ) on this side, in the order found
         t = t_hat + side * z * (se if np.isfinite(se) and se > 0 else 0.5)
-        converged = True
-        for n in range(1, max_evals + 1):
+        converged, fits = True, 0
+        for _ in range(max_evals):
             t = float(np.clip(t, lo_k, hi_k))
             near = min(points, key=lambda p: abs(p[0] - t))
             theta, value, ok = self.maximize_at(k, t, near[2] + d * (t - near[0]))
+            fits += 1
             if self.ll_hat - value > 0.5 * z * z:
                 # beyond the threshold, where this point decides the end: the shifted start can land in a
                 # poor region when the covariance's regression is steep (a flat direction), so the point
                 # is also maximized from the nearest point inside with only θ_k moved, the better kept
                 inner = min((p for p in points if abs(p[1]) < z), key=lambda p: abs(p[0] - t))
                 other = self.maximize_at(k, t, inner[2])
+                fits += 1
                 if other[1] > value:
                     theta, value, ok = other
             converged &= ok
@@ -146,14 +148,14 @@ class _Profiler:
             r = side * np.sqrt(2.0 * max(drop, 0.0))
             points.append((t, r, theta))
             if abs(r) < z and t == edge:
-                return t, "bound", n, converged
+                return t, "bound", fits, converged
             if abs(abs(r) - z) < tol:
-                return t, "ok", n, converged
+                return t, "ok", fits, converged
             if self._bracket_width(points, z) < 1e-6 * max(1.0, abs(t)):
-                return t, "ok", n, converged  # |r| is steep here: t is known to rounding
+                return t, "ok", fits, converged  # |r| is steep here: t is known to rounding
             t = self._next(points, side, z, t_hat, edge)
         inside = [p for p in points if abs(p[1]) <= z]
-        return max(inside, key=lambda p: side * p[0])[0], "not converged", max_evals, converged
+        return max(inside, key=lambda p: side * p[0])[0], "not converged", fits, converged
 
     @staticmethod
     def _bracket_width(points, z) -> float:
@@ -213,8 +215,9 @@ def profile_intervals(
     Returns one row per parameter: ``estimate``, ``lower``, ``upper`` (natural scale),
     ``lower_status`` / ``upper_status`` (``"ok"``; ``"bound"``: the profile stays above the
     threshold up to the optimizer's box, so the interval is open on that side and the box's value
-    is shown; ``"not converged"``: the search ran out of ``max_evals`` profile fits),
-    ``profile_fits`` (how many constrained maximizations), ``converged`` (all of them converged),
+    is shown; ``"not converged"``: the search ran out of ``max_evals`` points),
+    ``profile_fits`` (how many constrained maximizations, the second starts of points beyond the
+    threshold included), ``converged`` (all of them converged),
     and the Wald interval of the same level (``wald_lower``, ``wald_upper``) beside it. A parameter
     that depends on several coordinates (a skill correlation at K ≥ 3) is an error. Raises
     :class:`NotAtOptimumError` when a profile point is above the fit's optimum.
