@@ -22,6 +22,7 @@ def parallel_map(
     n_jobs: int = 1,
     scheduler: str | Any | None = None,
     on_result: Callable[[int, Any], None] | None = None,
+    order: Sequence[int] | None = None,
 ) -> list[Any]:
     """``[func(*t) for t in tasks]`` in parallel, in task order.
 
@@ -29,8 +30,13 @@ def parallel_map(
     scheduler : a Dask scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``;
         tasks then run on that cluster and ``n_jobs`` is ignored.
     on_result : called as results arrive, with the task's index and result (progress).
+    order : the order in which the workers are handed the tasks (a permutation of their indices),
+        e.g. the longest first, so that few workers do not end on one long task while the others
+        idle; the results still come back in task order.
     """
     tasks = list(tasks)
+    if order is not None and sorted(order) != list(range(len(tasks))):
+        raise ValueError(f"order must be a permutation of the {len(tasks)} task indices, got {list(order)}")
     if scheduler is None and n_jobs == 1:
         out = []
         for i, t in enumerate(tasks):
@@ -48,9 +54,10 @@ def parallel_map(
         with backend:
             runner = joblib.Parallel(n_jobs=-1 if scheduler is not None else n_jobs,
                                      return_as="generator", prefer="processes")
-            out = []
-            for i, res in enumerate(runner(joblib.delayed(func)(*t) for t in tasks)):
-                out.append(res)
+            sequence = list(range(len(tasks))) if order is None else list(order)
+            out: list[Any] = [None] * len(tasks)
+            for i, res in zip(sequence, runner(joblib.delayed(func)(*tasks[i]) for i in sequence)):
+                out[i] = res
                 if on_result is not None:
                     on_result(i, res)
     return out
