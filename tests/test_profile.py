@@ -90,6 +90,22 @@ def test_profile_is_close_to_wald_where_the_likelihood_is_quadratic(profiled):
     assert p["upper"] - p["estimate"] > p["estimate"] - p["lower"]
 
 
+def test_traces_pass_through_the_ends_and_plot(fit, profiled, tmp_path):
+    from latentscale.results.profile import plot_profiles
+
+    table, traces = fit.profile(["intercept[b2]", "precision[b3]"], with_traces=True)
+    z = float(np.sqrt(chi2.ppf(0.95, 1)))
+    for name in table.index:
+        pts = traces[traces["parameter"] == name].sort_values("value")
+        assert np.all(np.diff(pts["zeta"].to_numpy()) > 0)  # ζ increases with the parameter
+        # interpolating the trace at ±z gives the interval's ends
+        for end, target in (("lower", -z), ("upper", z)):
+            assert np.interp(target, pts["zeta"], pts["value"]) == pytest.approx(table.at[name, end], rel=0.02)
+        assert pts.loc[pts["zeta"] == 0.0, "value"].item() == pytest.approx(table.at[name, "estimate"])
+    path = plot_profiles(table, traces, 0.95, tmp_path / "profiles.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_a_narrower_level_gives_a_nested_interval(fit, profiled):
     half = fit.profile("intercept[b2]", level=0.5).loc["intercept[b2]"]
     full = profiled.loc["intercept[b2]"]
@@ -166,6 +182,9 @@ def test_cli_confint(fit, profiled, tmp_path):
         assert hi == pytest.approx(profiled.at[name, "upper"], abs=1e-4)
     res = runner.invoke(app, ["confint", str(path), "-p", "intercept", "--method", "wald"])
     assert res.exit_code == 0 and "Wald" in res.stdout and "intercept[b3]" in res.stdout
+    res = runner.invoke(app, ["confint", str(path), "-p", "intercept", "--method", "wald", "--plot",
+                              str(tmp_path / "p.png")])
+    assert res.exit_code == 2 and "--method profile" in res.output
     res = runner.invoke(app, ["confint", str(path), "-p", "slope"])
     assert res.exit_code == 2 and "neither a parameter nor a block" in res.output
 
@@ -201,9 +220,9 @@ def test_an_end_far_along_a_flat_profile_is_found_exactly():
     prof.H = -np.array([[1.0 + 4 * e, -1.0], [-1.0, 1.0]])
     prof.cov = np.linalg.inv(-prof.H)
     z = float(np.sqrt(chi2.ppf(0.95, 1)))
-    t, status, fits, converged = prof.end(0, -1, z, 0.01, 20)
+    t, status, fits, converged, _ = prof.end(0, -1, z, 0.01, 20)
     exact = -0.5 * np.log(z * z / 2 + e)
     assert status == "ok" and converged and fits <= 40  # 20 points, two fits for one beyond the threshold
     assert t == pytest.approx(exact, abs=0.01)
-    t, status, _, _ = prof.end(0, 1, z, 0.01, 20)
+    t, status, _, _, _ = prof.end(0, 1, z, 0.01, 20)
     assert status == "bound" and t == 8.0  # open upwards: the profile never falls

@@ -307,11 +307,13 @@ class FitResult:
         return pd.DataFrame({"lower": lower, "upper": upper}, index=self.params.index)
 
     def profile(self, params: str | list[str] | None = None, level: float = 0.95,
-                progress: Callable[[str], None] | None = None, **options) -> pd.DataFrame:
+                progress: Callable[[str], None] | None = None, **options):
         """Profile-likelihood intervals (lme4's ``confint(method = "profile")``) of ``params``
         (names or block labels such as ``"link_power"``; all when None): estimate, lower, upper,
         the status of each end (``"bound"``: open up to the optimizer's box), the profile fits'
-        convergence and the Wald interval beside it. See :mod:`latentscale.results.profile`."""
+        convergence and the Wald interval beside it; with ``with_traces=True`` also the profile
+        points (ζ against the parameter, for :func:`~latentscale.results.profile.plot_profiles`).
+        See :mod:`latentscale.results.profile`."""
         from latentscale.results.profile import profile_intervals
 
         return profile_intervals(self, params, level, progress=progress, **options)

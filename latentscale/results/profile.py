@@ -116,7 +116,7 @@ class _Profiler:
         return theta, float(value), bool(diag["converged"])
 
     def end(self, k: int, side: int, z: float, tol: float, max_evals: int):
-        """One end of the interval in θ_k: (t, status, profile fits, all converged)."""
+        """One end of the interval in θ_k: (t, status, profile fits, all converged, [(t, r)] of its points)."""
         d, se = self.direction(k)
         t_hat = self.theta[k]
         lo_k, hi_k = self.lo[k], self.hi[k]
@@ -148,14 +148,16 @@ class _Profiler:
             r = side * np.sqrt(2.0 * max(drop, 0.0))
             points.append((t, r, theta))
             if abs(r) < z and t == edge:
-                return t, "bound", fits, converged
+                return t, "bound", fits, converged, [p[:2] for p in points[1:]]
             if abs(abs(r) - z) < tol:
-                return t, "ok", fits, converged
+                return t, "ok", fits, converged, [p[:2] for p in points[1:]]
             if self._bracket_width(points, z) < 1e-6 * max(1.0, abs(t)):
-                return t, "ok", fits, converged  # |r| is steep here: t is known to rounding
+                # |r| is steep here: t is known to rounding
+                return t, "ok", fits, converged, [p[:2] for p in points[1:]]
             t = self._next(points, side, z, t_hat, edge)
         inside = [p for p in points if abs(p[1]) <= z]
-        return max(inside, key=lambda p: side * p[0])[0], "not converged", fits, converged
+        end = max(inside, key=lambda p: side * p[0])[0]
+        return end, "not converged", fits, converged, [p[:2] for p in points[1:]]
 
     @staticmethod
     def _bracket_width(points, z) -> float:
@@ -209,7 +211,8 @@ def profile_intervals(
     gtol: float = 1e-6,
     maxiter: int = 200,
     progress: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
+    with_traces: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Profile-likelihood intervals of ``params`` (names or block labels; all when None) at ``level``.
 
     Returns one row per parameter: ``estimate``, ``lower``, ``upper`` (natural scale),
@@ -220,7 +223,9 @@ def profile_intervals(
     threshold included), ``converged`` (all of them converged),
     and the Wald interval of the same level (``wald_lower``, ``wald_upper``) beside it. A parameter
     that depends on several coordinates (a skill correlation at K ≥ 3) is an error. Raises
-    :class:`NotAtOptimumError` when a profile point is above the fit's optimum.
+    :class:`NotAtOptimumError` when a profile point is above the fit's optimum. With
+    ``with_traces``, also the profile points (``parameter``, ``value`` on the natural scale, ``zeta``:
+    the signed root, negative below the estimate; lme4's ζ), as a second table.
     """
     from scipy.special import ndtri
 
@@ -244,7 +249,7 @@ def profile_intervals(
     prof = _Profiler(fit, gtol, maxiter)
     natural = np.asarray(lay.natural(theta), float)
     wald = fit.conf_int(1.0 - level) if fit.hessian is not None else None
-    rows = []
+    rows, traces = [], []
     for i, name in enumerate(names):
         j = index[name]
         k = int(coord[j])
@@ -267,4 +272,54 @@ def profile_intervals(
             "wald_lower": np.nan if wald is None else float(wald.loc[name, "lower"]),
             "wald_upper": np.nan if wald is None else float(wald.loc[name, "upper"]),
         })
-    return pd.DataFrame(rows).set_index("parameter")
+        sign = 1.0 if increasing else -1.0
+        traces += [{"parameter": name, "value": value_at(t), "zeta": sign * r}
+                   for side in (-1, 1) for t, r in ends[side][4]]
+        traces.append({"parameter": name, "value": natural[j], "zeta": 0.0})
+    table = pd.DataFrame(rows).set_index("parameter")
+    if not with_traces:
+        return table
+    trace = pd.DataFrame(traces, columns=["parameter", "value", "zeta"])
+    trace = trace.sort_values(["parameter", "value"], kind="stable").reset_index(drop=True)
+    return table, trace
+
+
+def plot_profiles(table: pd.DataFrame, traces: pd.DataFrame, level: float, path=None):
+    """ζ against each parameter (lme4's profile plot): the profile points, the ±z lines of ``level``,
+    the profile interval (solid) and the Wald interval (dashed). Saved atomically to ``path``
+    (returned), or the figure when no path is given."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from scipy.special import ndtri
+
+    z = float(ndtri(0.5 + level / 2.0))
+    n = len(table)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+    for ax, (name, row) in zip(axes.flat, table.iterrows()):
+        pts = traces[traces["parameter"] == name]
+        keep = pts["zeta"].abs() <= 2.5 * z  # far points only stretch the axis
+        ax.plot(pts.loc[keep, "value"], pts.loc[keep, "zeta"], "o-", ms=3, color="tab:blue")
+        for y in (-z, z):
+            ax.axhline(y, color="0.5", lw=0.8)
+        for x, style in ((row["lower"], "-"), (row["upper"], "-"), (row["wald_lower"], "--"), (row["wald_upper"], "--")):
+            if np.isfinite(x):
+                ax.axvline(x, color="tab:red" if style == "-" else "0.3", ls=style, lw=0.9)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel("ζ")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"profile ζ, {100 * level:g}% profile (red) and Wald (dashed) intervals", fontsize=10)
+    fig.tight_layout()
+    if path is None:
+        return fig
+    from pathlib import Path
+
+    from latentscale.results.io import atomic_write
+
+    atomic_write(Path(path), fig.savefig)
+    plt.close(fig)
+    return Path(path)

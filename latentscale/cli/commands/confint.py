@@ -44,6 +44,9 @@ def confint(
     se: SeOpt = CovKind.observed,
     output_path: Annotated[Optional[Path], typer.Option(
         "-o", "--output", metavar="INTERVALS.csv", help="Also save the table as CSV.", show_default=False)] = None,
+    plot_path: Annotated[Optional[Path], typer.Option(
+        "--plot", metavar="FIG.png", help="Save the profiles (ζ against each parameter, profile and Wald intervals "
+                                         "marked); profile method only.", show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -60,11 +63,17 @@ def confint(
     with output.Progress(enabled=talk) as progress, reporting(verbose):
         if not 0 < level < 1:
             raise BadInput(f"--level {level:g}: give a probability between 0 and 1, e.g. 0.95")
-        check_outputs([output_path], [fit_path])
+        check_outputs([output_path, plot_path], [fit_path])
+        if plot_path is not None and method is not IntervalMethod.profile:
+            raise BadInput("--plot draws the likelihood profiles: use it with --method profile")
         fit = load_fit(fit_path)
         names = split_names(params)
         if method is IntervalMethod.profile:
-            table = fit.profile(names, level, progress=progress)
+            from latentscale.results.profile import plot_profiles
+
+            table, traces = fit.profile(names, level, progress=progress, with_traces=True)
+            if plot_path is not None:
+                plot_profiles(table, traces, level, plot_path)
         else:
             from latentscale.results.profile import resolve_parameters
 
