@@ -114,8 +114,10 @@ def test_a_narrower_level_gives_a_nested_interval(fit, profiled):
                                [[half["lower"], half["upper"]]], rtol=1e-6)
 
 
-def test_an_sd_estimated_at_zero_has_an_interval_open_towards_zero(data):
+def test_an_sd_estimated_at_zero_has_an_interval_open_towards_zero():
     # no residuals in the data: τ of each benchmark is estimated on (or near) its lower bound
+    true = random_params(1, 3, seed=2)
+    data, _, _ = simulate(true, k=1, n_benchmarks=3, n_families=60, family_sizes=3, seed=5)
     fit = ls.LatentScalingModel(1, residual=True, n_starts=1).fit(data)
     row = fit.profile("residual_sd[b3]").loc["residual_sd[b3]"]
     assert row["lower_status"] == "bound"
