@@ -9,6 +9,7 @@ a missing or unreadable input, an output that cannot be written), with one ``err
 from __future__ import annotations
 
 import os
+import re
 import traceback
 from contextlib import contextmanager
 from enum import Enum
@@ -67,10 +68,11 @@ def os_message(e: OSError) -> str:
 
 # ---- parsing ----------------------------------------------------------------------------------
 def parse_list(text: str | None, option: str) -> list[str] | None:
-    """'a,b, c' -> ['a', 'b', 'c']."""
+    """'a,b, c' -> ['a', 'b', 'c']; commas inside brackets stay (parameter names such as
+    'B[log_size,math]')."""
     if text is None:
         return None
-    items = [s.strip() for s in text.split(",")]
+    items = [s.strip() for s in re.split(r",(?![^\[]*\])", text)]
     if not all(items):
         raise BadInput(f"bad {option} {text!r}: expected names separated by commas, e.g. a,b,c")
     return items

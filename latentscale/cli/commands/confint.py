@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,19 +10,9 @@ import typer
 
 from latentscale.cli import output
 from latentscale.cli.common import (
-    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_fit, reporting, talk_enabled,
+    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_fit, parse_list, reporting,
+    talk_enabled,
 )
-
-
-def split_names(text: str | None) -> list[str] | None:
-    """'link_power,B[log_size,math]' -> ['link_power', 'B[log_size,math]'] (commas inside brackets stay)."""
-    if text is None:
-        return None
-    items = [s.strip() for s in re.split(r",(?![^\[]*\])", text)]
-    if not all(items):
-        raise BadInput(f"bad --params {text!r}: expected names or blocks separated by commas, e.g. "
-                       "link_power,intercept[mmlu]")
-    return items
 
 
 class IntervalMethod(str, Enum):
@@ -67,7 +56,7 @@ def confint(
         if plot_path is not None and method is not IntervalMethod.profile:
             raise BadInput("--plot draws the likelihood profiles: use it with --method profile")
         fit = load_fit(fit_path)
-        names = split_names(params)
+        names = parse_list(params, "--params")
         if method is IntervalMethod.profile:
             from latentscale.results.profile import plot_profiles
 
