@@ -172,12 +172,7 @@ class StudyResult:
 
     def by_block(self) -> pd.DataFrame:
         """Per block: parameters, replications, mean bias, RMSE, mean SE, SD of the estimates, coverage."""
-        p = self.params[self.params["replication"].isin(self._usable())]
-        p = p.assign(error=p["estimate"] - p["truth"])
-        profile = {"profile_coverage": ("profile_covered", "mean")} if self._profiled else {}
-        per_param = p.groupby(["block", "row", "column"]).agg(
-            bias=("error", "mean"), rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))),
-            mean_se=("se", "mean"), sd=("estimate", "std"), coverage=("covered", "mean"), **profile)
+        per_param = self.by_parameter()
         profile = {"profile_coverage": ("profile_coverage", "mean")} if self._profiled else {}
         out = per_param.groupby(level="block").agg(
             n_params=("bias", "size"), mean_abs_bias=("bias", lambda b: float(np.mean(np.abs(b)))),

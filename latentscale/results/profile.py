@@ -122,8 +122,8 @@ class _Profiler:
         lo_k, hi_k = self.lo[k], self.hi[k]
         edge = hi_k if side > 0 else lo_k
         points = [(t_hat, 0.0, self.theta)]  # (t, r, θ) on this side, in the order found
-        t = t_hat + side * z * (se if np.isfinite(se) and se > 0 else 0.5)
-        converged, fits = True, 0
+        t = t_hat + side * z * se
+        converged, fits, status = True, 0, "not converged"
         for _ in range(max_evals):
             t = float(np.clip(t, lo_k, hi_k))
             near = min(points, key=lambda p: abs(p[0] - t))
@@ -148,16 +148,16 @@ class _Profiler:
             r = side * np.sqrt(2.0 * max(drop, 0.0))
             points.append((t, r, theta))
             if abs(r) < z and t == edge:
-                return t, "bound", fits, converged, [p[:2] for p in points[1:]]
-            if abs(abs(r) - z) < tol:
-                return t, "ok", fits, converged, [p[:2] for p in points[1:]]
-            if self._bracket_width(points, z) < 1e-6 * max(1.0, abs(t)):
-                # |r| is steep here: t is known to rounding
-                return t, "ok", fits, converged, [p[:2] for p in points[1:]]
+                status = "bound"
+                break
+            # |r| within tol of z, or |r| so steep here that the bracket has narrowed to rounding
+            if abs(abs(r) - z) < tol or self._bracket_width(points, z) < 1e-6 * max(1.0, abs(t)):
+                status = "ok"
+                break
             t = self._next(points, side, z, t_hat, edge)
-        inside = [p for p in points if abs(p[1]) <= z]
-        end = max(inside, key=lambda p: side * p[0])[0]
-        return end, "not converged", fits, converged, [p[:2] for p in points[1:]]
+        else:  # out of points: the farthest one inside
+            t = max((p for p in points if abs(p[1]) <= z), key=lambda p: side * p[0])[0]
+        return t, status, fits, converged, [p[:2] for p in points[1:]]
 
     @staticmethod
     def _bracket_width(points, z) -> float:
