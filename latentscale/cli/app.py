@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from latentscale.cli.commands import allocate, confint, curve, data, evaluate, fit, posterior, predict, report, select, show
+from latentscale.cli.commands import allocate, calibrate, confint, curve, data, evaluate, fit, posterior, predict, report, select, show
 from latentscale.cli.commands import design, simulate, update
 from latentscale.cli.common import EXIT_BAD_INPUT
 from latentscale.cli.output import error
@@ -95,7 +95,7 @@ def main_callback(
 for module, name in ((fit, "fit"), (select, "select"), (simulate, "simulate"), (predict, "predict"),
                      (posterior, "posterior"), (curve, "curve"), (evaluate, "evaluate"), (allocate, "allocate"),
                      (report, "report"), (data, "data"), (data, "datasets"), (show, "show"), (update, "update"),
-                     (confint, "confint")):
+                     (confint, "confint"), (calibrate, "calibrate")):
     app.command(name)(getattr(module, name))
 app.add_typer(design.app, name="design")
 

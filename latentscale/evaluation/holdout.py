@@ -104,6 +104,8 @@ class HoldoutResult:
                 row = {"benchmark": b, "level": level, "coverage": s["covered"].mean(),
                        "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
                        "n": int(len(s))}
+                if "covered_model" in s.columns:
+                    row["coverage_model"] = s["covered_model"].mean()
                 for name in self.baselines:
                     row[f"mae_{name}"] = (s[f"mean_{name}"] - s["actual"]).abs().mean()
                 rows.append(row)
@@ -125,6 +127,10 @@ class HoldoutResult:
         mae = t.groupby("benchmark", sort=False)["mae"].first().loc[order]
         n = t.groupby("benchmark", sort=False)["n"].first().loc[order]
         wide.insert(0, "n", n)
+        if "coverage_model" in t.columns:
+            own = t.pivot(index="benchmark", columns="level", values="coverage_model").loc[order]
+            for lv in own.columns:
+                wide[f"uncal@{100 * lv:g}%"] = own[lv]
         wide["mae"] = mae
         for name in self.baselines:
             wide[f"mae {name}"] = t.groupby("benchmark", sort=False)[f"mae_{name}"].first().loc[order]
@@ -132,22 +138,31 @@ class HoldoutResult:
                 f"rows in all; refit on {self.info.get('train_models', '?')} models, "
                 f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}\n"
                 "coverage and mean width of observed-score intervals; mae of the predictive mean\n")
+        cal = self.info.get("calibration")
+        if cal is not None:
+            i = cal.info
+            head += (f"intervals calibrated on the training rows: {i.get('held_out')} of their largest models held "
+                     f"out, refit ℓ = {i.get('log_likelihood', float('nan')):.2f}"
+                     f"{'' if i.get('converged') else ' (NOT converged)'}; uncal: the model's own coverage\n")
         return head + wide.to_string(float_format=lambda x: f"{x:.3f}")
 
 
 def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k: int = 4,
                      anchors: Sequence[str] | None = None, levels: Sequence[float] = LEVELS,
                      fit_options: dict | None = None, predict_options: dict | None = None,
-                     baselines: Sequence[str] = ("flops-family",),
+                     baselines: Sequence[str] = ("flops-family",), min_models: int = 3, calibrate: bool = False,
                      progress: Callable[[str], None] | None = None) -> HoldoutResult:
-    """Hold out models (the ``holdout-largest`` rule, or exactly ``holdout``), refit on the rest,
-    predict the held-out ones and compare their scores with the intervals. ``baselines`` (names of
-    :mod:`latentscale.evaluation.baselines`) are fitted on the same training rows and their point
-    predictions scored beside the latent model's (their MAE in the table)."""
+    """Hold out models (the ``holdout-largest`` rule over families with at least ``min_models``
+    models, or exactly ``holdout``), refit on the rest, predict the held-out ones and compare their
+    scores with the intervals. ``baselines`` (names of :mod:`latentscale.evaluation.baselines`) are
+    fitted on the same training rows and their point predictions scored beside the latent model's
+    (their MAE in the table). ``calibrate``: widen the intervals by factors learned on the training
+    rows alone (:mod:`latentscale.evaluation.calibration`: a second holdout inside them); the table
+    then scores the widened intervals and keeps the model's own coverage as ``coverage_model``."""
     from latentscale.fitting import LatentScalingModel
     from latentscale.prediction.predict import predict
 
-    plan = largest_per_family(data) if holdout is None else named_holdout(data, holdout)
+    plan = largest_per_family(data, min_models) if holdout is None else named_holdout(data, holdout)
     train = data.subset(~data.frame.index.isin(plan.removed))
     if progress:
         progress(f"held out {len(plan.predicted)} models ({plan.rule}), {len(plan.removed)} rows removed; "
@@ -162,6 +177,15 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     if progress:
         progress(f"predicting {len(new)} held-out models")
     pred = predict(fit, new, levels, **(predict_options or {}))
+    calibration = None
+    if calibrate:
+        from latentscale.evaluation.calibration import calibrate as learn
+
+        if progress:
+            progress("calibrating the intervals on the training rows (their families' largest models held out)")
+        calibration = learn(train, k, anchors, levels=levels, fit_options=fit_options,
+                            predict_options=predict_options, progress=progress)
+        pred = calibration.apply(pred)
     actual = held[list(fit.spec.benchmarks)].stack(future_stack=True).rename("actual").rename_axis(["model", "benchmark"])
     pred = pred.join(actual, on=["model", "benchmark"])
     a = pred["actual"].to_numpy(dtype=float)
@@ -171,8 +195,11 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     pred["actual"] = a_clip  # the model describes clipped scores
     pred["covered"] = np.where(present, (a_clip >= pred["lower"]) & (a_clip <= pred["upper"]), np.nan)
     pred["width"] = pred["upper"] - pred["lower"]
+    if calibration is not None:
+        pred["covered_model"] = np.where(present, (a_clip >= pred["model_lower"]) & (a_clip <= pred["model_upper"]),
+                                         np.nan)
     pred = _baseline_means(pred, train, new, fit, baselines)
-    info = {"train_models": train.n_models, "train_families": train.n_families}
+    info = {"train_models": train.n_models, "train_families": train.n_families, "calibration": calibration}
     return HoldoutResult(pred, plan, fit, tuple(float(x) for x in levels), info)
 
 

@@ -38,6 +38,9 @@ HoldoutOpt = Annotated[Optional[Path], typer.Option(
 LevelOpt = Annotated[Optional[list[float]], typer.Option(
     "--level", metavar="P", help="Interval level in (0, 1); repeat for several. Default 0.5, 0.8 and 0.95.",
     show_default=False)]
+CalibrateOpt = Annotated[bool, typer.Option(
+    "--calibrate", help="holdout-largest: widen the intervals by factors learned on the training rows alone (their "
+                        "families' largest models held out in a second refit; split conformal, docs/prediction.md).")]
 BenchSetOpt = Annotated[str, typer.Option(
     "--benchmarks", metavar="v1|v2|all", rich_help_panel=EVAL_PANEL, help="Benchmark set (family-group).")]
 NTrainOpt = Annotated[int, typer.Option("--n-train", rich_help_panel=EVAL_PANEL,
@@ -68,6 +71,7 @@ def evaluate(
     anchors: AnchorsOpt = None,
     holdout: HoldoutOpt = None,
     level: LevelOpt = None,
+    calibrate: CalibrateOpt = False,
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     se: SeOpt = CovKind.sandwich,
@@ -103,13 +107,15 @@ def evaluate(
             check_samples(samples)
             if k < 1 or n_train < 0:
                 raise BadInput("need -k >= 1 and --n-train >= 0 (0: unseen families)")
+            if calibrate and protocol != Protocol.holdout_largest:
+                raise BadInput("--calibrate widens prediction intervals: use it with --protocol holdout-largest")
             check_outputs([output_path], [*data_inputs(data), holdout, groups])
             scores = load_data(data, paper_data_floors(floor, paper), None,
                                variant_columns(variant, *_method_variants(methods)),
                                **file_columns(model_col, family_col, group_col, size_col, tokens_col))
             model = build_model(k, anchors, logit_clip=logit_clip, paper=paper, variant=variant)
             if protocol == Protocol.holdout_largest:
-                result = _holdout(scores, model, holdout, level, samples, seed, se, progress)
+                result = _holdout(scores, model, holdout, level, samples, seed, se, calibrate, progress)
                 tidy = result.predictions
             else:
                 result = _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress)
@@ -122,6 +128,9 @@ def evaluate(
             progress.warn(output.shorten(note))
     if as_json:
         doc = {"data": scores.name, "protocol": protocol.value, "rows": result.to_records()}
+        if protocol == Protocol.holdout_largest and result.info.get("calibration") is not None:
+            cal = result.info["calibration"]
+            doc["calibration"] = {"factors": cal.factors.to_dict(orient="records"), "info": cal.info}
         if protocol == Protocol.family_group:
             doc["convergence"] = result.convergence().reset_index().to_dict(orient="records")
             doc["notes"] = list(result.notes)
@@ -141,7 +150,7 @@ def _method_variants(methods: str | None) -> list[str]:
     return [variant for _, variant in filter(None, latent)]
 
 
-def _holdout(scores, model, holdout, level, samples, seed, se, progress):
+def _holdout(scores, model, holdout, level, samples, seed, se, calibrate, progress):
     """The holdout-largest protocol with the command's model and options."""
     from latentscale.evaluation.holdout import LEVELS, evaluate_holdout, read_holdout_file
 
@@ -150,7 +159,7 @@ def _holdout(scores, model, holdout, level, samples, seed, se, progress):
                             levels=parse_levels(level, LEVELS),
                             fit_options={key: v for key, v in model.get_params().items() if key not in ("k", "anchors")},
                             predict_options={"n_samples": samples, "seed": seed, "se": se.value},
-                            progress=progress)
+                            calibrate=calibrate, progress=progress)
 
 
 def _family_group(scores, model, bench_set, n_train, methods, groups, jobs, scheduler, progress):

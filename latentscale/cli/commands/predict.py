@@ -50,6 +50,10 @@ def predict(
         "--rows", metavar="EVALUATED.csv",
         help="Evaluated models (model, family, size, tokens, scores) whose families' posteriors replace the fit's "
              "own rows of those families.", show_default=False)] = None,
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", metavar="CAL.json",
+        help="Widen the observed-score intervals by a calibration of this fit (`latentscale calibrate`); the "
+             "model's own stay as model_lower, model_upper.", show_default=False)] = None,
     samples: SamplesOpt = 4000,
     seed: SeedOpt = 0,
     no_parameter_uncertainty: NoParOpt = False,
@@ -73,15 +77,22 @@ def predict(
     with output.CapturedWarnings() as caught, output.Progress(enabled=talk) as progress:
         with reporting(verbose, interrupted="interrupted; nothing was saved"):
             check_samples(samples)
-            check_outputs([output_path], [fit_path, models, rows])
+            check_outputs([output_path], [fit_path, models, rows, calibration])
             levels = parse_levels(level)
             fit = load_fit(fit_path)
+            cal = None
+            if calibration is not None:
+                from latentscale.evaluation.calibration import Calibration
+
+                cal = Calibration.load(calibration)
             new = read_table(models, "models table")
             extra = read_table(rows, "rows table") if rows is not None else None
             progress(f"predicting {len(new)} models ({samples} draws each, "
                      f"{'without' if no_parameter_uncertainty else 'with'} parameter uncertainty)")
             table = predict_models(fit, new, levels, rows=extra, n_samples=samples, seed=seed,
                                    parameter_uncertainty=not no_parameter_uncertainty, se=se.value, progress=progress)
+            if cal is not None:
+                table = cal.apply(table)
             if output_path is not None:
                 save_csv(output_path, table, progress)
         for note in caught.messages():
