@@ -150,7 +150,7 @@ class Calibration:
         from latentscale.results.io import atomic_write_text
         from latentscale.results.jsonable import to_json
 
-        return atomic_write_text(path, json.dumps(to_json(self.to_dict()), indent=1, allow_nan=True))
+        return atomic_write_text(path, json.dumps(to_json(self.to_dict()), indent=1, allow_nan=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":
