@@ -74,6 +74,9 @@ def _held_out_table(n_per=30, seed=0):
             for level, half in ((0.5, 0.02), (0.95, 0.06)):
                 rows.append({"model": f"m{i}", "family": f"f{i}", "benchmark": b, "level": level, "median": m,
                              "lower": m - half, "upper": m + half, "actual": m + rng.normal(0, 0.04 * spread)})
+    for level in (0.5, 0.95):  # a benchmark without a held-out score
+        rows.append({"model": "m0", "family": "f0", "benchmark": "b4", "level": level, "median": 0.5, "lower": 0.4,
+                     "upper": 0.6, "actual": np.nan})
     rows.append({"model": "short", "family": "f", "benchmark": "b3", "level": 0.95, "median": 0.5, "lower": 0.45,
                  "upper": 0.55, "actual": 0.9})
     rows.append({"model": "short", "family": "f", "benchmark": "b3", "level": 0.5, "median": 0.5, "lower": 0.48,
@@ -94,6 +97,7 @@ def test_factors_per_benchmark_pooled_where_too_few_and_never_below_one():
     at = p[p.level == 0.95]
     pooled = conformal_quantile(nonconformity(at.actual, at["median"], at.lower, at.upper), 0.95)
     assert f.loc[("b3", 0.95), "source"] == "pooled" and f.loc[("b3", 0.95), "quantile"] == pytest.approx(pooled)
+    assert f.loc[("b4", 0.95), "source"] == "pooled" and f.loc[("b4", 0.95), "n"] == 0
     assert (cal.factors["factor"] >= 1).all()
     assert (cal.factors["factor"] >= cal.factors["quantile"]).all()
     # applied to the same table, the widened intervals cover at least the conformal share per benchmark
@@ -178,7 +182,7 @@ def test_calibration_widens_the_intervals_that_under_cover(misspecified):
 
 def test_calibrate_command_and_predict_with_it(misspecified, tmp_path):
     csv = tmp_path / "sim.csv"
-    small = misspecified.frame[misspecified.frame["family"] <= "fam030"]
+    small = misspecified.frame[misspecified.frame["family"] <= "fam015"]
     small.reset_index().drop(columns=["group"], errors="ignore").to_csv(csv, index=False)
     floors = [a for b, c in misspecified.floors.items() for a in ("--floor", f"{b}={c}")]
     fit = tmp_path / "fit.json"
@@ -191,7 +195,7 @@ def test_calibrate_command_and_predict_with_it(misspecified, tmp_path):
                               "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert {r["level"] for r in doc["factors"]} == {0.95} and doc["info"]["held_out"] == 30
+    assert {r["level"] for r in doc["factors"]} == {0.95} and doc["info"]["held_out"] == 15
     # the same numbers as the library on the fit
     from latentscale.results.fit_result import FitResult
 

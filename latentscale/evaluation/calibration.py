@@ -200,6 +200,7 @@ def calibration_from_predictions(pred: pd.DataFrame, levels: Sequence[float], *,
                                  info: dict | None = None) -> Calibration:
     """Factors from held-out predictions with their scores (columns ``benchmark, level, median,
     lower, upper, actual``; rows without a score are skipped)."""
+    benchmarks = list(dict.fromkeys(pred["benchmark"]))  # those without held-out scores get the pooled factor
     p = pred.dropna(subset=["actual"]).copy()
     if p.empty:
         raise DataError("no held-out scores to calibrate on")
@@ -210,7 +211,8 @@ def calibration_from_predictions(pred: pd.DataFrame, levels: Sequence[float], *,
         if at.empty:
             raise InputError(f"the held-out predictions have no intervals at level {level:g}")
         pooled = conformal_quantile(at["score"], level)
-        for b, sub in at.groupby("benchmark", sort=False):
+        for b in benchmarks:
+            sub = at[at["benchmark"] == b]
             q = conformal_quantile(sub["score"], level)
             source = "benchmark" if math.isfinite(q) else "pooled"
             q = q if math.isfinite(q) else pooled
@@ -218,7 +220,8 @@ def calibration_from_predictions(pred: pd.DataFrame, levels: Sequence[float], *,
                 raise DataError(f"too few held-out scores ({len(at)}) to calibrate {100 * level:g}% intervals; "
                                 "calibrate on data with more families, or at a lower level")
             rows.append({"benchmark": b, "level": float(level), "factor": max(floor, q), "quantile": q,
-                         "source": source, "n": int(len(sub)), "coverage_model": float((sub["score"] <= 1).mean())})
+                         "source": source, "n": int(len(sub)),
+                         "coverage_model": float((sub["score"] <= 1).mean()) if len(sub) else math.nan})
     keep = [c for c in ("model", "family", "benchmark", "level", "actual", "median", "lower", "upper", "score")
             if c in p.columns]
     return Calibration(pd.DataFrame(rows), p[keep].reset_index(drop=True), dict(info or {}))
