@@ -213,6 +213,15 @@ def test_calibrate_command_and_predict_with_it(misspecified, tmp_path):
     assert (seen["calibration_factor"] > 1).any() and (pred.loc[pred["family"] == "brand-new",
                                                                 "calibration_factor"] == 1).all()
     assert (seen["upper"] - seen["lower"] >= seen["model_upper"] - seen["model_lower"] - 1e-12).all()
+    # a calibration of another fit: a warning that says so
+    other = json.loads(cal.read_text())
+    other["info"]["fit"]["n_models"] += 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    res = runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.95", "--samples", "400",
+                              "--calibration", str(tmp_path / "other.json")])
+    assert res.exit_code == 0 and "made for another fit (n_models" in res.stderr
+    assert "another fit" not in runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.95",
+                                                    "--samples", "400", "--calibration", str(cal)]).stderr
     # a level the calibration does not have: exit 2, naming it
     res = runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.8", "--samples", "400",
                               "--calibration", str(cal)])

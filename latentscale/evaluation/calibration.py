@@ -258,5 +258,26 @@ def calibrate_fit(fit, *, levels: Sequence[float] = LEVELS, min_models: int = 2,
     if not options:
         raise InputError("this fit does not record its model options; calibrate on the data with the same options")
     options.pop("k", None), options.pop("anchors", None)
-    return calibrate(fit.training_data(), fit.spec.K, list(fit.spec.anchors), levels=levels, min_models=min_models,
-                     fit_options=options, predict_options=predict_options, progress=progress)
+    cal = calibrate(fit.training_data(), fit.spec.K, list(fit.spec.anchors), levels=levels, min_models=min_models,
+                    fit_options=options, predict_options=predict_options, progress=progress)
+    cal.info["fit"] = fit_fingerprint(fit)
+    return cal
+
+
+def fit_fingerprint(fit) -> dict:
+    """What identifies the fit a calibration was made for: its data, rows, model and optimum."""
+    return {"data": fit.data_name, "n_models": int(fit.n_models), "n_obs": int(fit.n_obs), "K": int(fit.spec.K),
+            "benchmarks": list(fit.spec.benchmarks), "log_likelihood": round(float(fit.llf), 6)}
+
+
+def mismatch(cal: Calibration, fit) -> str | None:
+    """Why ``cal`` was not made for ``fit`` (a sentence), or None when it was (or cannot be told)."""
+    made = cal.info.get("fit")
+    if not made:
+        return None
+    here = fit_fingerprint(fit)
+    differ = [key for key in here if key in made and made[key] != here[key]]
+    if not differ:
+        return None
+    return (f"the calibration was made for another fit ({', '.join(f'{k} {made[k]!r} there, {here[k]!r} here' for k in differ)}); "
+            "its factors measure that fit's intervals: run `latentscale calibrate` on this fit")

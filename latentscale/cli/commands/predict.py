@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -84,7 +85,11 @@ def predict(
             if calibration is not None:
                 from latentscale.evaluation.calibration import Calibration
 
+                from latentscale.evaluation.calibration import mismatch
+
                 cal = Calibration.load(calibration)
+                if (why := mismatch(cal, fit)) is not None:
+                    warnings.warn(why, UserWarning, stacklevel=1)
             new = read_table(models, "models table")
             extra = read_table(rows, "rows table") if rows is not None else None
             progress(f"predicting {len(new)} models ({samples} draws each, "
