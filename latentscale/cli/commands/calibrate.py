@@ -36,12 +36,9 @@ def calibrate(
 ) -> None:
     """Learn how much a fit's prediction intervals must widen to cover its families' largest models.
 
-    Holds out the largest model of each family of the fit's rows, refits with the fit's options on the rest,
-    predicts the held-out models and takes split conformal's quantile of how far their scores fall outside the
-    intervals (per benchmark and level; pooled where a benchmark has too few; never narrower than the model's).
+    Holds out the largest model of each family of the fit's rows, refits with the fit's options on the rest, predicts the held-out models and takes split conformal's quantile of how far their scores fall outside the intervals (per benchmark and level; pooled where a benchmark has too few scores; never narrower than the model's).
 
-    Example: latentscale calibrate fit.json -o cal.json; latentscale predict fit.json --models new.csv
-    --calibration cal.json
+    Example: latentscale calibrate fit.json -o cal.json; latentscale predict fit.json --models new.csv --calibration cal.json
     """
     from latentscale.evaluation.calibration import LEVELS, calibrate_fit
 
