@@ -83,9 +83,7 @@ def predict(
             fit = load_fit(fit_path)
             cal = None
             if calibration is not None:
-                from latentscale.evaluation.calibration import Calibration
-
-                from latentscale.evaluation.calibration import mismatch
+                from latentscale.evaluation.calibration import Calibration, mismatch
 
                 cal = Calibration.load(calibration)
                 if (why := mismatch(cal, fit)) is not None:
