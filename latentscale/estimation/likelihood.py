@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64, opt_in_cache, release_compiled_if_crowded
+from latentscale.config import float64, opt_in_cache, quick_jit, release_compiled_if_crowded
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
 from latentscale.estimation.optimize import difference_steps
@@ -72,6 +72,10 @@ def _total(theta, arrays, nodes, log_weights, signs, alpha_hat, spec, n_families
 _value_and_grad = jax.jit(jax.value_and_grad(_total, has_aux=True), static_argnames=("spec", "n_families"))
 # ... and a smaller one the values alone (loglike / loglikeobs without a gradient).
 _value = jax.jit(_total, static_argnames=("spec", "n_families"))
+# The same two, compiled quickly (config.quick_jit): for a multi-node rule over a design of one chunk,
+# which a fit evaluates some ten times, so that its compilation outweighs its run time.
+_value_and_grad_quick = quick_jit(jax.value_and_grad(_total, has_aux=True), static_argnames=("spec", "n_families"))
+_value_quick = quick_jit(_total, static_argnames=("spec", "n_families"))
 
 
 @partial(jax.jit, static_argnames=("spec", "n_families", "batch"))
@@ -200,6 +204,8 @@ class MarginalLikelihood:
         self._chunks = [_Chunk({**c.arrays(), **self._shared}, c.n_families, n,
                                jnp.zeros((c.n_families, self.spec.n_effects)))
                         for c, n in family_chunks(self.design, max_obs, self.pad)]
+        quick = self.rule.size > 1 and len(self._chunks) == 1
+        self._programs = (_value_and_grad_quick, _value_quick) if quick else (_value_and_grad, _value)
 
     @property
     def cells_per_score(self) -> int:
@@ -272,11 +278,11 @@ class MarginalLikelihood:
             modes = _modes(theta, c.arrays, c.modes, self._static, c.n_families)
             args = (theta, c.arrays, self._nodes, self._log_w, self._signs, modes, self._static, c.n_families)
             if need_grad:
-                (v, per), g = _value_and_grad(*args)
+                (v, per), g = self._programs[0](*args)
                 g = np.asarray(g)
                 grad += g
             else:
-                v, per = _value(*args)
+                v, per = self._programs[1](*args)
             per = np.asarray(per)[: c.n_real]
             if np.isfinite(per).all():  # finite values mean finite modes: keep them for the warm start
                 c.modes = modes

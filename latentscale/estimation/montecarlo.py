@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64
+from latentscale.config import float64, quick_jit
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
 from latentscale.model.design import Design
@@ -26,7 +26,7 @@ PROPOSAL_DF = 5.0
 PROPOSAL_INFLATE = 1.2
 
 
-@partial(jax.jit, static_argnames=("spec", "n_families"))
+@partial(quick_jit, static_argnames=("spec", "n_families"))
 def _loglik_draws(alpha, theta, arrays, spec, n_families):
     """(S, F) log p(y_f | α_s) + log N(α_s; 0, Σ) for α of shape (S, F, K)."""
     params = layout(spec).unpack(theta)
@@ -35,7 +35,7 @@ def _loglik_draws(alpha, theta, arrays, spec, n_families):
     return ll, log_prior(alpha, params["corr"])
 
 
-@partial(jax.jit, static_argnames=("spec", "n_families"))
+@partial(quick_jit, static_argnames=("spec", "n_families"))
 def _proposal(theta, arrays, spec, n_families):
     params = layout(spec).unpack(theta)
     K = spec.K

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64
+from latentscale.config import float64, quick_jit
 from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
@@ -160,7 +160,7 @@ def _one_family_draws(theta, key, chi, center, mode0, dmode, scale, fisher, arra
     return jnp.take_along_axis(effects, idx[:, :, None], axis=1), ess
 
 
-@partial(jax.jit, static_argnames=("spec", "n_families"))
+@partial(quick_jit, static_argnames=("spec", "n_families"))
 def _proposal_centre(theta, arrays, alpha0, spec, n_families):
     """Every family's posterior mode at θ (searched from ``alpha0``), the proposal's curvature there
     and, with residuals, the Fisher information of each (family, benchmark) cell in its effects
@@ -195,7 +195,7 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
     return mode0, H, fisher, jnp.asarray(np.where(np.isfinite(dmode), dmode, 0.0))
 
 
-@partial(jax.jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
+@partial(quick_jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
 def _family_draws(center, thetas, keys, chis, arrays, mode0, dmode, H, fisher, spec, n_families, n_proposals, n_out):
     scale = sm.inv_lower_t(sm.cholesky(H)) * PROPOSAL_INFLATE  # (F, K, K)
     return jax.lax.map(
@@ -235,7 +235,8 @@ def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> n
     """Draws of the random effects of a family with no rows, for every parameter draw:
     (S, n_out, ``spec.n_effects``): α from N(0, Σ) (and u_j from N(0, τ_j²) with residuals)."""
     params = layout(spec).unpack_many(thetas, blocks=("corr", "residual_sd", "slope_sd"))
-    z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (len(thetas), n_out, spec.n_effects)))
+    # NumPy's normals: JAX's eager sampler compiled a program of its own (0.5 s of a cold prediction).
+    z = np.random.default_rng([seed, 13]).standard_normal((len(thetas), n_out, spec.n_effects))
     alpha = np.einsum("skl,sml->smk", params["corr"], z[..., :spec.K])
     if not spec.residual:
         return alpha
@@ -243,7 +244,7 @@ def prior_draws(thetas: np.ndarray, spec: ModelSpec, n_out: int, seed: int) -> n
     return np.concatenate([alpha, z[..., spec.K:] * sd[:, None, :]], axis=-1)
 
 
-@partial(jax.jit, static_argnames=("spec",))
+@partial(quick_jit, static_argnames=("spec",))
 def _expected_scores(thetas, alpha, X, floors, spec):
     """μ (S, M, N, J) for N new models with random effects (S, M, N, n_effects) (α, and the
     residuals u with ``spec.residual``) and covariates X (N, p), and φ (S, N, J)."""

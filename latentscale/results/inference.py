@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from latentscale.config import float64
+from latentscale.config import float64, quick_jit
 from latentscale.errors import InputError, NotPositiveDefiniteWarning
 from latentscale.model.covariates import CovariateScaler
 from latentscale.model.params import layout
@@ -92,7 +92,7 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
     return (inv + inv.T) / 2.0
 
 
-@partial(jax.jit, static_argnames=("spec",))
+@partial(quick_jit, static_argnames=("spec",))
 def _reported_and_jacobian(theta, mean, scale, spec):
     def values(t):
         return layout(spec).reported(t, CovariateScaler(mean, scale, spec.covariates, spec.family_covariates))[0]
