@@ -204,7 +204,9 @@ class MarginalLikelihood:
         self._chunks = [_Chunk({**c.arrays(), **self._shared}, c.n_families, n,
                                jnp.zeros((c.n_families, self.spec.n_effects)))
                         for c, n in family_chunks(self.design, max_obs, self.pad)]
-        quick = self.rule.size > 1 and len(self._chunks) == 1
+        # Quick compilation for a multi-node rule over one chunk, unless the shape is fixed for reuse (pad given
+        # as a shape: cross-validation's folds share the program, so its run time counts more than its compilation).
+        quick = self.rule.size > 1 and len(self._chunks) == 1 and not isinstance(self.pad, tuple)
         self._programs = (_value_and_grad_quick, _value_quick) if quick else (_value_and_grad, _value)
 
     @property
