@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from contextlib import contextmanager
 
 import jax
@@ -136,13 +137,16 @@ def quick_jit(fun, **jit_options):
     """``jax.jit(fun, **jit_options)`` compiled with :func:`quick_compile_options` where they apply.
     The choice is made on the first call (after the backend is known) and kept."""
     chosen = []
+    lock = threading.Lock()  # prediction calls some programs from several threads
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if not chosen:
-            options = quick_compile_options()
-            chosen.append(jax.jit(fun, **jit_options) if options is None
-                          else jax.jit(fun, compiler_options=options, **jit_options))
+            with lock:
+                if not chosen:
+                    options = quick_compile_options()
+                    chosen.append(jax.jit(fun, **jit_options) if options is None
+                                  else jax.jit(fun, compiler_options=options, **jit_options))
         return chosen[0](*args, **kwargs)
 
     return call
