@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit
 
 from latentscale.data.validate import DataError
 from latentscale.errors import InputError
@@ -48,12 +49,7 @@ _EPS = 1e-6
 
 
 def _logit(x) -> np.ndarray:
-    x = np.clip(np.asarray(x, dtype=float), _EPS, 1.0 - _EPS)
-    return np.log(x) - np.log1p(-x)
-
-
-def _expit(z) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+    return logit(np.clip(np.asarray(x, dtype=float), _EPS, 1.0 - _EPS))
 
 
 def nonconformity(actual, median, lower, upper) -> np.ndarray:
@@ -72,7 +68,8 @@ def nonconformity(actual, median, lower, upper) -> np.ndarray:
 def conformal_quantile(scores, level: float) -> float:
     """Split conformal's quantile: the ⌈(n + 1)·level⌉-th smallest of the n non-missing scores,
     or ``inf`` when that rank exceeds n (too few scores for the level)."""
-    s = np.sort(np.asarray(scores, dtype=float)[~np.isnan(np.asarray(scores, dtype=float))])
+    s = np.asarray(scores, dtype=float)
+    s = np.sort(s[~np.isnan(s)])
     n = len(s)
     rank = math.ceil((n + 1) * level - 1e-9)
     return float(s[rank - 1]) if 1 <= rank <= n else math.inf
@@ -83,7 +80,7 @@ def widen(median, lower, upper, factor) -> tuple[np.ndarray, np.ndarray]:
     m = _logit(median)
     lo = m - np.asarray(factor, dtype=float) * (m - _logit(lower))
     hi = m + np.asarray(factor, dtype=float) * (_logit(upper) - m)
-    return _expit(lo), _expit(hi)
+    return expit(lo), expit(hi)
 
 
 @dataclass

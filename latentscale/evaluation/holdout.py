@@ -193,11 +193,14 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     a_clip = a.copy()
     a_clip[present] = clip_scores(a[present], fit.spec.clip) if fit.spec.clip else a[present]
     pred["actual"] = a_clip  # the model describes clipped scores
-    pred["covered"] = np.where(present, (a_clip >= pred["lower"]) & (a_clip <= pred["upper"]), np.nan)
+
+    def covered(lower: str, upper: str) -> np.ndarray:
+        return np.where(present, (a_clip >= pred[lower]) & (a_clip <= pred[upper]), np.nan)
+
+    pred["covered"] = covered("lower", "upper")
     pred["width"] = pred["upper"] - pred["lower"]
     if calibration is not None:
-        pred["covered_model"] = np.where(present, (a_clip >= pred["model_lower"]) & (a_clip <= pred["model_upper"]),
-                                         np.nan)
+        pred["covered_model"] = covered("model_lower", "model_upper")
     pred = _baseline_means(pred, train, new, fit, baselines)
     info = {"train_models": train.n_models, "train_families": train.n_families, "calibration": calibration}
     return HoldoutResult(pred, plan, fit, tuple(float(x) for x in levels), info)
