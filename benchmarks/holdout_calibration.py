@@ -48,11 +48,12 @@ def main() -> None:
             import dataclasses
 
             import numpy as np
+            from scipy.special import expit, logit
 
             frame = data.frame.copy()
             y = frame[list(data.benchmarks)].to_numpy(float)
             shift = np.random.default_rng([args.seed, 7]).normal(0.0, args.model_shift, (len(frame), 1))
-            frame[list(data.benchmarks)] = np.clip(1 / (1 + np.exp(-(np.log(y) - np.log1p(-y) + shift))), 0.001, 0.999)
+            frame[list(data.benchmarks)] = np.clip(expit(logit(y) + shift), 0.001, 0.999)
             data = dataclasses.replace(data, frame=frame)
     else:
         import latentscale as ls
