@@ -73,19 +73,23 @@ def match_leaderboard(v2: pd.DataFrame, board: pd.DataFrame, tol: float = MATCH_
 
     dn, dr = maxdiff(norm), maxdiff(raw)
     tails = board["fullname"].astype("str").str.split("/").str[-1].str.lower().to_numpy()
-    out = pd.DataFrame(index=v2.index, columns=["normalized", "fullname", *cols], dtype=object)
-    out["normalized"] = False
-    for i in range(len(v2)):
+    fullnames = board["fullname"].to_numpy(dtype=object)
+    names = v2["model"].astype(str).to_numpy()
+    normalized = np.zeros(len(v2), dtype=bool)
+    matched = np.full(len(v2), None, dtype=object)
+    scores = np.full((len(v2), len(cols)), np.nan)
+    # the rows worth a look: three or more scores, a normalized candidate, closer to normalized than raw
+    for i in np.flatnonzero((obs.sum(axis=1) >= 3) & (dn.min(axis=1) <= tol) & (dn.min(axis=1) < dr.min(axis=1))):
         cand = np.flatnonzero(dn[i] <= tol)
-        if obs[i].sum() < 3 or not len(cand) or dn[i].min() >= dr[i].min():
-            continue
-        out.iat[i, 0] = True
-        base = str(v2["model"].iloc[i]).split("#")[0].lower()
-        named = cand[tails[cand] == base]
+        normalized[i] = True
+        named = cand[tails[cand] == names[i].split("#")[0].lower()]
         cand = named if len(named) else cand
         if np.allclose(raw[cand], raw[cand[0]], equal_nan=True):
-            out.iloc[i, 1] = board["fullname"].iloc[cand[0]]
-            out.iloc[i, 2:] = raw[cand[0]]
+            matched[i] = fullnames[cand[0]]
+            scores[i] = raw[cand[0]]
+    out = pd.DataFrame(scores.astype(object), index=v2.index, columns=cols)
+    out.insert(0, "fullname", pd.Series(matched, index=v2.index, dtype=object))
+    out.insert(0, "normalized", normalized)
     return out
 
 
