@@ -67,8 +67,8 @@ def main(argv=None) -> None:
     fit = str(tmp / "fit.json")
     rows: list[tuple[str, float]] = []
 
-    def median(cmd):
-        return float(np.median([run(cmd, cold) for _ in range(args.repeat)]))
+    def median(cmd, cache=cold):
+        return float(np.median([run(cmd, cache) for _ in range(args.repeat)]))
 
     rows.append(("fit, empty cache", run(["fit", "lvf-paper", "-k", "4", "-o", fit, "-q"], cold)))
     rows.append(("fit, warm cache", median(["fit", "lvf-paper", "-k", "4", "-o", str(tmp / "fit-warm.json"), "-q"])))
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     new_models(result, 1000).to_csv(tmp / "new.csv", index=False)
     predict = ["predict", fit, "--models", str(tmp / "new.csv"), "-o", str(tmp / "pred.csv"), "-q"]
     rows.append(("predict 1,000, empty cache", run(predict, str(tmp / "cache-predict"))))
-    rows.append(("predict 1,000, warm cache", median([*predict])))
+    rows.append(("predict 1,000, warm cache", median(predict, str(tmp / "cache-predict"))))
 
     data = result.data
     family = data["family"].value_counts().index[0]
