@@ -122,6 +122,29 @@ def test_apply_leaves_new_families_alone_and_names_a_missing_level():
         cal.apply(t.drop(columns="median"))
 
 
+def test_applied_intervals_stay_nested_across_levels():
+    """A lower level's factor far above a higher level's: its widened interval reaches beyond the higher
+    level's, which is then widened to hold it; intervals that were nested and not widened are unchanged."""
+    p = _held_out_table()
+    cal = calibration_from_predictions(p, (0.5, 0.95))
+    cal.factors.loc[cal.factors["level"] == 0.5, "factor"] = 6.0
+    cal.factors.loc[cal.factors["level"] == 0.95, "factor"] = 1.0
+    t = p.drop(columns="actual")
+    wide = (t["level"] == 0.95) & t["model"].isin([f"m{i}" for i in range(10)])  # room for the stretched 50 %
+    t.loc[wide, "lower"], t.loc[wide, "upper"] = t.loc[wide, "median"] - 0.25, t.loc[wide, "median"] + 0.25
+    out = cal.apply(t)
+    key = ["model", "benchmark"]
+    low, high = (out[out["level"] == lv].set_index(key).sort_index() for lv in (0.5, 0.95))
+    assert (high["lower"] <= low["lower"]).all() and (high["upper"] >= low["upper"]).all()
+    own = t[t["level"] == 0.95].set_index(key).sort_index()
+    stretched = (low["lower"] < own["lower"]) | (low["upper"] > own["upper"])
+    assert stretched.any() and (~stretched).any()  # the check has cases of both kinds
+    np.testing.assert_array_equal(high.loc[~stretched, "lower"], own.loc[~stretched, "lower"])
+    np.testing.assert_array_equal(high.loc[~stretched, "upper"], own.loc[~stretched, "upper"])
+    np.testing.assert_allclose(high.loc[stretched, "lower"], np.minimum(own["lower"], low["lower"])[stretched])
+    np.testing.assert_array_equal(out.index, t.index)  # rows in the caller's order
+
+
 def test_save_load_round_trip_and_errors(tmp_path):
     cal = calibration_from_predictions(_held_out_table(), (0.5, 0.95), info={"held_out": 61})
     path = cal.save(tmp_path / "cal.json")
@@ -174,9 +197,14 @@ def test_calibration_widens_the_intervals_that_under_cover(misspecified):
     assert (factor > 1).any()
     lo, hi = widen(p["median"], p["model_lower"], p["model_upper"], factor)
     w = factor > 1
-    np.testing.assert_allclose(p["lower"][w], lo[w], atol=1e-12)
-    np.testing.assert_allclose(p["upper"][w], hi[w], atol=1e-12)
-    np.testing.assert_array_equal(p["upper"][~w], p["model_upper"][~w])
+    lo, hi = np.where(w, lo, p["model_lower"]), np.where(w, hi, p["model_upper"])
+    # ... and then holds the intervals of the lower levels of its model and benchmark
+    same = ((p["model"].to_numpy()[:, None] == p["model"].to_numpy()[None])
+            & (p["benchmark"].to_numpy()[:, None] == p["benchmark"].to_numpy()[None])
+            & (p["level"].to_numpy()[None] <= p["level"].to_numpy()[:, None]))
+    np.testing.assert_allclose(p["lower"], np.where(same, lo[None], np.inf).min(axis=1), atol=1e-12)
+    np.testing.assert_allclose(p["upper"], np.where(same, hi[None], -np.inf).max(axis=1), atol=1e-12)
+    assert (p["lower"] < lo - 1e-9).sum() < 0.05 * len(p)  # nesting moves few
     assert "uncal@95%" in res.format()
 
 
@@ -222,6 +250,24 @@ def test_calibrate_command_and_predict_with_it(misspecified, tmp_path):
     assert res.exit_code == 0 and "made for another fit (n_models" in res.stderr
     assert "another fit" not in runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.95",
                                                     "--samples", "400", "--calibration", str(cal)]).stderr
+    # curve: the same widening of a seen family's bands along its sizes; a new family keeps the model's own
+    out = tmp_path / "curve.csv"
+    res = runner.invoke(app, ["curve", str(fit), "--family", "fam003", "--points", "3", "--level", "0.95",
+                              "--samples", "400", "--calibration", str(cal), "-o", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    band = pd.read_csv(out)
+    factors = Calibration.load(cal).factors.set_index("benchmark")["factor"]
+    np.testing.assert_allclose(band["calibration_factor"], factors.loc[band["benchmark"]].to_numpy())
+    assert (band["upper"] - band["lower"] >= band["model_upper"] - band["model_lower"] - 1e-12).all()
+    assert ((band["upper"] - band["lower"] > band["model_upper"] - band["model_lower"] + 1e-9)
+            == (band["calibration_factor"] > 1)).all()
+    res = runner.invoke(app, ["curve", str(fit), "--family", "brand-new", "--new-family", "--points", "2",
+                              "--level", "0.95", "--samples", "400", "--calibration", str(tmp_path / "other.json"),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert all(r["calibration_factor"] == 1 for r in doc["rows"])
+    assert any("made for another fit" in w for w in doc["warnings"])
     # a level the calibration does not have: exit 2, naming it
     res = runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.8", "--samples", "400",
                               "--calibration", str(cal)])

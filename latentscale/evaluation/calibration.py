@@ -83,6 +83,19 @@ def widen(median, lower, upper, factor) -> tuple[np.ndarray, np.ndarray]:
     return expit(lo), expit(hi)
 
 
+def _nested(table: pd.DataFrame) -> pd.DataFrame:
+    """Each interval widened to hold those of lower levels of the same model and benchmark (rows keyed
+    by ``model`` and ``benchmark``; a table without ``model`` is left as it is)."""
+    if "model" not in table.columns or table["level"].nunique() < 2:
+        return table
+    order = table.sort_values("level", kind="stable")
+    keys = [order["model"].astype(str), order["benchmark"].astype(str)]
+    out = table.copy()
+    out.loc[order.index, "lower"] = order["lower"].groupby(keys, sort=False).cummin().to_numpy()
+    out.loc[order.index, "upper"] = order["upper"].groupby(keys, sort=False).cummax().to_numpy()
+    return out
+
+
 @dataclass
 class Calibration:
     """Widening factors per benchmark and level, learned from held-out training models.
@@ -110,7 +123,10 @@ class Calibration:
     def apply(self, table: pd.DataFrame) -> pd.DataFrame:
         """A :func:`~latentscale.prediction.predict` table with its observed-score intervals widened:
         ``lower``/``upper`` replaced, the model's own kept as ``model_lower``/``model_upper``, the
-        factor used as ``calibration_factor`` (1 for families the fit has not seen)."""
+        factor used as ``calibration_factor`` (1 for families the fit has not seen). Each level's
+        factor is its own, so a lower level's widened interval can reach beyond a higher level's:
+        the higher one is then widened to hold it (intervals of one model and benchmark stay nested,
+        and no coverage falls)."""
         need = {"benchmark", "level", "median", "lower", "upper"}
         missing = sorted(need - set(table.columns))
         if missing:
@@ -135,7 +151,7 @@ class Calibration:
         out["lower"] = np.where(factor > 1.0, lo, table["lower"])
         out["upper"] = np.where(factor > 1.0, hi, table["upper"])
         out["calibration_factor"] = factor
-        return out
+        return _nested(out)
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,

@@ -99,6 +99,8 @@ def plot_scaling_curve(fit, curve: pd.DataFrame, path: str | Path | None = None,
         ax.set_xlabel("parameters (B)")
     axes[0, 0].legend(fontsize=7, loc="best")
     kind = "expected score" if expected else "observed score"
+    if not expected and "calibration_factor" in curve.columns and (curve["calibration_factor"] > 1).any():
+        kind += " (calibrated bands)"
     fig.suptitle(f"{family}: predicted {kind} against size", fontsize=10)
     fig.tight_layout()
     if path is not None:

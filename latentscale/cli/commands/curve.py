@@ -45,6 +45,11 @@ def curve(
     ] = None,
     expected: Annotated[bool, typer.Option("--expected", help="Bands for the expected score, not an observed one.")
                         ] = False,
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", metavar="CAL.json",
+        help="Widen the observed-score bands by a calibration of this fit (`latentscale calibrate`; a family the "
+             "fit has not seen keeps the model's own). Its levels must include every --level.",
+        show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -53,32 +58,49 @@ def curve(
 
     Example: latentscale curve fit.json --family qwen2 --tokens-per-param 20 --plot qwen2.png
     """
+    import warnings
+
     from latentscale.prediction import plot_scaling_curve, scaling_curve
     from latentscale.prediction.posterior import unknown_families_message
 
     talk = talk_enabled(as_json, quiet, verbose)
-    with output.Progress(enabled=talk) as progress:
+    with output.CapturedWarnings() as caught, output.Progress(enabled=talk) as progress:
         with reporting(verbose, interrupted="interrupted; nothing was saved"):
             check_samples(samples)
             if points < 2:
                 raise BadInput(f"--points {points}: give at least 2 sizes")
-            check_outputs([output_path, plot_path], [fit_path])
+            check_outputs([output_path, plot_path], [fit_path, calibration])
             levels = parse_levels(level, (0.5, 0.95))
             fit = load_fit(fit_path)
+            cal = None
+            if calibration is not None:
+                from latentscale.evaluation.calibration import Calibration, mismatch
+
+                cal = Calibration.load(calibration)
+                if (why := mismatch(cal, fit)) is not None:
+                    warnings.warn(why, UserWarning, stacklevel=1)
+                if expected and plot_path is not None:
+                    warnings.warn("--expected draws the expected-score bands, which the calibration leaves as they "
+                                  "are (it widens the observed-score ones)", UserWarning, stacklevel=1)
             known = set() if fit.data is None else set(fit.data["family"].astype(str))
             if fit.data is not None and family not in known and not new_family:
                 raise BadInput(unknown_families_message([family], known)
                                + "; pass --new-family to draw a family the fit has not seen from the prior")
             progress(f"predicting {family} at {points} sizes")
             table = scaling_curve(fit, family, n_points=points, tokens=tokens, tokens_per_param=tokens_per_param,
-                                  levels=levels, family_covariates=_family_values(family_value), n_samples=samples, seed=seed, se=se.value)
+                                  levels=levels, family_covariates=_family_values(family_value), n_samples=samples,
+                                  seed=seed, se=se.value)
+            if cal is not None:
+                table = cal.apply(table)
             if output_path is not None:
                 save_csv(output_path, table, progress)
             if plot_path is not None:
                 plot_scaling_curve(fit, table, plot_path, expected=expected)
                 progress(f"saved {plot_path}")
+        for note in caught.messages():
+            progress.warn(output.shorten(note))
     if as_json:
-        output.print_json({"family": family, "rows": table.to_dict(orient="records")})
+        output.print_json({"family": family, "rows": table.to_dict(orient="records"), "warnings": caught.messages()})
     elif output_path is None and plot_path is None:
         typer.echo(table[table["level"] == max(levels)][["benchmark", "size", "tokens", "mean", "lower", "upper",
                                                          "extrapolated"]].to_string(index=False))
