@@ -136,6 +136,36 @@ def test_input_errors(fit, tmp_path, selection_csv):
     assert list(load_selection(selection_csv)["k"]) == [1, 2, 3, 4]
 
 
+def _calibration(fitted, factors=((0.5, 1.0), (0.95, 3.0)), **info):
+    from latentscale.evaluation.calibration import Calibration
+
+    rows = [{"benchmark": b, "level": lv, "factor": f, "quantile": f, "source": "benchmark", "n": 20,
+             "coverage_model": 0.8} for b in fitted.spec.benchmarks for lv, f in factors]
+    return Calibration(factors=pd.DataFrame(rows), scores=pd.DataFrame(), info={"held_out": 7, **info})
+
+
+def test_calibration_widens_the_curves_bands(fit, built, tmp_path):
+    from latentscale.evaluation.calibration import fit_fingerprint
+
+    report, page, family = built
+    cal = _calibration(fit, fit=fit_fingerprint(fit))
+    out = build_report(fit, tmp_path / "cal.html", families=family, flops=[1e22], n_samples=200,
+                       n_parameter_draws=10, calibration=cal)
+    text = out.html.read_text()
+    assert "widened by a calibration of this fit" in text and "7 models" in text and "3.00" in text
+    assert "factor@95%" in text and not out.notes
+    # the same draws as the uncalibrated report's curve, drawn with wider bands
+    assert out.figures["curve_1"].read_bytes() != report.figures["curve_1"].read_bytes()
+    # a calibration of another fit: said in the notes; one without the curves' levels: an error, nothing written
+    other = _calibration(fit, fit={**fit_fingerprint(fit), "n_models": -1})
+    noted = build_report(fit, tmp_path / "other.html", families=[], flops=[1e22], calibration=other)
+    assert any("made for another fit" in n for n in noted.notes)
+    with pytest.raises(ValueError, match=r"no factors at 50%.*scaling curves' bands are 50% and 95%"):
+        build_report(fit, tmp_path / "bad.html", families=[], flops=[1e22],
+                     calibration=_calibration(fit, factors=((0.8, 2.0), (0.95, 2.0))))
+    assert not (tmp_path / "bad.html").exists()
+
+
 # ---- CLI -------------------------------------------------------------------------------------
 def run(*args):
     from latentscale.cli.app import app
@@ -152,7 +182,11 @@ def test_cli_report(fit, tmp_path, selection_csv):
     assert r.exit_code == 0, r.output
     assert "wrote" in r.stdout and out.exists()
     assert (tmp_path / "out" / "page_figures" / "allocation.png").exists()
+    levels_80 = tmp_path / "cal80.json"
+    _calibration(fit, factors=((0.8, 2.0), (0.95, 2.0))).save(levels_80)
     for args, message in [
+        (["--calibration", tmp_path / "nocal.json"], "nocal.json"),
+        (["--calibration", levels_80], "no factors at 50%"),
         (["--family", "nobody"], "nobody"),
         (["--selection", tmp_path / "missing.csv"], "no such selection table"),
         (["--flops", "x..y"], "bad --flops"),

@@ -149,7 +149,8 @@ def _coefficients_section(fit, level, figs, notes) -> str:
             + _table_html(coef, floats="{:.3f}"))
 
 
-def _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say) -> str:
+def _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say,
+                    calibration=None) -> str:
     from latentscale.prediction import plot_scaling_curve, scaling_curve
 
     parts = []
@@ -157,14 +158,24 @@ def _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draw
         say(f"scaling curve of {family} ({i + 1}/{len(families)})")
         curve = scaling_curve(fit, family, levels=(0.5, level), n_samples=n_samples,
                               n_parameter_draws=n_parameter_draws, parameter_uncertainty=uncertain, seed=seed)
+        if calibration is not None:
+            curve = calibration.apply(curve)
         key = f"curve_{i + 1}"
         figs[key] = _png(plot_scaling_curve(fit, curve))
         n_models = int((fit.data["family"].astype(str) == family).sum())
         parts.append(f"<h3>{html.escape(family)} ({n_models} model{'s' if n_models != 1 else ''} in the fit)</h3>"
                      + _img(key, figs, f"Scaling curve of {family}"))
+    calibrated = ""
+    if calibration is not None:
+        factors = calibration.factor_table()[[0.5, level]].rename(columns=lambda lv: f"factor@{100 * lv:g}%")
+        calibrated = ("<p>The bands are widened by a calibration of this fit (each family's largest model held out "
+                      f"and predicted from a refit: {calibration.info.get('held_out', '?')} models); each band is "
+                      "stretched about its median on the logit scale by its benchmark's factor (1: the model's own), "
+                      "and a wider band holds the narrower one:</p>"
+                      + _table_html(factors.reset_index(), floats="{:.2f}"))
     return ("<p>Predicted observed score of every benchmark against size (tokens held at the family's median), "
             f"with 50% and {100 * level:g}% prediction bands from the family's posterior and the parameters' "
-            "uncertainty; points are the family's evaluated models.</p>"
+            "uncertainty; points are the family's evaluated models.</p>" + calibrated
             + ("".join(parts) if parts else "<p class='note'>No family chosen.</p>"))
 
 
@@ -184,13 +195,15 @@ def _allocation_section(fit, flops, points, level, uncertain, seed, figs):
 def build_report(fit, path: str | Path, *, selection=None, families: Sequence[str] | None = None,
                  flops: Sequence[float] | None = None, points: int = 12, level: float = 0.95,
                  figures_dir: str | Path | None = None, n_samples: int = 2000, n_parameter_draws: int = 100,
-                 seed: int = 0, progress: Callable[[str], None] | None = None) -> Report:
+                 seed: int = 0, progress: Callable[[str], None] | None = None, calibration=None) -> Report:
     """Write the HTML report of ``fit`` to ``path`` and its figures as PNGs in ``figures_dir``
     (default: ``<name>_figures`` next to the page). Sections: fit summary; AIC/BIC against K when
     ``selection`` is given (a SelectionResult, frame or CSV path); heatmaps of the loadings and skill
     correlations; raw-scale coefficients with Wald intervals (table and plot); scaling curves with
     prediction bands for ``families`` (default: the two with most models); the allocation frontier of
-    every skill over ``flops`` (default: ``points`` budgets over the data's range of 6·N·D)."""
+    every skill over ``flops`` (default: ``points`` budgets over the data's range of 6·N·D).
+    ``calibration``: a :class:`~latentscale.evaluation.calibration.Calibration` of this fit (or its JSON
+    path) that widens the scaling curves' bands; it must have the levels 0.5 and ``level``."""
     say = progress or (lambda msg: None)
     path = Path(path)
     if path.is_dir():
@@ -202,6 +215,7 @@ def build_report(fit, path: str | Path, *, selection=None, families: Sequence[st
     families = _check_families(fit, families)
     figs: dict[str, bytes] = {}
     notes: list[str] = []
+    calibration = _check_calibration(calibration, fit, level, notes)
     uncertain = _has_cov(fit)
     if not uncertain:
         notes.append("scaling-curve bands leave out parameter uncertainty (the fit has no usable covariance)")
@@ -210,7 +224,8 @@ def build_report(fit, path: str | Path, *, selection=None, families: Sequence[st
             "structure": _structure_section(fit, figs)}
     say("coefficients with intervals")
     body["coefficients"] = _coefficients_section(fit, level, figs, notes)
-    body["curves"] = _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say)
+    body["curves"] = _curves_section(fit, families, level, uncertain, n_samples, n_parameter_draws, seed, figs, say,
+                                     calibration)
     say("allocation frontier")
     body["allocation"], alloc = _allocation_section(fit, flops, points, level, uncertain, seed, figs)
     say(f"writing {path} and {len(figs)} figures in {figures_dir}")
@@ -221,6 +236,24 @@ def build_report(fit, path: str | Path, *, selection=None, families: Sequence[st
 
 
 # ---- pieces -----------------------------------------------------------------------------------
+def _check_calibration(calibration, fit, level: float, notes: list[str]):
+    """The calibration (loaded from a path), checked to have the curves' levels; a note when it was made for
+    another fit."""
+    if calibration is None:
+        return None
+    from latentscale.evaluation.calibration import Calibration, mismatch
+
+    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
+    missing = [lv for lv in (0.5, level) if not any(abs(lv - x) < 1e-9 for x in cal.levels)]
+    if missing:
+        raise InputError(f"the calibration has no factors at {', '.join(f'{100 * x:g}%' for x in missing)} (it has "
+                         f"{', '.join(f'{100 * x:g}%' for x in cal.levels)}); the scaling curves' bands are 50% and "
+                         f"{100 * level:g}%: calibrate with those levels, or pass a --level the calibration has")
+    if (why := mismatch(cal, fit)) is not None:
+        notes.append(why)
+    return cal
+
+
 def _has_cov(fit) -> bool:
     if fit.hessian is None:
         return False

@@ -31,6 +31,9 @@ def report(
     figures_dir: Annotated[Optional[Path], typer.Option(
         "--figures", metavar="DIR", help="Folder for the PNG files (default: <name>_figures next to the page).",
         show_default=False)] = None,
+    calibration: Annotated[Optional[Path], typer.Option(
+        "--calibration", metavar="CAL.json", help="Widen the scaling curves' bands by a calibration of this fit "
+        "(`latentscale calibrate`; it must have the levels 0.5 and --level).", show_default=False)] = None,
     samples: Annotated[int, typer.Option(
         "--samples", min=100, help="Predictive draws per point of a scaling curve (parameter draws: 1/20 of them, "
         "10 to 100).")] = 2000,
@@ -56,7 +59,7 @@ def report(
             if samples < 100:
                 raise BadInput(f"--samples {samples}: give at least 100 draws")
             figures = figures_dir if figures_dir is not None else output_path.with_name(f"{output_path.stem}_figures")
-            check_outputs([output_path], [fit_path, selection])
+            check_outputs([output_path], [fit_path, selection, calibration])
             if figures.exists() and not figures.is_dir():
                 raise BadInput(f"the figures folder {figures} is a file; give another --figures folder")
             budgets = parse_flops(flops, points)
@@ -68,7 +71,8 @@ def report(
                 warnings.simplefilter("ignore")
                 result = build_report(fit, output_path, selection=selection, families=family, flops=budgets,
                                       points=points, level=level, figures_dir=figures_dir, seed=seed, n_samples=samples,
-                                      n_parameter_draws=max(10, min(100, samples // 20)), progress=progress)
+                                      n_parameter_draws=max(10, min(100, samples // 20)), progress=progress,
+                                      calibration=calibration)
         for note in result.notes:
             progress.warn(note)
     if as_json:
