@@ -271,6 +271,8 @@ def test_calibrate_command_and_predict_with_it(misspecified, tmp_path):
     # a level the calibration does not have: exit 2, naming it
     res = runner.invoke(app, ["predict", str(fit), "--models", str(new), "--level", "0.8", "--samples", "400",
                               "--calibration", str(cal)])
-    assert res.exit_code == 2 and "80%" in res.stderr
+    assert res.exit_code == 2 and "no factors at 80%" in res.stderr and "predicting" not in res.stderr  # before work
+    res = runner.invoke(app, ["curve", str(fit), "--family", "fam003", "--calibration", str(cal)])  # 50 % and 95 %
+    assert res.exit_code == 2 and "no factors at 50%" in res.stderr and "predicting" not in res.stderr
     res = runner.invoke(app, ["evaluate", str(csv), "--protocol", "family-group", "--calibrate", *floors])
     assert res.exit_code == 2 and "--calibrate" in res.stderr

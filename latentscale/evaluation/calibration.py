@@ -115,6 +115,15 @@ class Calibration:
     def levels(self) -> tuple[float, ...]:
         return tuple(sorted(set(float(x) for x in self.factors["level"])))
 
+    def check_levels(self, levels, context: str = "") -> None:
+        """Raise an :class:`InputError` naming the levels of ``levels`` the calibration has no factors for
+        (so that a command stops before computing its predictions); ``context`` ends the first sentence."""
+        missing = [float(lv) for lv in levels if not any(abs(float(lv) - x) < 1e-9 for x in self.levels)]
+        if missing:
+            raise InputError(f"the calibration has no factors at {', '.join(f'{100 * x:g}%' for x in missing)} "
+                             f"(it has {', '.join(f'{100 * x:g}%' for x in self.levels)}){context}: ask for levels "
+                             "it has, or calibrate again with --level")
+
     def factor_table(self) -> pd.DataFrame:
         """Factors as a benchmark × level table."""
         return self.factors.pivot(index="benchmark", columns="level", values="factor").loc[

@@ -244,11 +244,7 @@ def _check_calibration(calibration, fit, level: float, notes: list[str]):
     from latentscale.evaluation.calibration import Calibration, mismatch
 
     cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
-    missing = [lv for lv in (0.5, level) if not any(abs(lv - x) < 1e-9 for x in cal.levels)]
-    if missing:
-        raise InputError(f"the calibration has no factors at {', '.join(f'{100 * x:g}%' for x in missing)} (it has "
-                         f"{', '.join(f'{100 * x:g}%' for x in cal.levels)}); the scaling curves' bands are 50% and "
-                         f"{100 * level:g}%: calibrate with those levels, or pass a --level the calibration has")
+    cal.check_levels((0.5, level), context=f"; the scaling curves' bands are 50% and {100 * level:g}%")
     if (why := mismatch(cal, fit)) is not None:
         notes.append(why)
     return cal

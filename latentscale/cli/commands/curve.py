@@ -77,6 +77,7 @@ def curve(
                 from latentscale.evaluation.calibration import Calibration, mismatch
 
                 cal = Calibration.load(calibration)
+                cal.check_levels(levels)
                 if (why := mismatch(cal, fit)) is not None:
                     warnings.warn(why, UserWarning, stacklevel=1)
                 if expected and plot_path is not None:

@@ -86,6 +86,7 @@ def predict(
                 from latentscale.evaluation.calibration import Calibration, mismatch
 
                 cal = Calibration.load(calibration)
+                cal.check_levels(levels)
                 if (why := mismatch(cal, fit)) is not None:
                     warnings.warn(why, UserWarning, stacklevel=1)
             new = read_table(models, "models table")
