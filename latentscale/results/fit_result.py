@@ -221,6 +221,45 @@ class FitResult:
             values = np.einsum("fq,fqk->fk", w, nodes)
         return pd.DataFrame(values, index=pd.Index(ml.families, name="family"), columns=list(self.skills))
 
+    def fitted(self) -> pd.DataFrame:
+        """Expected score μ̂_ij of every fitted model on every benchmark at θ̂ and its family's
+        conditional modes (α̂_f, and û_fj, v̂_fj with residuals): lme4's ``fitted``, statsmodels'
+        ``fittedvalues``; models × benchmarks (every cell, observed or not)."""
+        from latentscale.model.observation import eta_bound, link_shares, mean_score
+        from latentscale.model.simulate import model_residuals
+
+        frame = self.training_data().frame
+        spec, p = self.spec, self.constrained
+        ml = self.loglikelihood()
+        modes = ml.joint_modes(self.theta)
+        codes = pd.Index(ml.families).get_indexer(frame["family"].astype(str))
+        X = self.scaler.transform_frame(frame)
+        eta = (X @ p["B"] + modes[codes, : spec.K]) @ p["loadings"] + p["intercepts"]
+        extra = model_residuals(modes[:, spec.K:] if spec.residual else None, codes, X, spec)
+        if extra is not None:
+            eta = eta + extra
+        mu = mean_score(eta, np.asarray(spec.floors, float), eta_bound(spec.logit_clip), link_shares(p))
+        return pd.DataFrame(mu, index=frame.index, columns=list(spec.benchmarks))
+
+    def resid(self, kind: str = "response") -> pd.DataFrame:
+        """Residuals of the observed scores (as the fit saw them: clipped by ``spec.clip``) against
+        :meth:`fitted`: ``"response"`` y − μ̂, or ``"pearson"`` (y − μ̂) / sd, with the Beta
+        variance μ̂(1 − μ̂) / (1 + φ_ij); models × benchmarks, NaN where no score was observed."""
+        from latentscale.model.observation import precisions
+
+        if kind not in ("response", "pearson"):
+            raise InputError(f"kind must be 'response' or 'pearson', got {kind!r}")
+        mu = self.fitted()
+        y = self.training_data().frame[list(self.spec.benchmarks)].to_numpy(float)
+        if self.spec.clip is not None:
+            y = np.clip(y, *self.spec.clip)
+        r = y - mu.to_numpy()
+        if kind == "pearson":
+            phi = precisions(self.constrained, self.scaler.transform_frame(self.training_data().frame))
+            m = mu.to_numpy()
+            r = r / np.sqrt(m * (1.0 - m) / (1.0 + np.asarray(phi)))
+        return pd.DataFrame(r, index=mu.index, columns=mu.columns)
+
     def simulate(self, nsim: int = 1, seed: int = 0, use_ranef: bool = False):
         """New score tables drawn from the fitted model for the fitted rows (same models, same
         observed cells), as :class:`~latentscale.data.ScoreData` (a list when ``nsim > 1``).
