@@ -68,7 +68,7 @@ def test_sections_and_figures(built, fit):
     report, page, family = built
     for s in SECTIONS:
         assert f"<section id='{s}'>" in page, s
-    expected = {"aic_bic", "loadings", "skill_corr", "coefficients", "curve_1", "allocation"}
+    expected = {"aic_bic", "loadings", "skill_corr", "resid_corr", "coefficients", "curve_1", "allocation"}
     assert set(report.figures) == expected
     imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"[^>]*data-figure="([^"]+)"', page)
     assert {name for _, name in imgs} == expected
@@ -83,6 +83,10 @@ def test_sections_and_figures(built, fit):
     assert f"<h3>{family[0]} (" in page
     for skill in fit.spec.skills:
         assert f"<h3>{skill}</h3>" in page
+    # the residual check: its summary is that of fit.resid("pearson")'s correlations
+    corr = fit.resid("pearson").corr(min_periods=10).to_numpy()
+    off = corr[~np.eye(len(corr), dtype=bool)]
+    assert f"the mean correlation between benchmarks is {off[np.isfinite(off)].mean():.3f}" in page
     first = report.allocation.iloc[1]
     assert f"{first['size']:.3g} [" in page
 
@@ -103,7 +107,7 @@ def test_without_selection_or_families(fit, tmp_path):
     page = report.html.read_text()
     assert "No selection was run" in page and "--selection table.csv" in page
     assert "No family chosen" in page
-    assert set(report.figures) == {"loadings", "skill_corr", "coefficients", "allocation"}
+    assert set(report.figures) == {"loadings", "skill_corr", "resid_corr", "coefficients", "allocation"}
     assert all(p.parent == tmp_path / "figs" and p.read_bytes().startswith(PNG_MAGIC) for p in report.figures.values())
     # A fit without a Hessian still gets a report, with the missing standard errors said.
     bare = sim_fit()

@@ -127,7 +127,34 @@ def _structure_section(fit, figs) -> str:
             "correlation of the family effects between skills.</p><div class='row'>"
             + _img("loadings", figs, "Heatmap of the loadings") + _img("skill_corr", figs, "Heatmap of the skill correlations")
             + "</div>" + "<h3>Benchmarks</h3>"
-            + _table_html(fit.benchmark_table().reset_index(names="benchmark"), floats="{:.3f}"))
+            + _table_html(fit.benchmark_table().reset_index(names="benchmark"), floats="{:.3f}")
+            + _residual_check(fit, figs))
+
+
+#: Fewest models with scores on both benchmarks for a residual correlation to be shown.
+RESID_MIN_MODELS = 10
+
+
+def _residual_check(fit, figs) -> str:
+    """The correlation of the models' Pearson residuals between benchmarks (a heatmap and its summary)."""
+    from latentscale.report.figures import heatmap
+
+    if fit.data is None:
+        return ""
+    corr = fit.resid("pearson").corr(min_periods=RESID_MIN_MODELS)
+    off = corr.to_numpy()[~np.eye(len(corr), dtype=bool)]
+    off = off[np.isfinite(off)]
+    if not off.size:
+        return ""
+    figs["resid_corr"] = _png(heatmap(corr, "Residual correlations across benchmarks", vmax=1.0))
+    return ("<h3>Check: residuals across benchmarks</h3><p>Given its family's effects a model's scores are "
+            "independent across benchmarks, so the Pearson residuals (<code>fit.resid('pearson')</code>, at the "
+            "families' conditional modes) of two benchmarks should be uncorrelated across models. Here the mean "
+            f"correlation between benchmarks is {off.mean():.3f} and {int((off > 0.3).sum()) // 2} of "
+            f"{off.size // 2} pairs exceed 0.3 (pairs with at least {RESID_MIN_MODELS} models); clearly positive "
+            "correlations mean models deviate from their family's law as a whole, which the model does not "
+            "describe and its intervals for new models may then miss.</p>"
+            + _img("resid_corr", figs, "Heatmap of the residual correlations"))
 
 
 def _coefficients_section(fit, level, figs, notes) -> str:
