@@ -129,6 +129,21 @@ def test_fit_saves_and_show_reads(fitted, runner):
     shown = json.loads(res.stdout)
     for key in ("log_likelihood", "aic", "bic", "n_params", "n_families", "n_models"):
         assert shown[key] == pytest.approx(doc[key])
+    # --residuals: the long table is FitResult.fitted()/resid() cell for cell, the check printed
+    out = path.parent / "resid.csv"
+    res = runner.invoke(app, ["show", str(path), "--residuals", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "residual check:" in res.stdout
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["model", "family", "benchmark", "score", "fitted", "resid", "pearson"]
+    assert len(table) == loaded.n_models * len(loaded.spec.benchmarks)
+    wide = table.pivot(index="model", columns="benchmark", values="pearson")
+    expected = loaded.resid("pearson")
+    np.testing.assert_allclose(wide.loc[expected.index, expected.columns].to_numpy(), expected.to_numpy(),
+                               rtol=1e-9)
+    assert table["pearson"].isna().equals(table["score"].isna())
+    res = runner.invoke(app, ["show", str(path), "--residuals", str(path)])  # the fit itself: refused
+    assert res.exit_code == 2
 
 
 def test_fit_readable_summary_and_progress(fitted, runner, sim):
