@@ -69,6 +69,23 @@ def test_fitted_and_residuals_follow_the_definition(variant):
     np.testing.assert_allclose(fit.resid("pearson").to_numpy(), (y - mu) / sd, rtol=1e-8)
 
 
+def test_residual_check_is_the_correlation_of_pearson_residuals():
+    fit = _fit_at_truth("hetero+ceiling+power")
+    r = fit.resid("pearson").to_numpy()
+    J = r.shape[1]
+    pairs = []
+    for j in range(J):
+        for k in range(j + 1, J):
+            both = ~np.isnan(r[:, j]) & ~np.isnan(r[:, k])
+            if both.sum() >= 10:
+                pairs.append(np.corrcoef(r[both, j], r[both, k])[0, 1])
+    check = fit.residual_check(10)
+    assert check["pairs"] == len(pairs) > 0
+    assert check["mean_correlation"] == pytest.approx(np.mean(pairs), rel=1e-10)
+    assert check["pairs_above_0.3"] == sum(c > 0.3 for c in pairs)
+    assert check["corr"].shape == (J, J)
+
+
 def test_residual_errors():
     fit = _fit_at_truth("plain")
     with pytest.raises(InputError, match="'response' or 'pearson'"):

@@ -141,17 +141,15 @@ def _residual_check(fit, figs) -> str:
 
     if fit.data is None:
         return ""
-    corr = fit.resid("pearson").corr(min_periods=RESID_MIN_MODELS)
-    off = corr.to_numpy()[~np.eye(len(corr), dtype=bool)]
-    off = off[np.isfinite(off)]
-    if not off.size:
+    check = fit.residual_check(RESID_MIN_MODELS)
+    if not check["pairs"]:
         return ""
-    figs["resid_corr"] = _png(heatmap(corr, "Residual correlations across benchmarks", vmax=1.0))
+    figs["resid_corr"] = _png(heatmap(check["corr"], "Residual correlations across benchmarks", vmax=1.0))
     return ("<h3>Check: residuals across benchmarks</h3><p>Given its family's effects a model's scores are "
             "independent across benchmarks, so the Pearson residuals (<code>fit.resid('pearson')</code>, at the "
             "families' conditional modes) of two benchmarks should be uncorrelated across models. Here the mean "
-            f"correlation between benchmarks is {off.mean():.3f} and {int((off > 0.3).sum()) // 2} of "
-            f"{off.size // 2} pairs exceed 0.3 (pairs with at least {RESID_MIN_MODELS} models); clearly positive "
+            f"correlation between benchmarks is {check['mean_correlation']:.3f} and {check['pairs_above_0.3']} of "
+            f"{check['pairs']} pairs exceed 0.3 (pairs with at least {RESID_MIN_MODELS} models); clearly positive "
             "correlations mean models deviate from their family's law as a whole, which the model does not "
             "describe and its intervals for new models may then miss.</p>"
             + _img("resid_corr", figs, "Heatmap of the residual correlations"))

@@ -260,6 +260,17 @@ class FitResult:
             r = r / np.sqrt(m * (1.0 - m) / (1.0 + np.asarray(phi)))
         return pd.DataFrame(r, index=mu.index, columns=mu.columns)
 
+    def residual_check(self, min_models: int = 10) -> dict:
+        """Given its family's effects a model's scores are independent across benchmarks: the correlation of
+        the Pearson residuals between benchmarks across models (``"corr"``, pairs with at least
+        ``min_models`` models in common), its mean off the diagonal (``"mean_correlation"``, about 0 when
+        the model holds), the pairs above 0.3 and the pairs with a correlation."""
+        corr = self.resid("pearson").corr(min_periods=min_models)
+        off = corr.to_numpy()[~np.eye(len(corr), dtype=bool)]
+        off = off[np.isfinite(off)]
+        return {"corr": corr, "mean_correlation": float(off.mean()) if off.size else float("nan"),
+                "pairs_above_0.3": int((off > 0.3).sum()) // 2, "pairs": int(off.size) // 2}
+
     def simulate(self, nsim: int = 1, seed: int = 0, use_ranef: bool = False):
         """New score tables drawn from the fitted model for the fitted rows (same models, same
         observed cells), as :class:`~latentscale.data.ScoreData` (a list when ``nsim > 1``).

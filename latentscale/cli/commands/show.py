@@ -46,7 +46,6 @@ def show(
 
 def _save_residuals(result, path: Path) -> dict:
     """Write the long table of scores, fitted means and residuals (atomically); the residual check's figures."""
-    import numpy as np
     import pandas as pd
 
     from latentscale.results.io import atomic_write_text
@@ -59,8 +58,5 @@ def _save_residuals(result, path: Path) -> dict:
                       for k, v in parts.items()}, axis=1).reset_index()
     long.insert(1, "family", frame["family"].reindex(long["model"]).to_numpy())
     atomic_write_text(path, long.to_csv(index=False))
-    corr = pearson.corr(min_periods=10).to_numpy()
-    off = corr[~np.eye(len(corr), dtype=bool)]
-    off = off[np.isfinite(off)]
-    return {"mean_correlation": float(off.mean()) if off.size else float("nan"),
-            "pairs_above_0.3": int((off > 0.3).sum()) // 2, "pairs": int(off.size) // 2}
+    check = result.residual_check()
+    return {k: v for k, v in check.items() if k != "corr"}
