@@ -198,6 +198,21 @@ def load_fit(path: Path):
     return FitResult.load(path)
 
 
+def load_calibration(path: Path | None, fit, levels):
+    """``--calibration``: the calibration at ``path`` checked to have ``levels`` (None without a path), with a
+    warning when it was made for another fit."""
+    if path is None:
+        return None
+    import warnings
+
+    from latentscale.evaluation.calibration import for_fit
+
+    cal, why = for_fit(path, fit, levels)
+    if why is not None:
+        warnings.warn(why, UserWarning, stacklevel=2)
+    return cal
+
+
 def read_table(path: Path, what: str = "table"):
     """A CSV or Parquet table; errors name the file and say what is wrong."""
     import pandas as pd

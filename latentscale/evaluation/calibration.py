@@ -292,6 +292,15 @@ def fit_fingerprint(fit) -> dict:
             "benchmarks": list(fit.spec.benchmarks), "log_likelihood": round(float(fit.llf), 6)}
 
 
+def for_fit(source, fit, levels: Sequence[float], context: str = "") -> tuple[Calibration, str | None]:
+    """A calibration (a :class:`Calibration` or its JSON path) checked to have ``levels``
+    (:meth:`Calibration.check_levels`, ``context`` ending its message), and why it was not made for
+    ``fit`` (:func:`mismatch`; None when it was)."""
+    cal = source if isinstance(source, Calibration) else Calibration.load(source)
+    cal.check_levels(levels, context)
+    return cal, mismatch(cal, fit)
+
+
 def mismatch(cal: Calibration, fit) -> str | None:
     """Why ``cal`` was not made for ``fit`` (a sentence), or None when it was (or cannot be told)."""
     made = cal.info.get("fit")

@@ -266,11 +266,10 @@ def _check_calibration(calibration, fit, level: float, notes: list[str]):
     another fit."""
     if calibration is None:
         return None
-    from latentscale.evaluation.calibration import Calibration, mismatch
+    from latentscale.evaluation.calibration import for_fit
 
-    cal = calibration if isinstance(calibration, Calibration) else Calibration.load(calibration)
-    cal.check_levels((0.5, level), context=f"; the scaling curves' bands are 50% and {100 * level:g}%")
-    if (why := mismatch(cal, fit)) is not None:
+    cal, why = for_fit(calibration, fit, (0.5, level), context=f"; the scaling curves' bands are 50% and {100 * level:g}%")
+    if why is not None:
         notes.append(why)
     return cal
 

@@ -10,8 +10,8 @@ import typer
 from latentscale.cli import output
 from latentscale.cli.commands.predict import LevelOpt, OutOpt, SamplesOpt, SeedOpt, check_samples, save_csv
 from latentscale.cli.common import (
-    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_fit, parse_levels,
-    reporting, talk_enabled,
+    BadInput, CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_calibration, load_fit,
+    parse_levels, reporting, talk_enabled,
 )
 
 
@@ -72,17 +72,10 @@ def curve(
             check_outputs([output_path, plot_path], [fit_path, calibration])
             levels = parse_levels(level, (0.5, 0.95))
             fit = load_fit(fit_path)
-            cal = None
-            if calibration is not None:
-                from latentscale.evaluation.calibration import Calibration, mismatch
-
-                cal = Calibration.load(calibration)
-                cal.check_levels(levels)
-                if (why := mismatch(cal, fit)) is not None:
-                    warnings.warn(why, UserWarning, stacklevel=1)
-                if expected and plot_path is not None:
-                    warnings.warn("--expected draws the expected-score bands, which the calibration leaves as they "
-                                  "are (it widens the observed-score ones)", UserWarning, stacklevel=1)
+            cal = load_calibration(calibration, fit, levels)
+            if cal is not None and expected and plot_path is not None:
+                warnings.warn("--expected draws the expected-score bands, which the calibration leaves as they are "
+                              "(it widens the observed-score ones)", UserWarning, stacklevel=1)
             known = set() if fit.data is None else set(fit.data["family"].astype(str))
             if fit.data is not None and family not in known and not new_family:
                 raise BadInput(unknown_families_message([family], known)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,8 +9,8 @@ import typer
 
 from latentscale.cli import output
 from latentscale.cli.common import (
-    CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_fit, parse_levels, read_table,
-    reporting, talk_enabled,
+    CovKind, FitArg, JsonOpt, QuietOpt, SeOpt, VerboseOpt, check_outputs, load_calibration, load_fit, parse_levels,
+    read_table, reporting, talk_enabled,
 )
 from latentscale.results.io import atomic_write_text
 
@@ -81,14 +80,7 @@ def predict(
             check_outputs([output_path], [fit_path, models, rows, calibration])
             levels = parse_levels(level)
             fit = load_fit(fit_path)
-            cal = None
-            if calibration is not None:
-                from latentscale.evaluation.calibration import Calibration, mismatch
-
-                cal = Calibration.load(calibration)
-                cal.check_levels(levels)
-                if (why := mismatch(cal, fit)) is not None:
-                    warnings.warn(why, UserWarning, stacklevel=1)
+            cal = load_calibration(calibration, fit, levels)
             new = read_table(models, "models table")
             extra = read_table(rows, "rows table") if rows is not None else None
             progress(f"predicting {len(new)} models ({samples} draws each, "
