@@ -225,6 +225,11 @@ class FitResult:
         """Expected score μ̂_ij of every fitted model on every benchmark at θ̂ and its family's
         conditional modes (α̂_f, and û_fj, v̂_fj with residuals): lme4's ``fitted``, statsmodels'
         ``fittedvalues``; models × benchmarks (every cell, observed or not)."""
+        frame, _, mu = self._fitted_means()
+        return pd.DataFrame(mu, index=frame.index, columns=list(self.spec.benchmarks))
+
+    def _fitted_means(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """The fitted rows, their standardized covariates X and μ̂ (models × benchmarks) of :meth:`fitted`."""
         from latentscale.model.observation import eta_bound, link_shares, mean_score
         from latentscale.model.simulate import model_residuals
 
@@ -238,8 +243,7 @@ class FitResult:
         extra = model_residuals(modes[:, spec.K:] if spec.residual else None, codes, X, spec)
         if extra is not None:
             eta = eta + extra
-        mu = mean_score(eta, np.asarray(spec.floors, float), eta_bound(spec.logit_clip), link_shares(p))
-        return pd.DataFrame(mu, index=frame.index, columns=list(spec.benchmarks))
+        return frame, X, mean_score(eta, np.asarray(spec.floors, float), eta_bound(spec.logit_clip), link_shares(p))
 
     def resid(self, kind: str = "response") -> pd.DataFrame:
         """Residuals of the observed scores (as the fit saw them: clipped by ``spec.clip``) against
@@ -249,16 +253,14 @@ class FitResult:
 
         if kind not in ("response", "pearson"):
             raise InputError(f"kind must be 'response' or 'pearson', got {kind!r}")
-        mu = self.fitted()
-        y = self.training_data().frame[list(self.spec.benchmarks)].to_numpy(float)
+        frame, X, mu = self._fitted_means()
+        y = frame[list(self.spec.benchmarks)].to_numpy(float)
         if self.spec.clip is not None:
             y = np.clip(y, *self.spec.clip)
-        r = y - mu.to_numpy()
+        r = y - mu
         if kind == "pearson":
-            phi = precisions(self.constrained, self.scaler.transform_frame(self.training_data().frame))
-            m = mu.to_numpy()
-            r = r / np.sqrt(m * (1.0 - m) / (1.0 + np.asarray(phi)))
-        return pd.DataFrame(r, index=mu.index, columns=mu.columns)
+            r = r / np.sqrt(mu * (1.0 - mu) / (1.0 + np.asarray(precisions(self.constrained, X))))
+        return pd.DataFrame(r, index=frame.index, columns=list(self.spec.benchmarks))
 
     def residual_check(self, min_models: int = 10) -> dict:
         """Given its family's effects a model's scores are independent across benchmarks: the correlation of
