@@ -16,7 +16,7 @@ from latentscale.estimation.estimators import METHODS, estimate, method_quadratu
 from latentscale.estimation.quadrature import QuadratureSpec
 from latentscale.model.design import build_design
 from latentscale.model.params import layout
-from latentscale.model.spec import DEFAULT_CLIP, SWITCHES, ModelSpec
+from latentscale.model.spec import DEFAULT_CLIP, SWITCHES, ModelSpec, check_power_prior
 from latentscale.results.fit_result import FitResult
 
 class LatentScalingModel:
@@ -47,6 +47,10 @@ class LatentScalingModel:
     ceiling : a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η); default False.
     link_power : a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j (an
         asymmetric sigmoid); default False.
+    power_prior : with ``link_power``, the SD s of a normal penalty on log γ_j (penalized maximum
+        likelihood, ``log γ_j ~ N(0, s²)``: a shape the data say little about stays near the logistic);
+        the fit's ℓ is then the log-likelihood at the penalized optimum, the objective and penalty are in
+        its diagnostics. Default None (plain maximum likelihood). Variant term ``power:S``.
     floors : random-guess floors by benchmark, overriding the known ones.
 
     Estimation options
@@ -81,6 +85,7 @@ class LatentScalingModel:
         ceiling: bool = False,
         residual_slope: bool = False,
         link_power: bool = False,
+        power_prior: float | None = None,
         floors: dict[str, float] | None = None,
         quadrature: QuadratureSpec | dict | str | None = None,
         points: int | None = None,
@@ -114,6 +119,7 @@ class LatentScalingModel:
         self.ceiling = bool(ceiling)
         self.residual_slope = bool(residual_slope)
         self.link_power = bool(link_power)
+        self.power_prior = check_power_prior(power_prior, self.link_power)
         if self.residual_slope and not self.residual:
             raise InputError("residual_slope needs residual=True (variant 'residual+slope')")
         self.floors = floors
@@ -169,7 +175,7 @@ class LatentScalingModel:
                          floors=tuple(float(floors[b]) for b in data.benchmarks), clip=self.clip,
                          logit_clip=self.logit_clip, covariates=self.covariates,
                          family_covariates=self.family_covariates,
-                         **{name: getattr(self, name) for name in SWITCHES})
+                         power_prior=self.power_prior, **{name: getattr(self, name) for name in SWITCHES})
 
     def likelihood(self, data, **frame_options):
         """The marginal likelihood of this model on ``data`` (the fit's rule), a
@@ -237,7 +243,7 @@ class LatentScalingModel:
             "k": self.k, "anchors": None if self.anchors is None else list(self.anchors), "method": self.method,
             "clip": None if self.clip is None else list(self.clip), "logit_clip": self.logit_clip,
             "covariates": self.covariates, "family_covariates": list(self.family_covariates),
-            **{name: getattr(self, name) for name in SWITCHES}, "floors": self.floors,
+            **{name: getattr(self, name) for name in SWITCHES}, "power_prior": self.power_prior, "floors": self.floors,
             "quadrature": self.quadrature.to_dict(),
             "n_starts": self.n_starts, "seed": self.seed, "hessian": self.hessian,
             "method_options": self.method_options, "refine": self.refine, "refine_draws": self.refine_draws,

@@ -39,6 +39,8 @@ def estimate(method: str, design: Design, spec: ModelSpec, quadrature: Quadratur
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if method == "psga":
+        if spec.power_prior:
+            raise InputError("power_prior (a penalized likelihood) applies to method 'aghq' or 'laplace', not psga")
         if start is not None:
             raise InputError("start_params applies to method 'aghq' or 'laplace'; psga starts from its own schedule")
         from latentscale.estimation.psga import fit_psga

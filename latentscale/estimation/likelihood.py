@@ -291,8 +291,36 @@ class MarginalLikelihood:
             value += float(v)
             per_all.append(per)
         per = np.concatenate(per_all)
+        pen, pen_grad = self.log_penalty(key)
+        if pen_grad is not None:  # penalized likelihood: the objective every stage maximizes
+            value += pen
+            if need_grad:
+                grad += pen_grad
         self._last = (key, per, grad if need_grad else None, value)
         return self._last
+
+    def log_penalty(self, theta) -> tuple[float, np.ndarray | None]:
+        """The log penalty at θ and its gradient ((0, None) without one): with ``spec.power_prior`` = s,
+        −Σ_j (log γ_j)² / (2s²), a normal prior on the link powers' logs (their coordinates in θ). The
+        values of :meth:`loglike` and the rest include it; the per-family values do not."""
+        s = self.spec.power_prior
+        if not s:
+            return 0.0, None
+        theta = np.asarray(theta, dtype=float)
+        sl = self.layout.slices["link_power"]
+        grad = np.zeros(theta.size)
+        grad[sl] = -theta[sl] / s**2
+        return float(-0.5 * np.sum(np.square(theta[sl] / s))), grad
+
+    def penalty_hessian(self) -> np.ndarray | None:
+        """The (constant, diagonal) Hessian of :meth:`log_penalty` in θ, or None without a penalty."""
+        s = self.spec.power_prior
+        if not s:
+            return None
+        H = np.zeros((self.layout.size, self.layout.size))
+        idx = np.arange(self.layout.size)[self.layout.slices["link_power"]]
+        H[idx, idx] = -1.0 / s**2
+        return H
 
     def loglike_and_score(self, params) -> tuple[float, np.ndarray]:
         """ℓ and its gradient in θ (one compiled call per chunk)."""
@@ -384,7 +412,8 @@ class MarginalLikelihood:
             H += np.asarray(h)
             S.append(np.asarray(s)[:n_real])
             start += n_real
-        return H, np.concatenate(S)
+        pen = self.penalty_hessian()
+        return (H if pen is None else H + pen), np.concatenate(S)
 
     # ---- posterior ---------------------------------------------------------------------------
     @float64

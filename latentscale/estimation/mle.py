@@ -259,10 +259,12 @@ def fit_mle(
             iterations += n_pol
             n_full += n_pol
     value, grad = full.loglike_and_score(theta)
+    penalty = full.log_penalty(theta)[0]  # 0 without a penalty: ℓ is the objective less it
 
     # Stage 4: curvature for the standard errors.
     if hessian is not None:
-        say(f"log-likelihood {value:.3f} ({iterations} iterations in all); Hessian "
+        say(f"log-likelihood {value - penalty:.3f}{f' (penalized {value:.3f})' if penalty else ''} "
+            f"({iterations} iterations in all); Hessian "
             f"{'by automatic differentiation' if how == 'exact' else 'by differences of the gradient'}")
     H, S, hessian_kind = _curvature(laplace, full, theta, hessian, how, lo, hi, say)
     # Without a Hessian (no standard errors asked for) the last stage's BFGS curvature stands in
@@ -274,9 +276,11 @@ def fit_mle(
         "quadrature_steps": n_full,  # with the restarts from the rule's curvature
         "hessian_kind": hessian_kind,
         "start_log_likelihoods": [float(-r.fun) for r in results],
-        "laplace_log_likelihood": float(ll_lap if full is laplace else laplace.loglike_and_score(theta)[0]),
+        "laplace_log_likelihood": float(ll_lap if full is laplace else laplace.loglike_and_score(theta)[0]) - penalty,
         "quadrature_nodes": full.rule.size,
         **polished,
     }
-    return EstimatorOutcome(theta=theta, log_likelihood=float(value), diagnostics=diagnostics, hessian=H,
+    if spec.power_prior:
+        diagnostics.update(penalized_log_likelihood=float(value), log_penalty=float(penalty))
+    return EstimatorOutcome(theta=theta, log_likelihood=float(value - penalty), diagnostics=diagnostics, hessian=H,
                             score_outer=None if S is None else S.T @ S)

@@ -6,6 +6,7 @@ parameters are declared block by block in :mod:`latentscale.model.params`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from latentscale.errors import InputError
@@ -20,6 +21,21 @@ SWITCHES = ("hetero_precision", "residual", "residual_slope", "ceiling", "link_p
 def switches_of(options) -> dict[str, bool]:
     """The on/off terms (:data:`SWITCHES`) of a mapping of model options, False where absent."""
     return {name: bool(options.get(name, False)) for name in SWITCHES}
+
+
+def check_power_prior(value, link_power: bool) -> float | None:
+    """``power_prior`` as a float (None stays None): a positive finite SD, given only with ``link_power``."""
+    if value is None:
+        return None
+    try:
+        sd = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"power_prior must be a positive number (the SD of log γ), got {value!r}") from None
+    if not (math.isfinite(sd) and sd > 0):
+        raise InputError(f"power_prior must be a positive number (the SD of log γ), got {value!r}")
+    if not link_power:
+        raise InputError("power_prior penalizes the link powers: it needs link_power=True (variant 'power:SD')")
+    return sd
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,10 @@ class ModelSpec:
     link_power : a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j with
         γ_j > 0 (an asymmetric sigmoid: γ > 1 a slow start above the floor and a steep rise, γ < 1 the
         reverse); default False (γ = 1).
+    power_prior : with ``link_power``, the SD s of a normal penalty on the link powers' logs,
+        log γ_j ~ N(0, s²) (penalized maximum likelihood: ℓ(θ) − Σ_j (log γ_j)² / (2s²) is maximized, so a
+        shape the data say little about stays near the logistic instead of running to its bounds);
+        default None (no penalty).
     blocks : names of the parameter blocks (default: those the options above call for); a block
         must be registered in :data:`latentscale.model.params.BLOCKS`.
     """
@@ -65,6 +85,7 @@ class ModelSpec:
     ceiling: bool = False
     residual_slope: bool = False
     link_power: bool = False
+    power_prior: float | None = None
     blocks: tuple[str, ...] | None = None
     anchor_index: tuple[int, ...] = field(init=False, compare=False)
 
@@ -100,6 +121,8 @@ class ModelSpec:
         if self.residual_slope and not self.residual:
             raise InputError("residual_slope needs residual=True (the slope is nested with the residual; variant "
                              "'residual+slope')")
+        if self.power_prior is not None:
+            object.__setattr__(self, "power_prior", check_power_prior(self.power_prior, self.link_power))
         if self.blocks is not None:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "anchor_index", tuple(self.benchmarks.index(a) for a in self.anchors))
@@ -195,7 +218,8 @@ class ModelSpec:
         if self.ceiling:
             parts.append("a fitted ceiling per benchmark (μ = c + (1 − c)·κ·sigmoid(η))")
         if self.link_power:
-            parts.append("a fitted link power per benchmark (μ = c + (1 − c)·κ·sigmoid(η + log γ)^γ)")
+            parts.append("a fitted link power per benchmark (μ = c + (1 − c)·κ·sigmoid(η + log γ)^γ)"
+                         + (f", penalized: log γ ~ N(0, {self.power_prior:g}²)" if self.power_prior else ""))
         from latentscale.model.params import default_block_names
 
         extra = [b for b in self.block_names if b not in default_block_names(self)]
@@ -213,6 +237,7 @@ class ModelSpec:
             "covariates": self.covariates,
             "family_covariates": list(self.family_covariates),
             **self.switches,
+            "power_prior": self.power_prior,
             "blocks": None if self.blocks is None else list(self.blocks),
         }
 
@@ -227,5 +252,6 @@ class ModelSpec:
             covariates=d.get("covariates", "paper"),
             family_covariates=tuple(d.get("family_covariates", ())),
             **switches_of(d),
+            power_prior=d.get("power_prior"),
             blocks=None if d.get("blocks") is None else tuple(d["blocks"]),
         )

@@ -9,7 +9,8 @@ A variant is a ``+``-joined list of terms, each setting model options of
 - ``slope``: with the residual, a family × benchmark random slope in the first (size) covariate,
   v_fj ~ N(0, ω_j²) (``residual=True, residual_slope=True``; ``slope`` implies ``residual``);
 - ``power``: a fitted power of the link per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η + log γ_j)^γ_j
-  (``link_power=True``);
+  (``link_power=True``); ``power:S`` the same with a normal penalty of SD S on each log γ_j
+  (``power_prior=S``, penalized maximum likelihood), e.g. ``power:1``;
 - ``ceiling``: a fitted ceiling per benchmark, μ = c + (1 − c)·κ_j·sigmoid(η) (``ceiling=True``);
 - ``paper``, ``size-tokens``, ``flops``: the covariate set (``covariates=...``);
 - ``clamp``: the reference code's logit clamp at ±4.5 (``logit_clip=4.5``);
@@ -44,8 +45,8 @@ TERMS: dict[str, dict] = {
 PREDICTION_VARIANT = "residual+ceiling+power"
 
 #: The options a variant can set, with their values in the plain model.
-DEFAULTS: dict = {**{name: False for name in SWITCHES}, "logit_clip": None, "covariates": "paper",
-                 "family_covariates": ()}
+DEFAULTS: dict = {**{name: False for name in SWITCHES}, "power_prior": None, "logit_clip": None,
+                 "covariates": "paper", "family_covariates": ()}
 
 
 def parse_variant(name: str) -> dict:
@@ -60,6 +61,19 @@ def parse_variant(name: str) -> dict:
                 raise InputError(f"variant {name!r}: give each family covariate once as family:COLUMN, got {t!r}")
             options["family_covariates"] = have + (column,)
             continue
+        if t.startswith("power:"):
+            sd = t[len("power:"):].strip()
+            try:
+                value = float(sd)
+            except ValueError:
+                value = float("nan")
+            if not (value > 0 and value < float("inf")):
+                raise InputError(f"variant {name!r}: power:S takes the penalty's SD, a positive number (e.g. power:1), "
+                                 f"got {t!r}")
+            if options.get("power_prior") is not None:
+                raise InputError(f"variant {name!r} sets power_prior twice")
+            options["power_prior"] = value
+            t = "power"
         if t not in TERMS:
             raise InputError(f"unknown variant term {t!r} in {name!r}; terms: {', '.join(TERMS)}, family:COLUMN "
                              "(join them with +)")
@@ -80,7 +94,8 @@ def variant_name(options: dict) -> str:
     if options.get("ceiling"):
         terms.append("ceiling")
     if options.get("link_power"):
-        terms.append("power")
+        prior = options.get("power_prior")
+        terms.append("power" if prior is None else f"power:{float(prior):g}")
     if options.get("hetero_precision"):
         terms.append("hetero")
     if options.get("logit_clip") is not None:

@@ -73,7 +73,7 @@ def _refit_model(fit):
     spec = fit.spec
     options = {"anchors": list(spec.anchors), "clip": spec.clip, "logit_clip": spec.logit_clip,
                "covariates": spec.covariates, "family_covariates": spec.family_covariates,
-               **spec.switches, "floors": dict(zip(spec.benchmarks, spec.floors)),
+               **spec.switches, "power_prior": spec.power_prior, "floors": dict(zip(spec.benchmarks, spec.floors)),
                "method": fit.method, "quadrature": fit.quadrature}
     options.update({k: v for k, v in fit.options.items() if k != "k" and v is not None})
     options["n_starts"] = 1

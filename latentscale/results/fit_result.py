@@ -472,6 +472,9 @@ class FitResult:
 
     def _llf_text(self) -> str:
         d = self.diagnostics
+        if "log_penalty" in d:
+            return (f"{self.log_likelihood:.3f} at the penalized optimum (objective {d['penalized_log_likelihood']:.3f}, "
+                    f"penalty {d['log_penalty']:.3f})")
         if "importance_se" not in d:
             return f"{self.log_likelihood:.3f}"
         return (f"{self.log_likelihood:.3f} ± {d['importance_se']:.3f} (importance sampling, {d['importance_draws']} "
