@@ -113,6 +113,7 @@ CASES = [
     ("allocate unknown skill", ["allocate", F, "--skill", "nosuch"], ["nosuch", "b1"]),
     ("bad level", ["predict", F, "--models", N, "--level", "1.5"], ["--level", "1.5"]),
     ("unknown variant", ["fit", S, *FAST_FIT, "--variant", "residul"], ["residul", "residual"]),
+    ("bad power penalty", ["fit", S, *FAST_FIT, "--variant", "power:-1"], ["power:-1", "positive number"]),
     ("unknown dataset", ["fit", "lvf-papr", "-k", "1"], ["lvf-papr"]),
     ("column options on a dataset", ["fit", "sloth", "-k", "1", "--size-col", "x"], ["--size-col", "sloth"]),
 ]

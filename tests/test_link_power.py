@@ -140,3 +140,91 @@ def test_fit_recovers_the_powers_and_aic_prefers_them(powered):
     assert np.all(np.abs(z[ok]) < 4.0), z
     assert fit.aic < plain.aic - 10
     assert "link power" in fit.summary().as_text()
+
+
+# ---- the penalized link power (power_prior, variant term power:S) ----------------------------------
+def test_penalty_is_the_normal_log_prior_and_its_gradient_exact(powered):
+    data, true, spec = powered
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    s = 0.7
+    pen_spec = spec.replace(power_prior=s)
+    theta = pack({k: true[k] for k in spec.block_names}, spec)
+    ml, pen = MarginalLikelihood(spec, design), MarginalLikelihood(pen_spec, design)
+    log_gamma = np.log(true["link_power"])
+    assert pen.loglike(theta) == pytest.approx(ml.loglike(theta) - np.sum(log_gamma**2) / (2 * s**2), abs=1e-9)
+    # the per-family values are the likelihood's alone
+    np.testing.assert_allclose(pen.loglikeobs(theta), ml.loglikeobs(theta), atol=1e-12)
+    sl = layout(spec).slices["link_power"]
+    np.testing.assert_allclose(pen.score(theta) - ml.score(theta),
+                               np.r_[np.zeros(sl.start), -log_gamma / s**2, np.zeros(theta.size - sl.stop)], atol=1e-9)
+    assert_score_matches_differences(pen, theta, range(sl.start, sl.stop))
+    # both Hessians carry the penalty's -1/s² on the log γ diagonal
+    H_fd = pen.hessian(theta, "fd")
+    H_plain = ml.hessian(theta, "fd")
+    np.testing.assert_allclose(np.diag(H_fd - H_plain)[sl], -1 / s**2, rtol=1e-4)
+
+
+@pytest.mark.slow  # the exact Hessian's program takes ~20 s to compile
+def test_exact_hessian_carries_the_penalty(powered):
+    data, true, spec = powered
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    pen = MarginalLikelihood(spec.replace(power_prior=0.7), design)
+    theta = pack({k: true[k] for k in spec.block_names}, spec)
+    H_fd = pen.hessian(theta, "fd")
+    np.testing.assert_allclose(pen.hessian(theta, "exact"), H_fd, rtol=1e-4, atol=1e-4 * np.abs(H_fd).max())
+
+
+def test_penalized_fit_reports_the_likelihood_at_its_optimum_and_shrinks_the_powers(powered):
+    data, true, spec = powered
+    s = 0.3
+    fit = ls.LatentScalingModel(1, link_power=True, power_prior=s, n_starts=1).fit(data)
+    free = ls.LatentScalingModel(1, link_power=True, n_starts=1, hessian=None).fit(data)
+    assert fit.converged and fit.spec.power_prior == s
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    plain_ml = MarginalLikelihood(spec, design, fit.quadrature)
+    log_gamma = np.log(fit.constrained["link_power"])
+    # ℓ is the likelihood at θ̂; the objective adds the penalty
+    assert fit.log_likelihood == pytest.approx(plain_ml.loglike(fit.theta), abs=1e-6)
+    d = fit.diagnostics
+    assert d["log_penalty"] == pytest.approx(-np.sum(log_gamma**2) / (2 * s**2), abs=1e-9)
+    assert d["penalized_log_likelihood"] == pytest.approx(fit.log_likelihood + d["log_penalty"], abs=1e-9)
+    # stationarity of the penalized objective: ∂ℓ/∂ log γ = log γ / s² at θ̂
+    sl = layout(spec).slices["link_power"]
+    np.testing.assert_allclose(plain_ml.score(fit.theta)[sl], log_gamma / s**2, atol=1e-3)
+    # the penalty pulls every power towards 1, and costs likelihood
+    assert np.all(np.abs(log_gamma) < np.abs(np.log(free.constrained["link_power"])))
+    assert fit.log_likelihood < free.log_likelihood
+    assert "penalized" in fit.summary().as_text() and "N(0, 0.3²)" in fit.summary().as_text()
+
+
+def test_a_tight_penalty_gives_the_model_without_the_power(powered):
+    data, _, _ = powered
+    tight = ls.LatentScalingModel(1, link_power=True, power_prior=1e-3, n_starts=1, hessian=None).fit(data)
+    plain = ls.LatentScalingModel(1, n_starts=1, hessian=None).fit(data)
+    np.testing.assert_allclose(tight.constrained["link_power"], 1.0, atol=1e-3)
+    assert tight.log_likelihood == pytest.approx(plain.log_likelihood, abs=0.05)
+
+
+def test_power_prior_is_saved_and_checked(powered, tmp_path):
+    from latentscale.errors import InputError
+    from latentscale.model.spec import ModelSpec
+
+    data, _, _ = powered
+    fit = ls.LatentScalingModel(1, link_power=True, power_prior=1.0, n_starts=1, hessian=None).fit(data)
+    fit.save(tmp_path / "fit.json")
+    back = ls.FitResult.load(tmp_path / "fit.json")
+    assert back.spec.power_prior == 1.0 and back.spec == fit.spec
+    assert back.options["power_prior"] == 1.0
+    assert parse_variant("ceiling+power:1.5") == {"ceiling": True, "link_power": True, "power_prior": 1.5}
+    assert variant_name({"link_power": True, "power_prior": 0.5}) == "power:0.5"
+    for bad in ("power:0", "power:-1", "power:x", "power:", "power:1+power:2"):
+        with pytest.raises(InputError, match="power"):
+            parse_variant(bad)
+    with pytest.raises(InputError, match="link_power"):
+        ls.LatentScalingModel(1, power_prior=1.0)
+    with pytest.raises(InputError, match="positive"):
+        ls.LatentScalingModel(1, link_power=True, power_prior=0.0)
+    with pytest.raises(InputError, match="link_power"):
+        ModelSpec(benchmarks=("a",), anchors=("a",), floors=(0.0,), power_prior=1.0)
+    with pytest.raises(InputError, match="psga"):
+        ls.LatentScalingModel(1, method="psga", link_power=True, power_prior=1.0).fit(data)
