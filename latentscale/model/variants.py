@@ -41,8 +41,9 @@ TERMS: dict[str, dict] = {
 
 #: The variant used for prediction by the evaluation (``latent-auto`` chooses K and the family attributes
 #: by AIC on the core rows, within this variant): a family × benchmark residual, a fitted ceiling and a
-#: fitted link power per benchmark. How it was chosen is said in docs/evaluation.md.
-PREDICTION_VARIANT = "residual+ceiling+power"
+#: fitted link power per benchmark with a N(0, 1) penalty on each log γ. How it was chosen is said in
+#: docs/evaluation.md.
+PREDICTION_VARIANT = "residual+ceiling+power:1"
 
 #: The options a variant can set, with their values in the plain model.
 DEFAULTS: dict = {**{name: False for name in SWITCHES}, "power_prior": None, "logit_clip": None,
