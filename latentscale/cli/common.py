@@ -317,7 +317,7 @@ LogitClipOpt = Annotated[Optional[float], typer.Option(
 VariantOpt = Annotated[Optional[str], typer.Option(
     "--variant", metavar="TERM+TERM", show_default=False,
     help="Model variant: plain (default), or terms joined by +: residual (a family × benchmark residual effect), "
-         "slope (with it, a family × benchmark random slope in size), power (a fitted link power per benchmark), "
+         "slope (with it, a family × benchmark random slope in size), power (a fitted link power per benchmark; power:S penalizes each log power by N(0, S²)), "
          "ceiling (a fitted ceiling per benchmark), hetero (precision depending on size and tokens), "
          "size-tokens or flops (covariate sets), clamp (the reference code's logit clamp), family:COLUMN (a column "
          "constant within a family, e.g. Instruct, in the mean of the family effect). "
