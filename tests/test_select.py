@@ -102,3 +102,17 @@ def test_cli_select_bad_k(sim, tmp_path, bad):
                                    *_floor_args(sim)])
     assert res.exit_code == 2
     assert "--k" in res.output
+
+
+def test_penalized_variants_are_flagged_in_the_table():
+    import pandas as pd
+
+    from latentscale.evaluation.select import TABLE_COLUMNS, SelectionResult
+
+    def table(variants):
+        return pd.DataFrame([{"k": 1, "variant": v, "log_likelihood": 10.0 - i, "n_params": 5, "aic": -10.0 + i,
+                              "bic": -8.0 + i, "converged": True, "seconds": 1.0, "anchors": "b1"}
+                             for i, v in enumerate(variants)])[TABLE_COLUMNS]
+
+    assert "penalized" in SelectionResult(table(["power", "power:1"])).format()
+    assert "penalized" not in SelectionResult(table(["power", "residual"])).format()

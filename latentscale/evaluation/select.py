@@ -98,6 +98,9 @@ class SelectionResult:
         text = t[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
         if not self.table["converged"].all():
             text += "\nNO in 'converged': that fit stopped before a stationary point; its criteria are not comparable"
+        if self.table["variant"].map(lambda v: "power:" in str(v)).any():
+            text += ("\npower:S variants are penalized fits: their log_likelihood is ℓ at the penalized optimum with "
+                     "every parameter counted, so their AIC and BIC are conservative against unpenalized variants")
         return text
 
     def plot(self, path: str | Path | None = None):
