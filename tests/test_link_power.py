@@ -215,6 +215,10 @@ def test_power_prior_is_saved_and_checked(powered, tmp_path):
     back = ls.FitResult.load(tmp_path / "fit.json")
     assert back.spec.power_prior == 1.0 and back.spec == fit.spec
     assert back.options["power_prior"] == 1.0
+    from latentscale.prediction.update import _refit_model
+
+    assert _refit_model(back).power_prior == 1.0  # update --refit keeps the penalty
+    assert _refit_model(back.__class__.load(tmp_path / "fit.json")).spec_for(data).power_prior == 1.0
     assert parse_variant("ceiling+power:1.5") == {"ceiling": True, "link_power": True, "power_prior": 1.5}
     assert variant_name({"link_power": True, "power_prior": 0.5}) == "power:0.5"
     for bad in ("power:0", "power:-1", "power:x", "power:", "power:1+power:2"):
