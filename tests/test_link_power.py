@@ -218,6 +218,12 @@ def test_power_prior_is_saved_and_checked(powered, tmp_path):
     from latentscale.prediction.update import _refit_model
 
     assert _refit_model(back).power_prior == 1.0  # update --refit keeps the penalty
+    from typer.testing import CliRunner
+
+    from latentscale.cli.app import app
+
+    res = CliRunner().invoke(app, ["confint", str(tmp_path / "fit.json"), "-p", "link_power[b1]"])
+    assert res.exit_code == 0 and "penalized objective" in res.stdout.splitlines()[0], res.output
     assert _refit_model(back.__class__.load(tmp_path / "fit.json")).spec_for(data).power_prior == 1.0
     assert parse_variant("ceiling+power:1.5") == {"ceiling": True, "link_power": True, "power_prior": 1.5}
     assert variant_name({"link_power": True, "power_prior": 0.5}) == "power:0.5"
@@ -232,3 +238,31 @@ def test_power_prior_is_saved_and_checked(powered, tmp_path):
         ModelSpec(benchmarks=("a",), anchors=("a",), floors=(0.0,), power_prior=1.0)
     with pytest.raises(InputError, match="psga"):
         ls.LatentScalingModel(1, method="psga", link_power=True, power_prior=1.0).fit(data)
+
+
+@pytest.mark.slow  # two fits and eight profiles: 35 s
+def test_profiles_of_a_penalized_fit(powered, tmp_path):
+    """The profile intervals of a penalized fit profile its objective: they hold the estimate, match the
+    unpenalized ones where the data pin γ down, and are narrower where they do not (the penalty's curvature)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from latentscale.cli.app import app
+
+    data, _, spec = powered
+    names = [f"link_power[{b}]" for b in spec.benchmarks]
+    plain = ls.LatentScalingModel(1, link_power=True, n_starts=1, hessian=None).fit(data).profile(["link_power"])
+    fit = ls.LatentScalingModel(1, link_power=True, power_prior=1.0, n_starts=1).fit(data)
+    pen = fit.profile(["link_power"])
+    assert pen["converged"].all()
+    assert np.all((pen["lower"] <= pen["estimate"]) & (pen["estimate"] <= pen["upper"]))
+    width = lambda t: np.log(t.loc[names, "upper"]) - np.log(t.loc[names, "lower"])  # noqa: E731
+    pinned = (width(plain) < 0.5).to_numpy()  # intervals well inside the box [0.5, 10]
+    assert pinned.sum() >= 2 and (~pinned).sum() >= 1
+    np.testing.assert_allclose(width(pen)[pinned], width(plain)[pinned], rtol=0.1)
+    assert np.all(width(pen)[~pinned] < width(plain)[~pinned] - 0.1)
+    path = fit.save(tmp_path / "pen.json")
+    res = CliRunner().invoke(app, ["confint", str(path), "-p", names[0], "--json", "-q"])
+    got = json.loads(res.stdout)["intervals"][0]
+    assert got["lower"] == pytest.approx(pen.loc[names[0], "lower"], abs=1e-4)

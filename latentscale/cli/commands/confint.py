@@ -78,7 +78,10 @@ def confint(
         output.print_json({"method": method.value, "level": level,
                            "intervals": table.reset_index().to_dict(orient="records")})
         return
-    head = (f"{100 * level:g}% profile-likelihood intervals ({fit.n_families} families, ℓ = {fit.log_likelihood:.3f})"
+    penalized = "log_penalty" in fit.diagnostics
+    head = (f"{100 * level:g}% profile-likelihood intervals ({fit.n_families} families, ℓ = {fit.log_likelihood:.3f}"
+            + (f"; profiles of the penalized objective, {fit.diagnostics['penalized_log_likelihood']:.3f} at the optimum"
+               if penalized else "") + ")"
             if method is IntervalMethod.profile else f"{100 * level:g}% Wald intervals ({se.value} covariance)")
     typer.echo(head)
     typer.echo(table.to_string(float_format=lambda x: f"{x:.4f}"))
