@@ -127,10 +127,21 @@ def test_likelihood_at_power_one_is_the_sigmoid_model(powered):
     assert_score_matches_differences(ml, theta, (sl.start, sl.start + 1))
 
 
-def test_fit_recovers_the_powers_and_aic_prefers_them(powered):
+@pytest.fixture(scope="module")
+def power_fit(powered):
+    """The unpenalized power fit of ``powered``."""
+    return ls.LatentScalingModel(1, link_power=True, n_starts=1).fit(powered[0])
+
+
+@pytest.fixture(scope="module")
+def plain_fit(powered):
+    """The model without the power, fitted to ``powered``."""
+    return ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(powered[0])
+
+
+def test_fit_recovers_the_powers_and_aic_prefers_them(powered, power_fit, plain_fit):
     data, true, spec = powered
-    fit = ls.LatentScalingModel(1, link_power=True, n_starts=1).fit(data)
-    plain = ls.LatentScalingModel(1, hessian=None, n_starts=1).fit(data)
+    fit, plain = power_fit, plain_fit
     assert fit.converged and fit.spec.link_power
     names = [f"link_power[{b}]" for b in spec.benchmarks]
     se = fit.bse[names].to_numpy()
@@ -174,11 +185,11 @@ def test_exact_hessian_carries_the_penalty(powered):
     np.testing.assert_allclose(pen.hessian(theta, "exact"), H_fd, rtol=1e-4, atol=1e-4 * np.abs(H_fd).max())
 
 
-def test_penalized_fit_reports_the_likelihood_at_its_optimum_and_shrinks_the_powers(powered):
+def test_penalized_fit_reports_the_likelihood_at_its_optimum_and_shrinks_the_powers(powered, power_fit):
     data, true, spec = powered
     s = 0.3
     fit = ls.LatentScalingModel(1, link_power=True, power_prior=s, n_starts=1).fit(data)
-    free = ls.LatentScalingModel(1, link_power=True, n_starts=1, hessian=None).fit(data)
+    free = power_fit
     assert fit.converged and fit.spec.power_prior == s
     design, _ = build_design(data, spec.benchmarks, spec.clip)
     plain_ml = MarginalLikelihood(spec, design, fit.quadrature)
@@ -197,10 +208,10 @@ def test_penalized_fit_reports_the_likelihood_at_its_optimum_and_shrinks_the_pow
     assert "penalized" in fit.summary().as_text() and "N(0, 0.3²)" in fit.summary().as_text()
 
 
-def test_a_tight_penalty_gives_the_model_without_the_power(powered):
+def test_a_tight_penalty_gives_the_model_without_the_power(powered, plain_fit):
     data, _, _ = powered
     tight = ls.LatentScalingModel(1, link_power=True, power_prior=1e-3, n_starts=1, hessian=None).fit(data)
-    plain = ls.LatentScalingModel(1, n_starts=1, hessian=None).fit(data)
+    plain = plain_fit
     np.testing.assert_allclose(tight.constrained["link_power"], 1.0, atol=1e-3)
     assert tight.log_likelihood == pytest.approx(plain.log_likelihood, abs=0.05)
 
@@ -241,7 +252,7 @@ def test_power_prior_is_saved_and_checked(powered, tmp_path):
 
 
 @pytest.mark.slow  # two fits and eight profiles: 35 s
-def test_profiles_of_a_penalized_fit(powered, tmp_path):
+def test_profiles_of_a_penalized_fit(powered, power_fit, tmp_path):
     """The profile intervals of a penalized fit profile its objective: they hold the estimate, match the
     unpenalized ones where the data pin γ down, and are narrower where they do not (the penalty's curvature)."""
     import json
@@ -252,7 +263,7 @@ def test_profiles_of_a_penalized_fit(powered, tmp_path):
 
     data, _, spec = powered
     names = [f"link_power[{b}]" for b in spec.benchmarks]
-    plain = ls.LatentScalingModel(1, link_power=True, n_starts=1, hessian=None).fit(data).profile(["link_power"])
+    plain = power_fit.profile(["link_power"])
     fit = ls.LatentScalingModel(1, link_power=True, power_prior=1.0, n_starts=1).fit(data)
     pen = fit.profile(["link_power"])
     assert pen["converged"].all()
