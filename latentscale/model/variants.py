@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from latentscale.errors import InputError
 from latentscale.model.covariates import COVARIATE_SETS
-from latentscale.model.spec import SWITCHES, switches_of
+from latentscale.model.spec import SWITCHES, check_power_prior, switches_of
 
 #: Each term and the model options it sets.
 TERMS: dict[str, dict] = {
@@ -63,14 +63,11 @@ def parse_variant(name: str) -> dict:
             options["family_covariates"] = have + (column,)
             continue
         if t.startswith("power:"):
-            sd = t[len("power:"):].strip()
             try:
-                value = float(sd)
-            except ValueError:
-                value = float("nan")
-            if not (value > 0 and value < float("inf")):
+                value = check_power_prior(t[len("power:"):].strip(), link_power=True)
+            except InputError:
                 raise InputError(f"variant {name!r}: power:S takes the penalty's SD, a positive number (e.g. power:1), "
-                                 f"got {t!r}")
+                                 f"got {t!r}") from None
             if options.get("power_prior") is not None:
                 raise InputError(f"variant {name!r} sets power_prior twice")
             options["power_prior"] = value
