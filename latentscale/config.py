@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from contextlib import contextmanager
 
-import jax
+# JAX is imported where it is used, not here: commands that only read a saved fit (``show``,
+# ``--help``) then never import it (about 1 s of a fresh process, most of it ml_dtypes' tables).
 
 
 @contextmanager
 def float64_scope():
     """Run the block with JAX in float64 (thread-local; the previous setting is restored)."""
+    import jax
+
     with jax.enable_x64(True):
         yield
 
@@ -36,6 +40,8 @@ def float64(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import jax
+
         with jax.enable_x64(True):
             return func(*args, **kwargs)
 
@@ -54,10 +60,19 @@ def enable_compilation_cache(path: str | None = None, min_compile_secs: float = 
     are not stored (JAX's default, 1 s, would recompile the 0.2 s delta-method Jacobian of every
     fit, and prediction's 0.1 s program of expected scores). Returns the folder, or None when JAX cannot."""
     path = path or cache_dir()
+    settings = {"jax_compilation_cache_dir": path,
+                "jax_persistent_cache_min_compile_time_secs": float(min_compile_secs),
+                "jax_persistent_cache_min_entry_size_bytes": 0}
+    if "jax" not in sys.modules:
+        # JAX not imported yet (the command line, before its command): JAX reads these settings from
+        # the environment when it is imported, so a command that never needs JAX never imports it.
+        os.environ.update({name.upper(): str(value) for name, value in settings.items()})
+        return path
+    import jax
+
     try:
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        for name, value in settings.items():
+            jax.config.update(name, value)
     except Exception:  # an older JAX without these options: compile every time
         return None
     return path
@@ -111,6 +126,8 @@ def release_compiled_if_crowded(share: float = MAP_SHARE) -> bool:
     counts = _map_counts()
     if counts is None or counts[0] < share * counts[1]:
         return False
+    import jax
+
     jax.clear_caches()
     return True
 
@@ -124,6 +141,8 @@ QUICK_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 def quick_compile_options() -> dict | None:
     """:data:`QUICK_COMPILE_OPTIONS` where they apply (the CPU backend of an XLA that has them, checked
     once on a tiny program), else None. ``LATENTSCALE_QUICK_COMPILE=0`` turns them off."""
+    import jax
+
     if os.environ.get("LATENTSCALE_QUICK_COMPILE", "1") == "0" or jax.default_backend() != "cpu":
         return None
     try:
@@ -144,6 +163,8 @@ def quick_jit(fun, **jit_options):
         if not chosen:
             with lock:
                 if not chosen:
+                    import jax
+
                     options = quick_compile_options()
                     chosen.append(jax.jit(fun, **jit_options) if options is None
                                   else jax.jit(fun, compiler_options=options, **jit_options))

@@ -146,6 +146,41 @@ def test_fit_saves_and_show_reads(fitted, runner):
     assert res.exit_code == 2
 
 
+def test_show_reads_a_fit_without_importing_jax(fitted, tmp_path):
+    """Reading a saved fit needs no JAX: `show` (and `--help`) in a fresh process never import it, and
+    print what the in-process command prints."""
+    import subprocess
+    import sys
+
+    _, _, path = fitted
+    probe = ("import sys; from latentscale.cli.app import main; sys.argv = ['latentscale'] + sys.argv[1:]\n"
+             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+             "print('JAX-IMPORTED' if 'jax' in sys.modules else 'NO-JAX', code, file=sys.stderr)")
+    env = {**__import__("os").environ, "LATENTSCALE_CACHE_DIR": str(tmp_path)}
+    for args in (["show", str(path)], ["show", str(path), "--json"], ["--help"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env)
+        assert out.stderr.strip().splitlines()[-1] == "NO-JAX 0", (args, out.stderr)
+    shown = subprocess.run([sys.executable, "-c", probe, "show", str(path), "--json"], capture_output=True,
+                           text=True, env=env)
+    assert json.loads(shown.stdout)["log_likelihood"] == pytest.approx(FitResult.load(path).log_likelihood)
+
+
+def test_compilation_cache_settings_reach_jax_imported_after_them(tmp_path):
+    """Before JAX is imported the cache's settings go through the environment, which JAX reads when
+    it is imported (the command line sets them before its command imports JAX)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from latentscale import config; assert 'jax' not in sys.modules\n"
+             f"path = config.enable_compilation_cache({str(tmp_path)!r}, min_compile_secs=0.25)\n"
+             "import jax\n"
+             "print(path, jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,"
+             " jax.config.jax_persistent_cache_min_entry_size_bytes)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tmp_path), str(tmp_path), "0.25", "0"]
+
+
 def test_fit_readable_summary_and_progress(fitted, runner, sim):
     path, _ = sim
     res = runner.invoke(app, ["fit", str(path), "-k", str(K), "--anchors", "b1", *FLOOR_ARGS, *FAST])

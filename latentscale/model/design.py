@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from latentscale.errors import InputError
@@ -100,6 +98,9 @@ class Design:
     def arrays(self) -> dict:
         """The arrays (a pytree) passed to jit-compiled likelihood functions: computed in numpy
         and transferred once (no eager JAX operation, so nothing is compiled here)."""
+        import jax
+        import jax.numpy as jnp
+
         with jax.enable_x64(True):
             return {
                 "log_y": jnp.asarray(np.log(self.y)),

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
 from latentscale.errors import InputError
@@ -54,7 +53,13 @@ def axis_values(spec: ModelSpec, axis: str) -> tuple[str, ...]:
 
 
 def _xp(x):
-    return np if isinstance(x, np.ndarray) else jnp
+    """The array module of ``x``: numpy for numpy arrays, else jax.numpy (imported here, so that
+    reading a saved fit needs no JAX)."""
+    if isinstance(x, np.ndarray):
+        return np
+    import jax.numpy as jnp
+
+    return jnp
 
 
 # ---- bijectors ------------------------------------------------------------------------------

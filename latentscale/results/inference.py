@@ -22,8 +22,6 @@ from __future__ import annotations
 import warnings
 from functools import partial
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -94,6 +92,8 @@ def theta_covariance(hessian: np.ndarray | None, score_outer: np.ndarray | None 
 
 @partial(quick_jit, static_argnames=("spec",))
 def _reported_and_jacobian(theta, mean, scale, spec):
+    import jax
+
     def values(t):
         return layout(spec).reported(t, CovariateScaler(mean, scale, spec.covariates, spec.family_covariates))[0]
 
@@ -104,6 +104,8 @@ def _reported_and_jacobian(theta, mean, scale, spec):
 def reported(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Every reported quantity at θ, its Jacobian in θ, and the labels (block, row, column,
     interval scale, parameter) of each (one compiled program per model)."""
+    import jax.numpy as jnp
+
     _, labels = layout(spec).reported(np.asarray(theta, float), scaler)
     v, J = _reported_and_jacobian(jnp.asarray(theta, dtype=float), jnp.asarray(scaler.mean, dtype=float),
                                   jnp.asarray(scaler.scale, dtype=float), spec.structure)
