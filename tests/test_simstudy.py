@@ -63,6 +63,17 @@ def test_replication_draws_from_and_fits_the_variant(variant):
     assert r["aic_variant"] in (variant, "plain")
 
 
+def test_truth_ranges_reach_the_drawn_truth_and_the_summary():
+    """--truth-range / truth_ranges: the replication's true values of the block lie in the range given."""
+    cfg = StudyConfig(k=1, n_benchmarks=3, n_families=120, family_sizes=2, missing=0.1, variant="ceiling",
+                      truth_ranges=(("ceiling", 0.4, 0.5),), fit_options={"n_starts": 1})
+    r = run_replication(0, cfg)
+    truth = r["params"].loc[r["params"]["block"] == "ceiling", "truth"]
+    assert len(truth) == 3 and truth.between(0.4, 0.5).all()
+    with pytest.raises(ValueError, match="no such block"):
+        simulation_study(StudyConfig(k=1, n_benchmarks=3, truth_ranges=(("ceiling", 0.4, 0.5),)), 1)
+
+
 def test_the_clip_of_the_scores_and_the_fits(monkeypatch):
     # Default: scores as drawn and fits that clip only at the float64 guard; with a clip, both.
     import latentscale.fitting as fitting
@@ -110,6 +121,10 @@ def test_cli_simulate_json_and_files(tmp_path):
     (["--family-sizes", "x"], "--family-sizes"),
     (["-k", "4", "-J", "3"], "exceed"),
     (["--clip", "0.9,0.1"], "--clip"),
+    (["--truth-range", "link_power"], "BLOCK=LOW:HIGH"),
+    (["--truth-range", "link_power=3:x"], "BLOCK=LOW:HIGH"),
+    (["--variant", "power", "--truth-range", "link_power=3:1"], "low < high"),
+    (["--truth-range", "link_power=0.6:6"], "no such block"),
 ])
 def test_cli_simulate_bad_input(args, match):
     res = CliRunner().invoke(app, ["simulate", "--reps", "1", *args])

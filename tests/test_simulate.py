@@ -13,6 +13,7 @@ from latentscale.model.simulate import (
     REAL_FAMILY_SIZES,
     SIZE_RANGE,
     TOKEN_RANGE,
+    TRUTH_LAWS,
     random_params,
     simulate,
 )
@@ -175,3 +176,36 @@ def test_bad_arguments(kwargs):
 def test_params_of_the_wrong_shape():
     with pytest.raises(ValueError, match="do not match"):
         simulate(random_params(2, 4), k=1, n_benchmarks=4, n_families=10)
+
+
+@pytest.mark.parametrize("name", sorted(TRUTH_LAWS))
+def test_truth_ranges_keep_the_law_and_move_each_value_monotonically(name):
+    """A range replaces the default one: every value inside it, the same uniform numbers mapped by
+    the block's law (uniform, or uniform in the log), the core parameters unchanged."""
+    law, (low0, high0) = TRUTH_LAWS[name]
+    blocks = (name, "residual_sd") if name == "slope_sd" else (name,)
+    base = random_params(1, 40, seed=3, extra_blocks=blocks)
+    low, high = (0.3, 0.9) if name == "ceiling" else (0.6, 6.0)
+    moved = random_params(1, 40, seed=3, extra_blocks=blocks, ranges={name: (low, high)})
+    assert np.all((moved[name] >= low) & (moved[name] <= high))
+    f = np.log if law == "log-uniform" else (lambda v: v)
+    u0 = (f(base[name]) - f(low0)) / (f(high0) - f(low0))
+    u1 = (f(moved[name]) - f(low)) / (f(high) - f(low))
+    np.testing.assert_allclose(u1, u0, atol=1e-12)  # the same uniform numbers
+    assert u0.min() < 0.2 and u0.max() > 0.8  # ... spread over the range (40 draws)
+    for key in ("B", "loadings", "intercepts", "precision", "corr"):
+        np.testing.assert_array_equal(moved[key], base[key])
+
+
+@pytest.mark.parametrize("ranges,match", [
+    ({"precision_slope": (0.1, 1.0)}, "take no range"),
+    ({"link_power": (2.0, 1.0)}, "low < high"),
+    ({"link_power": (0.0, 2.0)}, "above 0"),
+    ({"link_power": ("a", 2.0)}, "two numbers"),
+    ({"ceiling": (0.5, 1.2)}, r"\(0, 1\)"),
+    ({"residual_sd": (0.1, 0.5)}, "no such block"),
+])
+def test_bad_truth_ranges(ranges, match):
+    blocks = tuple(n for n in ("link_power", "ceiling", "precision_slope") if n in ranges)
+    with pytest.raises(ValueError, match=match):
+        random_params(1, 4, extra_blocks=blocks, ranges=ranges)

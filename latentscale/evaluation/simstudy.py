@@ -64,6 +64,7 @@ class StudyConfig:
     variant: str = "plain"
     compare_variants: tuple[str, ...] = ()
     profile_blocks: tuple[str, ...] = ()
+    truth_ranges: tuple[tuple[str, float, float], ...] = ()  # (block, low, high): random_params' ranges
 
     def model_options(self, variant: str | None = None) -> dict:
         """The model options of the true variant (or of ``variant``), with the study's logit clamp."""
@@ -115,7 +116,8 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
 
     t0 = time.perf_counter()
     options = config.model_options()
-    true = random_params(config.k, config.n_benchmarks, seed=config.param_seed, extra_blocks=extra_blocks(options))
+    true = random_params(config.k, config.n_benchmarks, seed=config.param_seed, extra_blocks=extra_blocks(options),
+                         ranges={name: (low, high) for name, low, high in config.truth_ranges})
     true = with_family_effects(true, len(options.get("family_covariates", ())), config.param_seed)
     design_seed = config.design_seed if config.fixed_design else 10_000 + rep
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
@@ -224,8 +226,8 @@ class StudyResult:
             f"simulation study: K = {c.k}, variant {c.variant}, J = {c.n_benchmarks}, {c.n_families} families "
             f"(sizes {c.family_sizes}, missing {c.missing}, "
             f"{'scores unclipped' if c.clip is None else f'scores clipped to {list(c.clip)}'}), {len(r)} replications "
-            f"({'fixed' if c.fixed_design else 'redrawn'} design); converged with a negative definite "
-            f"Hessian: {len(self._usable())}",
+            f"({'fixed' if c.fixed_design else 'redrawn'} design){self._ranges_text()}; converged with a negative "
+            f"definite Hessian: {len(self._usable())}",
             "",
             f"Per block (coverage of the nominal {100 * c.level:g} % Wald intervals"
             + (f"; profile_coverage: of the profile-likelihood intervals of {', '.join(c.profile_blocks)}"
@@ -246,6 +248,12 @@ class StudyResult:
                           f"replications (BIC {100 * rates['bic_true_variant']:.1f} %); AIC choices "
                           f"{rates['aic_variants']}, BIC {rates['bic_variants']}"]
         return "\n".join(lines)
+
+    def _ranges_text(self) -> str:
+        from latentscale.model.simulate import TRUTH_LAWS
+
+        return "".join(f"; true {name} {TRUTH_LAWS[name][0]} on [{low:g}, {high:g}]"
+                       for name, low, high in self.config.truth_ranges)
 
     def to_dict(self) -> dict:
         from latentscale.results.jsonable import to_json
@@ -324,6 +332,11 @@ def simulation_study(
     for v in (config.variant, *config.compare_variants):
         config.model_options(v)  # an unknown variant term is an error before any replication
     _check_profile_blocks(config)
+    from latentscale.model.simulate import check_truth_ranges
+    from latentscale.model.variants import extra_blocks
+
+    check_truth_ranges({name: (low, high) for name, low, high in config.truth_ranges},
+                       extra_blocks(config.model_options()))
     t0 = time.perf_counter()
     done = [0]
 

@@ -61,7 +61,43 @@ def default_floors(n_benchmarks: int) -> np.ndarray:
     return np.where(np.arange(n_benchmarks) % 2 == 0, 0.0, 0.25)
 
 
-def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_blocks: tuple[str, ...] = ()) -> dict:
+#: How :func:`random_params` draws the true values of the variants' blocks that take a range: the law and
+#: the default range of each entry.
+TRUTH_LAWS = {
+    "residual_sd": ("uniform", (0.2, 0.6)),
+    "slope_sd": ("uniform", (0.2, 0.5)),
+    "ceiling": ("uniform", (0.7, 0.95)),
+    "link_power": ("log-uniform", (0.6, 2.5)),
+}
+
+
+def check_truth_ranges(ranges, drawn: tuple[str, ...] | None = None) -> dict[str, tuple[float, float]]:
+    """``ranges`` ({block: (low, high)}) checked against :data:`TRUTH_LAWS` and, when given, the
+    extra blocks ``drawn``; errors say what a range must be."""
+    out = {}
+    for name, bounds in dict(ranges or {}).items():
+        if name not in TRUTH_LAWS:
+            raise InputError(f"the true values of {name!r} take no range; ranges are defined for "
+                             f"{', '.join(TRUTH_LAWS)}")
+        if drawn is not None and name not in drawn:
+            raise InputError(f"a range for {name!r}, but the model drawn from has no such block (its extra "
+                             f"blocks: {', '.join(drawn) or 'none'}): choose a variant that has it")
+        try:
+            low, high = (float(v) for v in bounds)
+        except (TypeError, ValueError):
+            raise InputError(f"the range of {name!r} must be two numbers (low, high), got {bounds!r}") from None
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise InputError(f"the range of {name!r} must have low < high (finite), got {low:g}, {high:g}")
+        if name == "ceiling" and not (0 < low and high < 1):
+            raise InputError(f"ceiling shares lie in (0, 1): the range {low:g}, {high:g} must too")
+        if low <= 0:
+            raise InputError(f"{name} is positive: the range {low:g}, {high:g} must start above 0")
+        out[name] = (low, high)
+    return out
+
+
+def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_blocks: tuple[str, ...] = (),
+                  ranges: dict[str, tuple[float, float]] | None = None) -> dict:
     """Plausible true parameters (constrained form, anchors = the first ``k`` benchmarks).
 
     Anchor loadings ~ U(0.5, 1.5) on their own skill, other loadings ~ N(0, 0.5²),
@@ -69,21 +105,23 @@ def random_params(k: int, n_benchmarks: int, seed: int = 0, p: int = 3, extra_bl
     and a correlation matrix with moderate correlations (all |ρ| ≤ 0.6). ``extra_blocks``
     (drawn from a stream of their own, so the core draws do not change): ``precision_slope``
     γ ~ N(0, 0.3²) entrywise, ``residual_sd`` τ ~ U(0.2, 0.6), ``slope_sd`` ω ~ U(0.2, 0.5),
-    ``ceiling`` κ ~ U(0.7, 0.95), ``link_power`` γ log-uniform on [0.6, 2.5].
+    ``ceiling`` κ ~ U(0.7, 0.95), ``link_power`` γ log-uniform on [0.6, 2.5] (:data:`TRUTH_LAWS`).
+    ``ranges`` ({block: (low, high)}) replaces those ranges, the law kept (the same uniform
+    numbers, so a range moves each true value monotonically).
     """
+    ranges = check_truth_ranges(ranges, tuple(extra_blocks))
     core = _core_params(k, n_benchmarks, seed, p)
     rng = np.random.default_rng([int(seed), 2])
     for name in extra_blocks:
         if name == "precision_slope":
             core[name] = rng.normal(0.0, 0.3, size=(p, int(n_benchmarks)))
-        elif name == "residual_sd":
-            core[name] = rng.uniform(0.2, 0.6, size=int(n_benchmarks))
-        elif name == "ceiling":
-            core[name] = rng.uniform(0.7, 0.95, size=int(n_benchmarks))
-        elif name == "link_power":
-            core[name] = np.exp(rng.uniform(np.log(0.6), np.log(2.5), size=int(n_benchmarks)))
-        elif name == "slope_sd":
-            core[name] = rng.uniform(0.2, 0.5, size=int(n_benchmarks))
+        elif name in TRUTH_LAWS:
+            law, default = TRUTH_LAWS[name]
+            low, high = ranges.get(name, default)
+            if law == "log-uniform":
+                core[name] = np.exp(rng.uniform(np.log(low), np.log(high), size=int(n_benchmarks)))
+            else:
+                core[name] = rng.uniform(low, high, size=int(n_benchmarks))
         else:
             raise InputError(f"no random values are defined for the parameter block {name!r}; pass params")
     return core

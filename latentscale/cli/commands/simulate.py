@@ -46,6 +46,10 @@ def simulate(
         "--profile", metavar="BLOCK,...", help="Also the coverage of profile-likelihood intervals of these parameter "
                                                "blocks (e.g. link_power,ceiling; seconds per parameter and "
                                                "replication).", show_default=False)] = None,
+    truth_range: Annotated[Optional[str], typer.Option(
+        "--truth-range", metavar="BLOCK=LOW:HIGH,...", help="Draw the true values of these blocks from LOW..HIGH "
+        "instead of the default range, the law kept (residual_sd, slope_sd, ceiling: uniform; link_power: "
+        "log-uniform), e.g. link_power=0.6:6.", show_default=False)] = None,
     jobs: JobsOpt = -1,
     scheduler: SchedulerOpt = None,
     output_path: Annotated[Optional[Path], typer.Option(
@@ -88,7 +92,8 @@ def simulate(
                                  clip=None if clip is None else parse_clip(clip, False), logit_clip=logit_clip,
                                  variant=variant, compare_variants=tuple(parse_list(compare_variants,
                                                                                     "--compare-variants") or ()),
-                                 profile_blocks=tuple(parse_list(profile, "--profile") or ()))
+                                 profile_blocks=tuple(parse_list(profile, "--profile") or ()),
+                                 truth_ranges=_truth_ranges(truth_range))
             where = f"Dask scheduler {scheduler}" if scheduler else f"{jobs if jobs > 0 else 'all'} local process(es)"
             progress(f"{reps} replications of K = {k} ({variant}), J = {n_benchmarks}, {families} families on {where}")
             result = simulation_study(config, reps, n_jobs=jobs, scheduler=scheduler, progress=progress)
@@ -100,6 +105,21 @@ def simulate(
         output.print_json(result.to_dict())
     else:
         typer.echo(result.summary())
+
+
+def _truth_ranges(text: str | None) -> tuple[tuple[str, float, float], ...]:
+    """``BLOCK=LOW:HIGH,...`` as (block, low, high) triples (their values are checked by the study)."""
+    out = []
+    for item in parse_list(text, "--truth-range") or ():
+        name, eq, bounds = item.partition("=")
+        low, colon, high = bounds.partition(":")
+        try:
+            if not (eq and colon):
+                raise ValueError
+            out.append((name.strip(), float(low), float(high)))
+        except ValueError:
+            raise BadInput(f"--truth-range {item!r}: give BLOCK=LOW:HIGH, e.g. link_power=0.6:6") from None
+    return tuple(out)
 
 
 def _real_or_number(text: str, option: str, kind: type):
