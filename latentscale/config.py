@@ -58,7 +58,9 @@ def enable_compilation_cache(path: str | None = None, min_compile_secs: float = 
     """Cache compiled XLA programs on disk (process-wide, as JAX's cache is): later processes that
     fit data of the same shapes skip compilation. Programs that compile in under ``min_compile_secs``
     are not stored (JAX's default, 1 s, would recompile the 0.2 s delta-method Jacobian of every
-    fit, and prediction's 0.1 s program of expected scores). Returns the folder, or None when JAX cannot."""
+    fit, and prediction's 0.1 s program of expected scores). Before JAX is imported the settings go
+    into the environment (``JAX_COMPILATION_CACHE_DIR`` and the two thresholds), where JAX reads them
+    when it is imported, and where child processes inherit them. Returns the folder, or None when JAX cannot."""
     path = path or cache_dir()
     settings = {"jax_compilation_cache_dir": path,
                 "jax_persistent_cache_min_compile_time_secs": float(min_compile_secs),
