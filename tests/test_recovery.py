@@ -51,6 +51,8 @@ def test_fit_converged(problem):
     assert np.all(np.linalg.eigvalsh(-fit.hessian) > 0)
     assert fit.n_families == F and fit.n_models == data.n_models == 3 * F
     assert fit.spec.anchors == ("b1", "b2")
+    assert fit.collinear_pairs().empty  # a well-identified model: no ridge to flag
+    assert "Nearly collinear" not in fit.summary().as_text()
 
 
 def test_fit_beats_the_truth(problem):

@@ -310,7 +310,7 @@ def test_ceiling_likelihood_and_gradient(ceiling):
     assert_score_matches_differences(ml, theta + 0.03, range(theta.size - 4, theta.size), abs_tol=1e-6)  # logits of κ
 
 
-def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling):
+def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling, monkeypatch):
     """κ is recovered within the Wald interval, formed on the logit scale (a share near 1 has a wide
     interval reaching up to 1, never beyond); AIC prefers the model with the ceiling."""
     _, true, spec = ceiling
@@ -325,3 +325,27 @@ def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling):
     assert np.all(np.abs(z) < 4.0), z
     ci = fit.conf_int().loc[[f"ceiling[{b}]" for b in spec.benchmarks]]
     np.testing.assert_allclose(ci["lower"], lo, rtol=1e-10)
+    # collinear_pairs: the pairs of estimates correlated beyond the threshold, by hand from cov_theta
+    C = fit.cov_theta()
+    R = C / np.sqrt(np.outer(np.diag(C), np.diag(C)))
+    i, j = np.triu_indices(len(R), 1)
+    top = np.argmax(np.abs(R[i, j]))
+    r_max = R[i, j][top]
+    pairs = fit.collinear_pairs(abs(r_max) - 1e-9)
+    assert len(pairs) == 1 and pairs.loc[0, "corr"] == pytest.approx(r_max, abs=1e-12)
+    assert {pairs.loc[0, "parameter_1"], pairs.loc[0, "parameter_2"]} == {fit.layout.names[i[top]],
+                                                                          fit.layout.names[j[top]]}
+    lower = fit.collinear_pairs(0.5)
+    assert len(lower) == int(np.sum(np.abs(R[i, j]) >= 0.5)) and np.all(np.diff(np.abs(lower["corr"])) <= 0)
+    assert fit.collinear_pairs(min(abs(r_max) + 1e-9, 0.999999)).empty
+    assert plain.collinear_pairs().empty  # no standard errors, nothing to say
+    with pytest.raises(InputError, match="threshold"):
+        fit.collinear_pairs(1.0)
+    # the summary names the pair when it passes the summary's threshold, and says nothing otherwise
+    import latentscale.results.fit_result as fr
+
+    monkeypatch.setattr(fr, "COLLINEAR_THRESHOLD", abs(r_max) - 1e-9)
+    text = fit.summary().as_text()
+    assert "Nearly collinear" in text and pairs.loc[0, "parameter_1"] in text.split("Nearly collinear")[1]
+    monkeypatch.setattr(fr, "COLLINEAR_THRESHOLD", min(abs(r_max) + 1e-9, 0.999999))
+    assert "Nearly collinear" not in fit.summary().as_text()
