@@ -347,5 +347,11 @@ def test_ceiling_fit_recovers_the_shares_on_the_logit_scale(ceiling, monkeypatch
     monkeypatch.setattr(fr, "COLLINEAR_THRESHOLD", abs(r_max) - 1e-9)
     text = fit.summary().as_text()
     assert "Nearly collinear" in text and pairs.loc[0, "parameter_1"] in text.split("Nearly collinear")[1]
+    import json
+
+    doc = json.loads(json.dumps(fit.to_dict()["collinear_pairs"]))  # --json carries them too
+    assert doc == [{"parameter_1": pairs.loc[0, "parameter_1"], "parameter_2": pairs.loc[0, "parameter_2"],
+                    "corr": pytest.approx(r_max, abs=1e-12)}]
     monkeypatch.setattr(fr, "COLLINEAR_THRESHOLD", min(abs(r_max) + 1e-9, 0.999999))
     assert "Nearly collinear" not in fit.summary().as_text()
+    assert fit.to_dict()["collinear_pairs"] == []

@@ -454,6 +454,8 @@ class FitResult:
             },
             "standard_errors": se,
             "parameter_table": _table_records(self._safe_table(se, 0.95)),
+            "collinear_pairs": [{"parameter_1": str(a), "parameter_2": str(b), "corr": float(r)}
+                                for a, b, r in self.collinear_pairs(COLLINEAR_THRESHOLD, se).itertuples(index=False)],
         }
 
     def summary(self, kind: str = "observed", level: float = 0.95) -> Summary:
