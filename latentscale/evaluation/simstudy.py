@@ -66,6 +66,10 @@ class StudyConfig:
     profile_blocks: tuple[str, ...] = ()
     truth_ranges: tuple[tuple[str, float, float], ...] = ()  # (block, low, high): random_params' ranges
 
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """``truth_ranges`` as :func:`~latentscale.model.simulate.random_params` takes them."""
+        return {name: (low, high) for name, low, high in self.truth_ranges}
+
     def model_options(self, variant: str | None = None) -> dict:
         """The model options of the true variant (or of ``variant``), with the study's logit clamp."""
         from latentscale.model.variants import parse_variant
@@ -117,7 +121,7 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     t0 = time.perf_counter()
     options = config.model_options()
     true = random_params(config.k, config.n_benchmarks, seed=config.param_seed, extra_blocks=extra_blocks(options),
-                         ranges={name: (low, high) for name, low, high in config.truth_ranges})
+                         ranges=config.ranges())
     true = with_family_effects(true, len(options.get("family_covariates", ())), config.param_seed)
     design_seed = config.design_seed if config.fixed_design else 10_000 + rep
     data, true, spec = simulate(true, k=config.k, n_benchmarks=config.n_benchmarks, n_families=config.n_families,
@@ -335,8 +339,7 @@ def simulation_study(
     from latentscale.model.simulate import check_truth_ranges
     from latentscale.model.variants import extra_blocks
 
-    check_truth_ranges({name: (low, high) for name, low, high in config.truth_ranges},
-                       extra_blocks(config.model_options()))
+    check_truth_ranges(config.ranges(), extra_blocks(config.model_options()))
     t0 = time.perf_counter()
     done = [0]
 

@@ -48,6 +48,7 @@ from latentscale.results.summary import Summary, SummaryTable
 #: the plain `lvf-paper` K = 4 fit's largest is 0.949 (docs/inference.md).
 COLLINEAR_THRESHOLD = 0.99
 
+
 @dataclass
 class FitResult:
     """Result of a marginal-maximum-likelihood fit.
@@ -397,7 +398,7 @@ class FitResult:
             raise InputError(f"threshold must lie in (0, 1), got {threshold}")
         empty = pd.DataFrame({"parameter_1": pd.Series(dtype=str), "parameter_2": pd.Series(dtype=str),
                               "corr": pd.Series(dtype=float)})
-        if self._safe_table(kind, 0.95) is None:
+        if not self._has_se(kind):
             return empty
         C = np.asarray(self.cov_theta(kind), dtype=float)
         sd = np.sqrt(np.clip(np.diag(C), 0.0, None))
@@ -406,20 +407,22 @@ class FitResult:
         i, j = np.triu_indices(len(C), 1)
         r = R[i, j]
         keep = np.isfinite(r) & (np.abs(r) >= threshold)
-        order = np.argsort(-np.abs(r[keep]), kind="stable")
-        names = np.asarray(self.layout.names, dtype=object)
         if not keep.any():
             return empty
+        order = np.argsort(-np.abs(r[keep]), kind="stable")
+        names = np.asarray(self.layout.names, dtype=object)
         return pd.DataFrame({"parameter_1": names[i[keep]][order], "parameter_2": names[j[keep]][order],
                              "corr": r[keep][order]}).reset_index(drop=True)
 
+    def _has_se(self, kind: str) -> bool:
+        """Whether the covariance ``kind`` is available (the Hessian, the per-family scores it needs)."""
+        if self.hessian is None and kind != "opg":
+            return False
+        return kind == "observed" or self.score_outer is not None
+
     def _safe_table(self, kind: str, level: float) -> pd.DataFrame | None:
         """The parameter table, or None when standard errors are unavailable."""
-        if self.hessian is None and kind != "opg":
-            return None
-        if kind != "observed" and self.score_outer is None:
-            return None
-        return self.params_table(kind, level)
+        return self.params_table(kind, level) if self._has_se(kind) else None
 
     # ---- reporting ---------------------------------------------------------------------------
     def to_dict(self, se: str = "observed") -> dict:
