@@ -208,6 +208,11 @@ def test_evaluate_holdout_command(files):
     assert {"benchmark", "level", "coverage", "mean_width", "mae"} <= set(rows.columns)
     assert set(rows["level"]) == {0.5, 0.8, 0.95} and "all" in set(rows["benchmark"])
     assert (rows.loc[rows["benchmark"] == "all", "n"] == 8).all()  # 2 models × 4 benchmarks
+    assert rows.loc[rows["benchmark"] == "all", "p_under"].isna().all()  # the pooled row is not tested
+    assert rows.loc[rows["benchmark"] != "all", "p_under"].between(0, 1).all()
+    # the refit behind the predictions: its K, ℓ, convergence and the held-out models
+    assert doc["fit"]["k"] == 1 and doc["fit"]["held_out"] == ["fam004-m4", "fam008-m4"]
+    assert isinstance(doc["fit"]["converged"], bool) and np.isfinite(doc["fit"]["log_likelihood"])
     saved = pd.read_csv(out)
     assert set(saved["model"]) == {"fam004-m4", "fam008-m4"}
     hold.write_text("not-a-model\n")
@@ -257,3 +262,40 @@ def test_predict_se_choice_changes_the_parameter_draws(files):
     assert not np.allclose(a["expected_upper"] - a["expected_lower"], b["expected_upper"] - b["expected_lower"])
     res = CliRunner().invoke(app, ["predict", str(files["fit"]), "--models", str(files["new"]), "--se", "bogus"])
     assert res.exit_code == 2
+
+
+def test_coverage_table_tests_under_coverage_against_the_binomial():
+    """``p_under`` is P(X ≤ covered) for X ~ Binomial(n, level), summed by hand; the format names the
+    benchmarks below it and leaves the pooled row untested."""
+    from math import comb
+    from types import SimpleNamespace
+
+    from latentscale.evaluation.holdout import HoldoutPlan, HoldoutResult
+
+    rows = []
+    hits = {"a": 18, "b": 22}  # of 23 scores each
+    for bench, k in hits.items():
+        for i in range(23):
+            for level in (0.5, 0.95):
+                rows.append({"model": f"m{i}", "benchmark": bench, "level": level, "mean": 0.5, "actual": 0.5,
+                             "covered": float(i < k) if level == 0.95 else float(i < 12), "width": 0.1})
+    res = HoldoutResult(pd.DataFrame(rows), HoldoutPlan(tuple(f"m{i}" for i in range(23)), (), "test"),
+                        SimpleNamespace(spec=SimpleNamespace(K=1), llf=0.0, converged=False), (0.5, 0.95))
+    t = res.table().set_index(["benchmark", "level"])
+
+    def below(k, n, p):
+        return sum(comb(n, x) * p**x * (1 - p) ** (n - x) for x in range(k + 1))
+
+    for bench, k in hits.items():
+        assert t.loc[(bench, 0.95), "covered"] == k
+        assert t.loc[(bench, 0.95), "p_under"] == pytest.approx(below(k, 23, 0.95), rel=1e-10)
+        assert t.loc[(bench, 0.5), "p_under"] == pytest.approx(below(12, 23, 0.5), rel=1e-10)
+    assert np.isnan(t.loc[("all", 0.95), "p_under"]) and t.loc[("all", 0.95), "covered"] == 40
+    text = res.format()
+    assert "a at 95 % (18/23, p = 0.00" in text  # 18 of 23 at 95 %: p = 0.0049
+    assert "b at 95 %" not in text  # 22 of 23 is well within chance
+    # nothing below chance: the line says so
+    assert "NOT converged" in text  # the refit's failure is said in the head
+    ok = HoldoutResult(res.predictions.assign(covered=1.0), res.plan,
+                       SimpleNamespace(spec=SimpleNamespace(K=1), llf=0.0, converged=True), res.levels)
+    assert ok.format().rstrip().endswith("none") and "NOT converged" not in ok.format()

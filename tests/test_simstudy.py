@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -37,6 +38,24 @@ def test_block_summary_is_consistent(small):
     # A data set of 120 families recovers K = 1 data well: the estimates sit near the truth.
     assert t.loc["B", "rmse"] < 0.25
     assert (small.replications["converged"]).all()
+
+
+def test_coverage_monte_carlo_errors(small):
+    """Block MC SE: SD over replications of the block's covered share, over √R; per parameter the
+    binomial sqrt(c(1 - c)/R); the summary names the blocks beyond 2 MC SE of the level and only those."""
+    t, per = small.by_block(), small.by_parameter()
+    p = small.params
+    for block in t.index:
+        shares = [g["covered"].mean() for _, g in p[p["block"] == block].groupby("replication")]
+        assert t.loc[block, "coverage_mcse"] == pytest.approx(np.std(shares, ddof=1) / np.sqrt(len(shares)))
+    c = per["coverage"]
+    np.testing.assert_allclose(per["coverage_mcse"], np.sqrt(c * (1 - c) / 3))
+    line = small._coverage_line()
+    for block, row in t.iterrows():
+        se = max(row["coverage_mcse"], np.sqrt(0.95 * 0.05 / (3 * row["n_params"])))
+        assert (f"{block} (" in line) == (abs(row["coverage"] - 0.95) > 2 * se)
+    assert line in small.summary()
+    assert "MC SE" in small.summary()
 
 
 def test_selection_rates(small):
@@ -130,3 +149,24 @@ def test_cli_simulate_bad_input(args, match):
     res = CliRunner().invoke(app, ["simulate", "--reps", "1", *args])
     assert res.exit_code == 2
     assert match in res.output
+
+
+def test_coverage_line_flags_only_coverage_off_beyond_monte_carlo_error():
+    """20 replications: a block covering 60 % is flagged; one covering in every replication is not
+    (its empirical MC SE is 0, the binomial floor keeps it), nor one at the level."""
+    from latentscale.evaluation.simstudy import StudyResult
+
+    rows = []
+    for r in range(20):
+        for block, covered in (("B", r < 12), ("loading", True), ("intercept", r != 0)):
+            for col in range(2):
+                rows.append({"block": block, "row": 0, "column": col, "replication": r, "estimate": 0.0,
+                             "truth": 0.0, "se": 1.0, "covered": float(covered)})
+    reps = pd.DataFrame({"replication": range(20), "converged": True, "hessian_pd": True})
+    res = StudyResult(StudyConfig(k=1, n_benchmarks=2), pd.DataFrame(rows), reps)
+    t = res.by_block()
+    assert t.loc["B", "coverage"] == pytest.approx(0.6)
+    assert t.loc["loading", "coverage_mcse"] == 0.0
+    line = res._coverage_line()
+    assert "B (60.0 ± 11.2)" in line  # sd of the 0/1 shares (ddof 1) over √20
+    assert "loading" not in line and "intercept" not in line

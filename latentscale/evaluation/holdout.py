@@ -93,7 +93,15 @@ class HoldoutResult:
     def table(self) -> pd.DataFrame:
         """Rows ``benchmark, level, coverage, mean_width, mae, n`` per benchmark and level, then
         ``benchmark = "all"`` (every held-out score pooled); ``mae_<baseline>`` for each baseline
-        fitted on the same training rows (:attr:`baselines`)."""
+        fitted on the same training rows (:attr:`baselines`).
+
+        ``covered`` counts the covered scores and ``p_under`` is the exact binomial probability that
+        intervals covering at exactly their level cover that few or fewer of ``n`` scores: a small
+        value is under-coverage beyond chance. The scores of one benchmark are taken as independent
+        (under ``holdout-largest`` each is another family's model); the pooled row's ``p_under`` is
+        NaN, as one model's scores on different benchmarks are not."""
+        from scipy.stats import binom
+
         p = self.predictions.dropna(subset=["actual"])
         rows = []
         benchmarks = list(dict.fromkeys(p["benchmark"])) + ["all"]
@@ -101,9 +109,11 @@ class HoldoutResult:
             sub = p if b == "all" else p[p["benchmark"] == b]
             for level in self.levels:
                 s = sub[sub["level"] == level]
+                hits = int(s["covered"].sum())
                 row = {"benchmark": b, "level": level, "coverage": s["covered"].mean(),
                        "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
-                       "n": int(len(s))}
+                       "n": int(len(s)), "covered": hits,
+                       "p_under": float(binom.cdf(hits, len(s), level)) if b != "all" and len(s) else np.nan}
                 if "covered_model" in s.columns:
                     row["coverage_model"] = s["covered_model"].mean()
                 for name in self.baselines:
@@ -117,6 +127,13 @@ class HoldoutResult:
 
     def to_records(self) -> list[dict]:
         return self.table().to_dict(orient="records")
+
+    def fit_record(self) -> dict:
+        """The refit behind the predictions: its model, ℓ, convergence and the held-out models."""
+        f = self.fit
+        return {"k": f.spec.K, "model": f.spec.to_dict(), "log_likelihood": f.llf, "n_params": f.n_params,
+                "converged": f.converged, "train_models": self.info.get("train_models"),
+                "held_out": list(self.plan.predicted), "rule": self.plan.rule}
 
     def format(self) -> str:
         t = self.table()
@@ -136,7 +153,8 @@ class HoldoutResult:
             wide[f"mae {name}"] = t.groupby("benchmark", sort=False)[f"mae_{name}"].first().loc[order]
         head = (f"held out {len(self.plan.predicted)} models ({self.plan.rule}); removed {len(self.plan.removed)} "
                 f"rows in all; refit on {self.info.get('train_models', '?')} models, "
-                f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}\n"
+                f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}"
+                f"{'' if getattr(self.fit, 'converged', True) else ' (NOT converged: predictions from the last iterate)'}\n"
                 "coverage and mean width of observed-score intervals; mae of the predictive mean\n")
         cal = self.info.get("calibration")
         if cal is not None:
@@ -144,7 +162,18 @@ class HoldoutResult:
             head += (f"intervals calibrated on the training rows: {i.get('held_out')} of their largest models held "
                      f"out, refit ℓ = {i.get('log_likelihood', float('nan')):.2f}"
                      f"{'' if i.get('converged') else ' (NOT converged)'}; uncal: the model's own coverage\n")
-        return head + wide.to_string(float_format=lambda x: f"{x:.3f}")
+        return head + wide.to_string(float_format=lambda x: f"{x:.3f}") + "\n" + self._under_coverage_line(t)
+
+    @staticmethod
+    def _under_coverage_line(t: pd.DataFrame, alpha: float = 0.05) -> str:
+        """Which benchmarks' intervals cover less than their level beyond chance (``p_under < alpha``)."""
+        low = t[t["p_under"] < alpha]
+        head = (f"under-coverage beyond chance (exact binomial, P(this few covered) < {alpha:g}; the pooled row "
+                "is not tested, a model's scores being dependent): ")
+        if low.empty:
+            return head + "none"
+        return head + "; ".join(f"{r.benchmark} at {100 * r.level:g} % ({r.covered}/{r.n}, p = {r.p_under:.3g})"
+                                for r in low.itertuples())
 
 
 def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k: int = 4,

@@ -177,13 +177,20 @@ class StudyResult:
     replications: pd.DataFrame  # one row per replication
 
     def by_block(self) -> pd.DataFrame:
-        """Per block: parameters, replications, mean bias, RMSE, mean SE, SD of the estimates, coverage."""
+        """Per block: parameters, replications, mean bias, RMSE, mean SE, SD of the estimates, coverage
+        and its Monte Carlo standard error (``coverage_mcse``: the SD over replications of the share of
+        the block's intervals that covered, over √R, so the dependence of one replication's intervals
+        is counted; Morris, White & Crowther 2019)."""
         per_param = self.by_parameter()
         profile = {"profile_coverage": ("profile_coverage", "mean")} if self._profiled else {}
         out = per_param.groupby(level="block").agg(
             n_params=("bias", "size"), mean_abs_bias=("bias", lambda b: float(np.mean(np.abs(b)))),
             rmse=("rmse", lambda r: float(np.sqrt(np.mean(r**2)))), mean_se=("mean_se", "mean"),
             sd=("sd", "mean"), coverage=("coverage", "mean"), **profile)
+        p = self.params[self.params["replication"].isin(self._usable())]
+        share = p.groupby(["block", "replication"])["covered"].mean().groupby(level="block")
+        out.insert(out.columns.get_loc("coverage") + 1, "coverage_mcse",
+                   share.std(ddof=1) / np.sqrt(share.size()))
         out.insert(1, "replications", len(self._usable()))
         return out.reindex([b for b in BLOCKS if b in out.index] + [b for b in out.index if b not in BLOCKS])
 
@@ -191,10 +198,14 @@ class StudyResult:
         p = self.params[self.params["replication"].isin(self._usable())]
         p = p.assign(error=p["estimate"] - p["truth"])
         profile = {"profile_coverage": ("profile_covered", "mean")} if self._profiled else {}
-        return p.groupby(["block", "row", "column"]).agg(
+        out = p.groupby(["block", "row", "column"]).agg(
             truth=("truth", "first"), mean_estimate=("estimate", "mean"), bias=("error", "mean"),
             rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))), mean_se=("se", "mean"),
-            sd=("estimate", "std"), coverage=("covered", "mean"), **profile)
+            sd=("estimate", "std"), coverage=("covered", "mean"), replications=("covered", "size"), **profile)
+        # Monte Carlo SE of a share over R independent replications: sqrt(c (1 - c) / R)
+        out.insert(out.columns.get_loc("coverage") + 1, "coverage_mcse",
+                   np.sqrt(out["coverage"] * (1 - out["coverage"]) / out["replications"]))
+        return out.drop(columns="replications")
 
     @property
     def _profiled(self) -> bool:
@@ -237,6 +248,7 @@ class StudyResult:
             + (f"; profile_coverage: of the profile-likelihood intervals of {', '.join(c.profile_blocks)}"
                if self._profiled else "") + "):",
             self.by_block().to_string(float_format=lambda v: f"{v:.4f}"),
+            self._coverage_line(),
         ]
         if self._profiled:
             n = r["profile_status"].value_counts()
@@ -245,13 +257,32 @@ class StudyResult:
                           "lay above the fit's optimum (the fit short of its maximum: no profile coverage there)"]
         rates = self.selection_rates()
         if rates is not None and c.compare_k:
-            lines += ["", f"AIC picks the true K = {c.k} in {100 * rates['aic_true_k']:.1f} % of replications "
+            lines += ["", f"AIC picks the true K = {c.k} in {100 * rates['aic_true_k']:.1f} % "
+                          f"(MC SE {100 * self._share_mcse(rates['aic_true_k']):.1f}) of replications "
                           f"(BIC {100 * rates['bic_true_k']:.1f} %); AIC choices {rates['aic']}, BIC {rates['bic']}"]
         if rates is not None and c.compare_variants:
-            lines += ["", f"AIC picks the true variant {c.variant} in {100 * rates['aic_true_variant']:.1f} % of "
+            lines += ["", f"AIC picks the true variant {c.variant} in {100 * rates['aic_true_variant']:.1f} % "
+                          f"(MC SE {100 * self._share_mcse(rates['aic_true_variant']):.1f}) of "
                           f"replications (BIC {100 * rates['bic_true_variant']:.1f} %); AIC choices "
                           f"{rates['aic_variants']}, BIC {rates['bic_variants']}"]
         return "\n".join(lines)
+
+    def _share_mcse(self, share: float) -> float:
+        """Monte Carlo SE of a share of the replications."""
+        return float(np.sqrt(share * (1 - share) / max(len(self.replications), 1)))
+
+    def _coverage_line(self, z: float = 2.0) -> str:
+        """The blocks whose Wald coverage lies more than ``z`` Monte Carlo SEs from the level. The SE is
+        the block's ``coverage_mcse``, but no less than the level's own binomial SE with the block's
+        intervals independent, sqrt(level (1 − level) / (R · parameters)): a block that covered in every
+        replication has an empirical SE of 0 and is not, by that alone, off its level."""
+        t, level = self.by_block(), self.config.level
+        floor = np.sqrt(level * (1 - level) / (t["replications"] * t["n_params"]).clip(lower=1))
+        off = t[(t["coverage"] - level).abs() > z * np.maximum(t["coverage_mcse"], floor)]
+        head = f"coverage more than {z:g} Monte Carlo SE from {100 * level:g} %: "
+        if off.empty:
+            return head + "none"
+        return head + ", ".join(f"{b} ({100 * r.coverage:.1f} ± {100 * r.coverage_mcse:.1f})" for b, r in off.iterrows())
 
     def _ranges_text(self) -> str:
         from latentscale.model.simulate import TRUTH_LAWS

@@ -128,6 +128,8 @@ def evaluate(
             progress.warn(output.shorten(note))
     if as_json:
         doc = {"data": scores.name, "protocol": protocol.value, "rows": result.to_records()}
+        if protocol == Protocol.holdout_largest:
+            doc["fit"] = result.fit_record()
         if protocol == Protocol.holdout_largest and result.info.get("calibration") is not None:
             cal = result.info["calibration"]
             doc["calibration"] = {"factors": cal.factors.to_dict(orient="records"), "info": cal.info}
