@@ -109,6 +109,10 @@ def test_held_out_scores_never_reach_the_fit_or_the_posterior(sim):
     expected = (s["mean_flops-family"] - s["actual"]).abs().mean()
     assert table.loc[table["benchmark"] == "all", "mae_flops-family"].iloc[0] == pytest.approx(expected)
     assert "mae flops-family" in a.format()
+    # the paired difference: the mean of per-score differences is the difference of the MAEs
+    np.testing.assert_allclose(table["mae_diff_flops-family"], table["mae"] - table["mae_flops-family"], atol=1e-12)
+    assert (table["mae_diff_flops-family_low"] <= table["mae_diff_flops-family"]).all()
+    assert "MAE minus flops-family's" in a.format()
 
 
 # ---- command line ------------------------------------------------------------------
@@ -299,3 +303,31 @@ def test_coverage_table_tests_under_coverage_against_the_binomial():
     ok = HoldoutResult(res.predictions.assign(covered=1.0), res.plan,
                        SimpleNamespace(spec=SimpleNamespace(K=1), llf=0.0, converged=True), res.levels)
     assert ok.format().rstrip().endswith("none") and "NOT converged" not in ok.format()
+
+
+def test_paired_mean_interval():
+    """One difference per cluster: the paired t-interval. Each cluster's differences repeated: the same
+    interval (dependent copies add no information), where an unclustered interval would shrink. Clustered
+    data: the interval covers the true mean at about its level."""
+    from scipy.stats import ttest_1samp
+
+    from latentscale.evaluation.holdout import paired_mean_interval
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.01, 0.02, 20)
+    mean, low, high = paired_mean_interval(d, np.arange(20))
+    ci = ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert mean == pytest.approx(d.mean()) and (low, high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    twice = paired_mean_interval(np.repeat(d, 2), np.repeat(np.arange(20), 2))
+    assert twice == pytest.approx((mean, low, high), rel=1e-10)
+    assert np.isnan(paired_mean_interval(d[:3], np.zeros(3))[1])  # one cluster: no interval
+    assert np.isnan(paired_mean_interval(np.array([]), np.array([]))[0])
+    # clusters of 1-12 scores sharing a cluster effect (SD 0.03) around a true mean of 0.005
+    hits = 0
+    for _ in range(1000):
+        sizes = rng.integers(1, 13, 25)
+        cluster = np.repeat(np.arange(25), sizes)
+        diff = 0.005 + rng.normal(0, 0.03, 25)[cluster] + rng.normal(0, 0.02, cluster.size)
+        _, lo, hi = paired_mean_interval(diff, cluster)
+        hits += lo <= 0.005 <= hi
+    assert 0.91 <= hits / 1000 <= 0.975

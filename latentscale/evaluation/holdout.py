@@ -93,7 +93,9 @@ class HoldoutResult:
     def table(self) -> pd.DataFrame:
         """Rows ``benchmark, level, coverage, mean_width, mae, n`` per benchmark and level, then
         ``benchmark = "all"`` (every held-out score pooled); ``mae_<baseline>`` for each baseline
-        fitted on the same training rows (:attr:`baselines`).
+        fitted on the same training rows (:attr:`baselines`), and ``mae_diff_<baseline>`` (the
+        latent model's MAE minus the baseline's) with its 95 % interval ``_low``/``_high``, paired by
+        score and clustered by held-out model (:func:`paired_mean_interval`).
 
         ``covered`` counts the covered scores and ``p_under`` is the exact binomial probability that
         intervals covering at exactly their level cover that few or fewer of ``n`` scores: a small
@@ -118,6 +120,9 @@ class HoldoutResult:
                     row["coverage_model"] = s["covered_model"].mean()
                 for name in self.baselines:
                     row[f"mae_{name}"] = (s[f"mean_{name}"] - s["actual"]).abs().mean()
+                    diff = (s["mean"] - s["actual"]).abs() - (s[f"mean_{name}"] - s["actual"]).abs()
+                    row[f"mae_diff_{name}"], row[f"mae_diff_{name}_low"], row[f"mae_diff_{name}_high"] = \
+                        paired_mean_interval(diff.to_numpy(), s["model"].to_numpy())
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -162,7 +167,22 @@ class HoldoutResult:
             head += (f"intervals calibrated on the training rows: {i.get('held_out')} of their largest models held "
                      f"out, refit ℓ = {i.get('log_likelihood', float('nan')):.2f}"
                      f"{'' if i.get('converged') else ' (NOT converged)'}; uncal: the model's own coverage\n")
-        return head + wide.to_string(float_format=lambda x: f"{x:.3f}") + "\n" + self._under_coverage_line(t)
+        lines = [wide.to_string(float_format=lambda x: f"{x:.3f}"), self._under_coverage_line(t)]
+        lines += [self._difference_line(t, name) for name in self.baselines]
+        return head + "\n".join(lines)
+
+    @staticmethod
+    def _difference_line(t: pd.DataFrame, name: str) -> str:
+        """The MAE difference from a baseline, pooled, and the benchmarks where its interval excludes 0."""
+        first = t.groupby("benchmark", sort=False).first()
+        col = f"mae_diff_{name}"
+        pooled = first.loc["all"]
+        clear = first.drop(index="all")
+        clear = clear[(clear[f"{col}_low"] > 0) | (clear[f"{col}_high"] < 0)]
+        text = (f"MAE minus {name}'s (95 % interval, paired by score, clustered by model): all "
+                f"{pooled[col]:+.4f} [{pooled[f'{col}_low']:+.4f}, {pooled[f'{col}_high']:+.4f}]; interval clear of 0: ")
+        return text + ("; ".join(f"{b} {r[col]:+.4f} [{r[f'{col}_low']:+.4f}, {r[f'{col}_high']:+.4f}]"
+                                 for b, r in clear.iterrows()) or "none")
 
     @staticmethod
     def _under_coverage_line(t: pd.DataFrame, alpha: float = 0.05) -> str:
@@ -174,6 +194,27 @@ class HoldoutResult:
             return head + "none"
         return head + "; ".join(f"{r.benchmark} at {100 * r.level:g} % ({r.covered}/{r.n}, p = {r.p_under:.3g})"
                                 for r in low.itertuples())
+
+
+def paired_mean_interval(diff: np.ndarray, cluster: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its ``level`` interval, clustered: the differences of one
+    cluster (one held-out model's scores) may be dependent, the clusters are taken as independent.
+    The variance is the cluster-robust one, G/(G − 1) · Σ_g (Σ_{s∈g} (d_s − d̄))² / S² over G
+    clusters and S differences, with Student's t on G − 1 degrees of freedom; with one difference
+    per cluster it is the paired t-interval. NaN bounds with fewer than two clusters."""
+    from scipy.stats import t as student
+
+    d = np.asarray(diff, dtype=float)
+    if d.size == 0:
+        return (np.nan, np.nan, np.nan)
+    mean = float(d.mean())
+    sums = pd.Series(d - mean).groupby(np.asarray(cluster)).sum().to_numpy()
+    g = len(sums)
+    if g < 2:
+        return (mean, np.nan, np.nan)
+    se = float(np.sqrt(g / (g - 1) * np.sum(sums**2)) / d.size)
+    half = float(student.ppf(0.5 + level / 2, g - 1)) * se
+    return (mean, mean - half, mean + half)
 
 
 def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k: int = 4,
