@@ -6,7 +6,13 @@
 Writes into ``--out``: ``errors_<set>_n<n>.csv`` (tidy errors), ``summary.json`` (mae_pp rows of every
 table with wall times), ``tables.md`` (the six tables in percentage points, for docs/evaluation.md)
 and ``average_mae.png`` (average MAE of every method in every table). Tables of the same benchmark set
-run back to back in one process, so their latent fits share compiled code.
+run back to back in one process, so their latent fits share compiled code. Each table's margins (every
+method's average minus the lowest one's, with a 95 % t-interval over the held-out groups,
+``FamilyGroupResult.margins``) go into ``summary.json`` and ``tables.md``.
+
+    python benchmarks/family_group_tables.py --margins-from out/family_group
+
+prints the margins again from a run's saved errors (and Sloth's published ones), without refitting.
 """
 
 from __future__ import annotations
@@ -49,6 +55,41 @@ def markdown_table(result) -> str:
     return "\n".join(lines)
 
 
+def margins_record(result) -> dict:
+    m = result.margins()
+    return {"reference": m.attrs["reference"], "level": 0.95, "rows": m.to_dict(orient="records")}
+
+
+def margins_text(result, nearest: int = 4) -> str:
+    """The nearest methods' margins over the lowest average, with their 95 % t-intervals over the groups."""
+    m = result.margins()
+    return (f"margins of {m.attrs['reference']} (average minus its, pp, 95 % t-interval over the "
+            f"{int(m['groups'].max())} held-out groups): "
+            + "; ".join(f"{r.method} {r.difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                        for r in m.head(nearest).itertuples()))
+
+
+def print_margins(folder: Path, published: bool) -> int:
+    """Rebuild each saved table's result from its errors and print its margins."""
+    from latentscale.evaluation.crossval import FamilyGroupResult
+
+    for name, n in TABLES:
+        path = folder / f"errors_{name}_n{n}.csv"
+        if not path.exists():
+            continue
+        errors = pd.read_csv(path)
+        r = FamilyGroupResult(errors=errors, benchmarks=tuple(dict.fromkeys(errors["benchmark"])),
+                              methods=tuple(dict.fromkeys(errors["method"])), benchmark_set=name, n_train=n)
+        if published:
+            r.add_published()
+        print(f"{name}, n = {n}: lowest average {r.table()['average'].min():.2f} pp"
+              + ("" if r.published is None else f" (published best {r.published['average'].min():.2f})"))
+        print(f"  {margins_text(r)}")
+        for note in r.notes:
+            print(f"  note: {note}")
+    return 0
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -82,7 +123,11 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None, help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--tables", default=None, help="comma-separated subset such as v1:1,all:2 (default all six)")
     ap.add_argument("--no-published", action="store_true", help="leave out Sloth's published rows")
+    ap.add_argument("--margins-from", default=None, metavar="DIR",
+                    help="print the margins of the tables saved in DIR (errors_<set>_n<n>.csv) and stop")
     args = ap.parse_args(argv)
+    if args.margins_from:
+        return print_margins(Path(args.margins_from), not args.no_published)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tables = TABLES if not args.tables else [(t.split(":")[0], int(t.split(":")[1])) for t in args.tables.split(",")]
@@ -108,14 +153,15 @@ def main(argv=None) -> int:
                         "groups": len(r.folds), "test_models": int(r.errors["model"].nunique()),
                         "method_seconds": r.method_seconds, "rows": r.to_records(), "notes": r.notes,
                         "convergence": r.convergence().reset_index().to_dict(orient="records"),
-                        "published": None if r.published is None else r.published["average"].to_dict()})
+                        "published": None if r.published is None else r.published["average"].to_dict(),
+                        "margins": margins_record(r)})
     total = time.perf_counter() - t_all
     atomic_write_text(out / "summary.json", json.dumps({"total_seconds": total, "tables": summary}, indent=1))
     md = [f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{' '.join(sys.argv)}`; "
           f"total wall time {total / 60:.1f} min.", ""]
     for (name, n), r, s in zip(results, results.values(), summary):
         md += [f"### {name}, n = {n} ({s['groups']} groups, {s['test_models']} test models, {s['seconds']:.0f} s)", "",
-               markdown_table(r), ""] + [f"- {note}" for note in r.notes] + [""]
+               markdown_table(r), ""] + [f"- {note}" for note in r.notes] + [f"- {margins_text(r)}", ""]
     atomic_write_text(out / "tables.md", "\n".join(md))
     if len(results) > 0:
         plot(results, out / "average_mae.png")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from latentscale.data import DataError, from_frame
+from latentscale.errors import InputError
 from latentscale.evaluation.crossval import (
     ERROR_COLUMNS, METHODS, FamilyGroupResult, complete_cases, family_group_cv, load_groups, split_folds,
 )
@@ -220,6 +221,45 @@ def test_published_results_are_aggregated_like_ours_and_matched_by_cases():
     assert check_same_cases(ours, errors)
     ours.add_published(errors)
     assert ours.published is None and "published results not shown" in ours.notes[-1]
+
+
+def test_margins_are_t_intervals_over_groups_with_the_published_methods_paired():
+    """The margin of every method over the reference is the difference of the tables' averages, with
+    Student's t-interval over the groups' own differences; the published method's errors are matched
+    to our folds by test model (its fold labels differ); an unknown reference is an error."""
+    from scipy.stats import ttest_1samp
+
+    rng = np.random.default_rng(1)
+    ours, theirs = [], []
+    for fold in range(6):
+        for m in (f"f{fold}a", f"f{fold}b"):
+            for b in ("MMLU", "ARC"):
+                for method, scale in (("best", 0.03), ("other", 0.05)):
+                    ours.append({"method": method, "fold": fold, "model": m, "benchmark": b,
+                                 "abs_error": rng.uniform(0, scale)})
+                theirs.append({"exp": 0, "n_train_models": 1, "fold": 100 + fold, "model": m, "benchmark": b,
+                               "method": "factor_trainlink_faminter_d=2", "abs_error": rng.uniform(0, 0.04)})
+    r = FamilyGroupResult(errors=pd.DataFrame(ours), benchmarks=("MMLU", "ARC"), methods=("best", "other"),
+                          benchmark_set="v1", n_train=1)
+    r.add_published(pd.DataFrame(theirs))
+    assert r.published is not None
+    m = r.margins().set_index("method")
+    t = r.table()["average"]
+    best = t.idxmin()
+    assert r.margins().attrs["reference"] == best
+    other = "other" if best == "best" else "best"
+    assert m.loc[other, "difference"] == pytest.approx(t[other] - t[best])
+    assert m.loc["sloth-published-d2", "difference"] == pytest.approx(r.published.loc["sloth-published-d2", "average"]
+                                                                       - t[best])
+    e = pd.DataFrame(ours)
+    group = e.groupby(["method", "fold", "benchmark"])["abs_error"].mean().groupby(["method", "fold"]).mean() * 100
+    d = (group[other] - group[best]).to_numpy()
+    ci = ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (m.loc[other, "low"], m.loc[other, "high"]) == pytest.approx((ci.low, ci.high))
+    assert (m["groups"] == 6).all()
+    assert f"margins of {best}" in r.format()
+    with pytest.raises(InputError, match="no method 'nope'"):
+        r.margins("nope")
 
 
 @pytest.mark.integration

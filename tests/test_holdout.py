@@ -240,6 +240,9 @@ def test_evaluate_family_group_command(tmp_path):
     assert res.exit_code == 0, res.output
     rows = pd.DataFrame(json.loads(res.stdout)["rows"])
     assert set(rows["method"]) == {"flops-global", "sloth-basic-d1"}  # the older name is accepted
+    margins = json.loads(res.stdout)["margins"]  # the other method against the lowest average
+    assert len(margins["rows"]) == 1 and margins["reference"] in {"flops-global", "sloth-basic-d1"}
+    assert margins["rows"][0]["low"] <= margins["rows"][0]["difference"] <= margins["rows"][0]["high"]
     assert set(rows["benchmark"]) == set(BENCH) | {"average"}
     assert (rows["mae_pp"] >= 0).all()
     errors = pd.read_csv(out)

@@ -312,12 +312,14 @@ class FamilyGroupResult:
     notes: list = field(default_factory=list)
     fits: pd.DataFrame = field(default_factory=pd.DataFrame)  # method, fold, converged (None: no iterations)
     published: pd.DataFrame | None = None  # the peer's published table for the same cases (:meth:`add_published`)
+    published_errors: pd.DataFrame | None = None  # its per-model errors, in the columns of ``errors``
 
     def add_published(self, errors: pd.DataFrame | None = None) -> "FamilyGroupResult":
         """Attach Sloth's published results for this table (same groups, test models and
         aggregation; :mod:`latentscale.evaluation.published`), after checking that its test cases
         are ours; a mismatch is noted and nothing is attached."""
-        from latentscale.evaluation.published import check_same_cases, published_errors, published_table
+        from latentscale.evaluation.published import (check_same_cases, published_case_errors, published_errors,
+                                                      published_table)
 
         errors = published_errors() if errors is None else errors
         differences = check_same_cases(self, errors)
@@ -326,7 +328,37 @@ class FamilyGroupResult:
             return self
         table = published_table(self.benchmark_set, self.n_train, errors)
         self.published = table.reindex(columns=[*self.benchmarks, "average"])
+        self.published_errors = published_case_errors(self, errors, list(table.index))
         return self
+
+    def margins(self, reference: str | None = None, level: float = 0.95) -> pd.DataFrame:
+        """Every other method's average MAE minus ``reference``'s (default: ours with the lowest
+        average), in pp, with a ``level`` interval: the difference is the mean over the held-out groups
+        of each group's difference (mean over benchmarks of the mean over its test models, the
+        tables' own aggregation), so the interval is Student's t over the G groups (G − 1 degrees of
+        freedom), the groups taken as independent and the methods paired on the same test cases.
+        Published methods (:meth:`add_published`) are compared on the same cases too. Rows
+        ``method, difference, low, high, groups``, sorted by the difference."""
+        from scipy.stats import t as student
+
+        errors = self.errors if self.published_errors is None else pd.concat(
+            [self.errors, self.published_errors], ignore_index=True)
+        if reference is None:
+            reference = self.table()["average"].idxmin()
+        per = errors.groupby(["method", "fold", "benchmark"], sort=False)["abs_error"].mean()
+        group = per.groupby(level=["method", "fold"], sort=False).mean().unstack("method") * 100.0
+        if reference not in group.columns:
+            raise InputError(f"no method {reference!r} in this evaluation; it has {', '.join(group.columns)}")
+        rows = []
+        for method in group.columns.drop(reference):
+            d = (group[method] - group[reference]).dropna()
+            g = len(d)
+            half = float(student.ppf(0.5 + level / 2, g - 1) * d.std(ddof=1) / np.sqrt(g)) if g > 1 else np.nan
+            rows.append({"method": method, "difference": float(d.mean()), "low": float(d.mean()) - half,
+                         "high": float(d.mean()) + half, "groups": g})
+        out = pd.DataFrame(rows, columns=["method", "difference", "low", "high", "groups"])
+        out.attrs["reference"] = reference
+        return out.sort_values("difference", ignore_index=True)
 
     def convergence(self) -> pd.DataFrame:
         """Per method: fits, how many converged, how many did not (fits without an iterative
@@ -380,6 +412,13 @@ class FamilyGroupResult:
             lines += ["published by Sloth (Maia Polo et al.), the same test cases and aggregation "
                       f"(best: {peer['average'].idxmin()}, {peer['average'].min():.2f} pp):",
                       peer.to_string(float_format=lambda v: f"{v:.2f}")]
+        if len(self.methods) + (0 if self.published is None else len(self.published)) > 1:
+            m = self.margins()
+            near = m.head(4)
+            lines.append(f"margins of {m.attrs['reference']} (each method's average minus its, 95 % t-interval over "
+                         f"the {int(m['groups'].max())} held-out groups): "
+                         + "; ".join(f"{r.method} {r.difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                                     for r in near.itertuples()))
         if np.isfinite(self.seconds):
             lines.append(f"wall time {self.seconds:.0f} s")
         lines += [f"note: {n}" for n in self.notes]

@@ -64,6 +64,20 @@ def published_table(benchmark_set: str, n_train: int, errors: pd.DataFrame | Non
     return table.sort_values("average")
 
 
+def published_case_errors(result, errors: pd.DataFrame | None = None, labels=None) -> pd.DataFrame:
+    """The published per-model errors of ``result``'s table in the columns of ``result.errors``
+    (``method`` by :func:`method_label`, ``fold`` our fold of each test model), restricted to the
+    methods labelled ``labels`` (default: all of the table's)."""
+    errors = published_errors() if errors is None else errors
+    sub = errors[(errors["exp"] == EXPERIMENTS[result.benchmark_set]) & (errors["n_train_models"] == result.n_train)]
+    sub = sub.assign(method=sub["method"].map(method_label))
+    if labels is not None:
+        sub = sub[sub["method"].isin(labels)]
+    ours = result.errors.drop_duplicates("model").set_index("model")["fold"]
+    sub = sub[sub["model"].isin(ours.index) & sub["benchmark"].isin(result.benchmarks)]
+    return sub.assign(fold=sub["model"].map(ours).to_numpy())[["method", "fold", "model", "benchmark", "abs_error"]]
+
+
 def check_same_cases(result, errors: pd.DataFrame | None = None) -> list[str]:
     """Differences between our folds' test cases and the published ones (empty when they are the
     same: the same test models, fold by fold, as sets of models per held-out group)."""
