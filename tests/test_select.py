@@ -116,3 +116,31 @@ def test_penalized_variants_are_flagged_in_the_table():
 
     assert "penalized" in SelectionResult(table(["power", "power:1"])).format()
     assert "penalized" not in SelectionResult(table(["power", "residual"])).format()
+
+
+def test_information_weights():
+    """Δ and weights: exp(−Δ/2) normalized over the converged rows; a non-converged row gets none and does
+    not count; the weights sum to one and order the rows like the criterion."""
+    import pandas as pd
+
+    from latentscale.evaluation.select import TABLE_COLUMNS, SelectionResult
+
+    aic = [100.0, 96.0, 97.0, 50.0]
+    bic = [110.0, 112.0, 115.0, 60.0]
+    t = pd.DataFrame([{"k": i + 1, "variant": "plain", "log_likelihood": 0.0, "n_params": 1, "aic": a, "bic": b,
+                       "converged": i < 3, "seconds": 1.0, "anchors": "b1"} for i, (a, b) in enumerate(zip(aic, bic))])
+    w = SelectionResult(t[TABLE_COLUMNS]).weights()
+    raw = np.exp(-0.5 * (np.array(aic[:3]) - 96.0))
+    np.testing.assert_allclose(w["aic_weight"].iloc[:3], raw / raw.sum())
+    np.testing.assert_allclose(w["delta_aic"].iloc[:3], [4.0, 0.0, 1.0])
+    np.testing.assert_allclose(w["delta_bic"].iloc[:3], [0.0, 2.0, 5.0])
+    assert w["bic_weight"].iloc[:3].sum() == pytest.approx(1.0)
+    assert w.iloc[3].isna().all()  # the unconverged row's lower AIC is not comparable
+    rec = SelectionResult(t[TABLE_COLUMNS]).to_records()
+    assert rec[1]["aic_weight"] == pytest.approx(1 / (1 + np.exp(-2) + np.exp(-0.5)))
+    text = SelectionResult(t[TABLE_COLUMNS]).format()
+    assert "aic_weight" in text and "Akaike" in text and "(no weight)" in text
+    # the lowest criteria of a fit that did not converge are not the choice
+    sel = SelectionResult(t[TABLE_COLUMNS])
+    assert sel.best_aic == 2 and sel.best_bic == 1
+    assert [r["best_aic"] for r in rec] == [False, True, False, False]

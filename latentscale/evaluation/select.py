@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from latentscale.errors import InputError
@@ -53,8 +54,13 @@ class SelectionResult:
     table: pd.DataFrame
     fits: dict = field(default_factory=dict)
 
+    def _best_index(self, column: str):
+        """Index of the lowest ``column`` among the converged rows (among all when none converged)."""
+        ok = self.table["converged"].astype(bool)
+        return (self.table.loc[ok, column] if ok.any() else self.table[column]).idxmin()
+
     def _best_row(self, column: str) -> pd.Series:
-        return self.table.loc[self.table[column].idxmin()]
+        return self.table.loc[self._best_index(column)]
 
     @property
     def best_aic(self) -> int:
@@ -75,11 +81,30 @@ class SelectionResult:
         return str(self._best_row("bic")["variant"])
 
     def _marks(self) -> list[str]:
-        a, b = self.table["aic"].idxmin(), self.table["bic"].idxmin()
+        a, b = self._best_index("aic"), self._best_index("bic")
         return [" ".join(m for m, ok in (("AIC", i == a), ("BIC", i == b)) if ok) for i in self.table.index]
 
+    def weights(self) -> pd.DataFrame:
+        """Per row: ``delta_aic`` and ``delta_bic`` (the criterion minus the lowest) and ``aic_weight``,
+        ``bic_weight``: exp(−Δ/2) normalized over the rows, the Akaike weights (Burnham & Anderson
+        2002, §2.9) and their BIC analogue, the approximate posterior probabilities of the rows' models
+        under equal prior probabilities (Raftery 1995). Rows whose fit did not converge get NaN and
+        are left out of the normalization, as their criteria are not comparable."""
+        usable = self.table["converged"].astype(bool).to_numpy()
+        out = pd.DataFrame(index=self.table.index)
+        for name in ("aic", "bic"):
+            values = self.table[name].to_numpy(dtype=float)
+            delta = np.full(len(values), np.nan)
+            weight = np.full(len(values), np.nan)
+            if usable.any():
+                delta[usable] = values[usable] - values[usable].min()
+                raw = np.exp(-0.5 * delta[usable])
+                weight[usable] = raw / raw.sum()
+            out[f"delta_{name}"], out[f"{name}_weight"] = delta, weight
+        return out[["delta_aic", "aic_weight", "delta_bic", "bic_weight"]]
+
     def to_records(self) -> list[dict]:
-        rows = self.table[TABLE_COLUMNS].to_dict(orient="records")
+        rows = self.table[TABLE_COLUMNS].join(self.weights()).to_dict(orient="records")
         for r, mark in zip(rows, self._marks()):
             r["k"] = int(r["k"])
             r["n_params"] = int(r["n_params"])
@@ -89,15 +114,19 @@ class SelectionResult:
         return rows
 
     def format(self) -> str:
-        t = self.table.copy()
+        t = self.table.join(self.weights())
         t["min"] = self._marks()
         t["converged"] = ["yes" if c else "NO" for c in t["converged"]]
-        cols = ["k", "variant", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "min"]
+        cols = ["k", "variant", "log_likelihood", "n_params", "aic", "delta_aic", "aic_weight", "bic", "delta_bic",
+                "bic_weight", "converged", "seconds", "min"]
         if t["variant"].nunique() == 1:
             cols.remove("variant")
         text = t[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}")
+        text += ("\ndelta: the criterion minus the lowest; weight: exp(-delta/2) normalized over the rows (Akaike "
+                 "weights; for BIC the approximate posterior probabilities of the models under equal priors)")
         if not self.table["converged"].all():
-            text += "\nNO in 'converged': that fit stopped before a stationary point; its criteria are not comparable"
+            text += ("\nNO in 'converged': that fit stopped before a stationary point; its criteria are not comparable "
+                     "(no weight)")
         if self.table["variant"].map(lambda v: "power:" in str(v)).any():
             text += ("\npower:S variants are penalized fits: their log_likelihood is ℓ at the penalized optimum with "
                      "every parameter counted, so their AIC and BIC are conservative against unpenalized variants")

@@ -105,7 +105,7 @@ def select(
             result = select_k(scores, ks, variants=variant_list, anchors=ranking, n_jobs=jobs, scheduler=scheduler,
                               progress=progress, **options)
             if output_path is not None:
-                atomic_write_text(output_path, result.table.to_csv(index=False))
+                atomic_write_text(output_path, result.table.join(result.weights()).to_csv(index=False))
                 progress(f"saved the table to {output_path}")
             if plot_path is not None:
                 result.plot(plot_path)
