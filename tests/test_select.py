@@ -144,3 +144,11 @@ def test_information_weights():
     sel = SelectionResult(t[TABLE_COLUMNS])
     assert sel.best_aic == 2 and sel.best_bic == 1
     assert [r["best_aic"] for r in rec] == [False, True, False, False]
+
+
+def test_lowest_converged():
+    from latentscale.evaluation.select import lowest_converged
+
+    assert lowest_converged({1: (10.0, True), 2: (5.0, False), 3: (8.0, True)}) == 3  # 2 is lower but stopped short
+    assert lowest_converged({1: (10.0, False), 2: (5.0, False)}) == 2  # none converged: the lowest of all
+    assert lowest_converged({"a": (1.0, True)}) == "a"

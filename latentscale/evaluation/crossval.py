@@ -40,6 +40,7 @@ from latentscale.data.dataset import ScoreData
 from latentscale.data.registry import SLOTH_BENCHMARKS
 from latentscale.data.validate import DataError, name_rows
 from latentscale.evaluation.baselines import BASELINES, LatentMethod, make_baseline
+from latentscale.evaluation.select import lowest_converged
 from latentscale.model.design import padded_shape
 from latentscale.model.variants import PREDICTION_VARIANT, parse_variant
 from latentscale.parallel import parallel_map
@@ -246,7 +247,7 @@ def _make_method(name: str, set_name: str, columns: Sequence[str], options: dict
 def _fit_core(name: str, set_name: str, columns, train: pd.DataFrame, floors: dict, options):
     """A latent fit on the core rows: its θ (the folds' warm start) and AIC."""
     m = _make_method(name, set_name, columns, options, None).fit(train, columns, floors)
-    return name, m.theta_, float(m.fit_.aic)
+    return name, m.theta_, float(m.fit_.aic), bool(m.fit_.converged)
 
 
 def auto_candidates(attributes: Sequence[str] = ()) -> list[str]:
@@ -279,7 +280,7 @@ def _run_fold(fold: Fold, train: pd.DataFrame, test: pd.DataFrame, actual: np.nd
         if name == AUTO and auto is None:  # no core rows: the candidate with the lowest AIC on this fold's rows
             fitted = [_make_method(c, set_name, columns, options, None).fit(train, columns, floors)
                       for c in candidates]
-            m = min(fitted, key=lambda x: x.fit_.aic)
+            m = fitted[lowest_converged({i: (x.fit_.aic, bool(x.fit_.converged)) for i, x in enumerate(fitted)})]
         else:
             start = starts.get(auto if name == AUTO else name)
             m = _make_method(name, set_name, columns, options, start, auto).fit(train, columns, floors)
@@ -446,11 +447,12 @@ def _core_fits(rows, folds, methods, set_name, columns, floors, options, n_jobs,
     say(f"warm starts: latent fits on the {len(core)} core rows ({time.perf_counter() - t0:.0f} s)")
     auto = None
     if AUTO in methods:
-        aic = {name: a for name, _, a in res if name in candidates}
-        auto = min(aic, key=aic.get)
-        notes.append(f"{AUTO} is {auto}: the lowest AIC on the {len(core)} core rows (training rows of every fold) "
-                     "among " + ", ".join(f"{n[len('latent-'):]} ({a:.1f})" for n, a in aic.items()))
-    return {name: theta for name, theta, _ in res}, auto
+        aic = {name: (a, ok) for name, _, a, ok in res if name in candidates}
+        auto = lowest_converged(aic)
+        notes.append(f"{AUTO} is {auto}: the lowest AIC among the converged fits on the {len(core)} core rows "
+                     "(training rows of every fold) of " + ", ".join(f"{n[len('latent-'):]} ({a:.1f}{'' if ok else ', NOT converged'})"
+                                                      for n, (a, ok) in aic.items()))
+    return {name: theta for name, theta, _, _ in res}, auto
 
 
 def family_group_cv(data: ScoreData, *, benchmarks: str = "all", n_train: int = 1,

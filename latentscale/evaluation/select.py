@@ -28,6 +28,15 @@ from latentscale.parallel import parallel_map
 TABLE_COLUMNS = ["k", "variant", "log_likelihood", "n_params", "aic", "bic", "converged", "seconds", "anchors"]
 
 
+def lowest_converged(criteria: Mapping[Any, tuple[float, bool]]):
+    """The key whose criterion is lowest among the entries that converged (``{key: (value,
+    converged)}``); among all of them when none converged. A fit stopped before a stationary point
+    has a criterion that is not comparable, however low."""
+    ok = {k: v for k, (v, c) in criteria.items() if c}
+    pool = ok or {k: v for k, (v, _) in criteria.items()}
+    return min(pool, key=pool.get)
+
+
 def anchors_for(k: int, benchmarks: Sequence[str], anchors: Sequence[str] | Mapping[int, Sequence[str]] | None) -> list[str]:
     """The anchors of the K-skill model under the rule in the module docstring."""
     if isinstance(anchors, Mapping):

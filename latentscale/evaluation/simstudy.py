@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from latentscale.errors import InputError
+from latentscale.evaluation.select import lowest_converged
 from latentscale.model.spec import switches_of
 from latentscale.parallel import parallel_map
 
@@ -158,12 +159,14 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
         "replication": rep,
         "params": params,
         "converged": fit.converged,
-        "aic_variant": min(by_variant, key=lambda v: by_variant[v][0]) if config.compare_variants else None,
-        "bic_variant": min(by_variant, key=lambda v: by_variant[v][1]) if config.compare_variants else None,
+        "aic_variant": lowest_converged({v: (a, ok) for v, (a, _, ok) in by_variant.items()})
+        if config.compare_variants else None,
+        "bic_variant": lowest_converged({v: (b, ok) for v, (_, b, ok) in by_variant.items()})
+        if config.compare_variants else None,
         "hessian_pd": bool(fit.diagnostics.get("hessian_pd")),
         "profile_status": profile_status,
-        "aic_k": min(criteria, key=lambda k: criteria[k][0]) if config.compare_k else None,
-        "bic_k": min(criteria, key=lambda k: criteria[k][1]) if config.compare_k else None,
+        "aic_k": lowest_converged({k: (a, ok) for k, (a, _, ok) in criteria.items()}) if config.compare_k else None,
+        "bic_k": lowest_converged({k: (b, ok) for k, (_, b, ok) in criteria.items()}) if config.compare_k else None,
         "criteria": {int(k): v for k, v in criteria.items()},
         **{f"log_likelihood_k{k}": v for k, v in sorted(log_lik.items())},
         "seconds": time.perf_counter() - t0,
