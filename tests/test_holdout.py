@@ -217,6 +217,7 @@ def test_evaluate_holdout_command(files):
     # the refit behind the predictions: its K, ℓ, convergence and the held-out models
     assert doc["fit"]["k"] == 1 and doc["fit"]["held_out"] == ["fam004-m4", "fam008-m4"]
     assert isinstance(doc["fit"]["converged"], bool) and np.isfinite(doc["fit"]["log_likelihood"])
+    assert set(doc["fit"]["baselines_converged"]) == {"flops-family"}  # the baseline's convergence, reported
     saved = pd.read_csv(out)
     assert set(saved["model"]) == {"fam004-m4", "fam008-m4"}
     hold.write_text("not-a-model\n")
@@ -334,3 +335,18 @@ def test_paired_mean_interval():
         _, lo, hi = paired_mean_interval(diff, cluster)
         hits += lo <= 0.005 <= hi
     assert 0.91 <= hits / 1000 <= 0.975
+
+
+def test_an_unconverged_baseline_is_flagged():
+    from types import SimpleNamespace
+
+    from latentscale.evaluation.holdout import HoldoutPlan, HoldoutResult
+
+    rows = [{"model": f"m{i}", "benchmark": "a", "level": 0.95, "mean": 0.5, "actual": 0.5 + 0.01 * i,
+             "mean_flops-family": 0.52, "covered": 1.0, "width": 0.1} for i in range(5)]
+    fit = SimpleNamespace(spec=SimpleNamespace(K=1), llf=0.0, converged=True)
+    plan = HoldoutPlan(tuple(f"m{i}" for i in range(5)), (), "test")
+    bad = HoldoutResult(pd.DataFrame(rows), plan, fit, (0.95,), {"baselines_converged": {"flops-family": False}})
+    assert "mae flops-family *" in bad.format() and "* flops-family: its fit did not converge" in bad.format()
+    good = HoldoutResult(pd.DataFrame(rows), plan, fit, (0.95,), {"baselines_converged": {"flops-family": True}})
+    assert "*" not in good.format()

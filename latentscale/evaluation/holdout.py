@@ -138,6 +138,7 @@ class HoldoutResult:
         f = self.fit
         return {"k": f.spec.K, "model": f.spec.to_dict(), "log_likelihood": f.llf, "n_params": f.n_params,
                 "converged": f.converged, "train_models": self.info.get("train_models"),
+                "baselines_converged": self.info.get("baselines_converged", {}),
                 "held_out": list(self.plan.predicted), "rule": self.plan.rule}
 
     def format(self) -> str:
@@ -154,8 +155,10 @@ class HoldoutResult:
             for lv in own.columns:
                 wide[f"uncal@{100 * lv:g}%"] = own[lv]
         wide["mae"] = mae
+        failed = [n for n, ok in self.info.get("baselines_converged", {}).items() if ok is False]
         for name in self.baselines:
-            wide[f"mae {name}"] = t.groupby("benchmark", sort=False)[f"mae_{name}"].first().loc[order]
+            label = f"mae {name}" + (" *" if name in failed else "")
+            wide[label] = t.groupby("benchmark", sort=False)[f"mae_{name}"].first().loc[order]
         head = (f"held out {len(self.plan.predicted)} models ({self.plan.rule}); removed {len(self.plan.removed)} "
                 f"rows in all; refit on {self.info.get('train_models', '?')} models, "
                 f"K = {self.fit.spec.K}, log-likelihood {self.fit.llf:.2f}"
@@ -169,6 +172,7 @@ class HoldoutResult:
                      f"{'' if i.get('converged') else ' (NOT converged)'}; uncal: the model's own coverage\n")
         lines = [wide.to_string(float_format=lambda x: f"{x:.3f}"), self._under_coverage_line(t)]
         lines += [self._difference_line(t, name) for name in self.baselines]
+        lines += [f"* {name}: its fit did not converge (its predictions are those of the last iterate)" for name in failed]
         return head + "\n".join(lines)
 
     @staticmethod
@@ -271,20 +275,26 @@ def evaluate_holdout(data: ScoreData, *, holdout: Sequence[str] | None = None, k
     pred["width"] = pred["upper"] - pred["lower"]
     if calibration is not None:
         pred["covered_model"] = covered("model_lower", "model_upper")
-    pred = _baseline_means(pred, train, new, fit, baselines)
-    info = {"train_models": train.n_models, "train_families": train.n_families, "calibration": calibration}
+    pred, baselines_converged = _baseline_means(pred, train, new, fit, baselines)
+    info = {"train_models": train.n_models, "train_families": train.n_families, "calibration": calibration,
+            "baselines_converged": baselines_converged}
     return HoldoutResult(pred, plan, fit, tuple(float(x) for x in levels), info)
 
 
-def _baseline_means(pred: pd.DataFrame, train: ScoreData, new: pd.DataFrame, fit, baselines) -> pd.DataFrame:
+def _baseline_means(pred: pd.DataFrame, train: ScoreData, new: pd.DataFrame, fit, baselines
+                    ) -> tuple[pd.DataFrame, dict]:
     """``mean_<baseline>`` columns: each baseline's predicted mean score of the held-out models,
-    fitted on the rows the latent model was (with size and tokens)."""
+    fitted on the rows the latent model was (with size and tokens); and whether each baseline's fit
+    converged (None for one without an iterative optimizer)."""
     from latentscale.evaluation.baselines import make_baseline
 
     rows = train.frame[train.frame["size"].notna() & train.frame["tokens"].notna()]
     bench = list(fit.spec.benchmarks)
+    converged = {}
     for name in baselines:
         method = make_baseline(name).fit(rows, bench, dict(zip(bench, fit.spec.floors)))
         means = pd.DataFrame(method.predict(new.set_index("model")), index=new["model"], columns=bench)
         pred[f"mean_{name}"] = means.stack().reindex(pd.MultiIndex.from_frame(pred[["model", "benchmark"]])).to_numpy()
-    return pred
+        ok = getattr(method, "converged_", None)
+        converged[name] = None if ok is None else bool(ok)
+    return pred, converged
