@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64, opt_in_cache, quick_jit, release_compiled_if_crowded
+from latentscale.config import device_array, float64, opt_in_cache, quick_jit, release_compiled_if_crowded
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
 from latentscale.estimation.optimize import difference_steps
@@ -190,19 +190,19 @@ class MarginalLikelihood:
             self.quadrature = QuadratureSpec.coerce(self.quadrature)
             self.rule = self.quadrature.rule(self.spec.K)
         self.layout = layout(self.spec)
-        self._nodes = jnp.asarray(self.rule.nodes)
-        self._log_w = jnp.asarray(self.rule.log_weights)
-        self._signs = None if self.rule.signs is None else jnp.asarray(self.rule.signs)
+        self._nodes = device_array(self.rule.nodes)
+        self._log_w = device_array(self.rule.log_weights)
+        self._signs = None if self.rule.signs is None else device_array(self.rule.signs)
         self._static = self.spec.structure  # compiled code is keyed on the structure, not the names
-        self._shared = {"floors": jnp.asarray(self.spec.floors)}  # arrays every chunk passes with its data
+        self._shared = {"floors": device_array(self.spec.floors)}  # arrays every chunk passes with its data
         if self.spec.residual:  # the nested rule of the family × benchmark residuals
             m = self.spec.residual_terms
             inner = (self.quadrature.inner_rule(m) if isinstance(self.quadrature, QuadratureSpec)
                      else QuadratureSpec().inner_rule(m))
-            self._shared.update(inner_nodes=jnp.asarray(inner.nodes), inner_log_weights=jnp.asarray(inner.log_weights))
+            self._shared.update(inner_nodes=device_array(inner.nodes), inner_log_weights=device_array(inner.log_weights))
         max_obs = max(1, self.chunk_cells // self.cells_per_score)
         self._chunks = [_Chunk({**c.arrays(), **self._shared}, c.n_families, n,
-                               jnp.zeros((c.n_families, self.spec.n_effects)))
+                               device_array(np.zeros((c.n_families, self.spec.n_effects))))
                         for c, n in family_chunks(self.design, max_obs, self.pad)]
         # Quick compilation for a multi-node rule over one chunk, unless the shape is fixed for reuse (pad given
         # as a shape: cross-validation's folds share the program, so its run time counts more than its compilation).
@@ -240,7 +240,7 @@ class MarginalLikelihood:
         """Forget the warm-start modes (the next mode search starts from 0)."""
         self._last = None
         for c in self._chunks:
-            c.modes = jnp.zeros_like(c.modes)
+            c.modes = device_array(np.zeros(c.modes.shape))
 
     # ---- parameters ----------------------------------------------------------------------
     def theta(self, params) -> np.ndarray:
@@ -401,11 +401,13 @@ class MarginalLikelihood:
         P = theta.size
         batch = int(batch or direction_batch(P))
         modes = self.joint_modes(theta)
-        th = jnp.asarray(theta)
+        th = device_array(theta)
         max_obs = max(1, min(HESSIAN_MAX_SCORES, self.chunk_cells // (self.cells_per_score * batch)))
         H, S, start = np.zeros((P, P)), [], 0
         for chunk, n_real in family_chunks(self.design, max_obs, self.pad):
-            alpha0 = jnp.zeros((chunk.n_families, modes.shape[1])).at[:n_real].set(modes[start:start + n_real])
+            alpha0 = np.zeros((chunk.n_families, modes.shape[1]))
+            alpha0[:n_real] = np.asarray(modes[start:start + n_real])
+            alpha0 = device_array(alpha0)
             arrays = {**chunk.arrays(), **self._shared}
             h, s = _hessian_and_scores(th, arrays, self._nodes, self._log_w, self._signs, alpha0, self._static,
                                        chunk.n_families, batch)
@@ -420,7 +422,7 @@ class MarginalLikelihood:
     def posterior_nodes(self, params) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every family's posterior mode (F, K), the rule's nodes α_fq (F, Q, K) and their
         normalized posterior weights (F, Q) at ``params`` (signed for a sparse grid)."""
-        th = jnp.asarray(self.theta(params))
+        th = device_array(self.theta(params))
         out = []
         for c in self._chunks:
             alpha, alpha_q, w = _posterior_nodes(th, c.arrays, self._nodes, self._log_w, self._signs, c.modes,
@@ -436,7 +438,7 @@ class MarginalLikelihood:
         :meth:`posterior_nodes` the nested rule's representation of the joint posterior."""
         if not self.spec.residual:
             raise InputError("this model has no family × benchmark residuals")
-        th = jnp.asarray(self.theta(params))
+        th = device_array(self.theta(params))
         out = []
         for c in self._chunks:
             modes = _modes(th, c.arrays, c.modes, self._static, c.n_families)

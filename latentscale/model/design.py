@@ -97,18 +97,19 @@ class Design:
 
     def arrays(self) -> dict:
         """The arrays (a pytree) passed to jit-compiled likelihood functions: computed in numpy
-        and transferred once (no eager JAX operation, so nothing is compiled here)."""
+        and transferred once by ``device_put`` (no eager JAX operation, so nothing is compiled here)."""
         import jax
-        import jax.numpy as jnp
+
+        from latentscale.config import device_array
 
         with jax.enable_x64(True):
             return {
-                "log_y": jnp.asarray(np.log(self.y)),
-                "log1m_y": jnp.asarray(np.log1p(-self.y)),
-                "obs_model": jnp.asarray(self.obs_model),
-                "obs_bench": jnp.asarray(self.obs_bench),
-                "obs_family": jnp.asarray(self.obs_family),
-                "X": jnp.asarray(self.X),
+                "log_y": device_array(np.log(self.y)),
+                "log1m_y": device_array(np.log1p(-self.y)),
+                "obs_model": device_array(self.obs_model),
+                "obs_bench": device_array(self.obs_bench),
+                "obs_family": device_array(self.obs_family),
+                "X": device_array(self.X),
             }
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import float64, quick_jit
+from latentscale.config import device_array, float64, quick_jit
 from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
@@ -179,7 +179,7 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
     n_effects, P), by central differences of the compiled mode search (each warm-started at θ̂'s
     modes): the linearization only places the proposals (the importance weights make the draws exact
     for each θ), so differences serve as well as automatic ones and need no further program to compile."""
-    zeros = jnp.zeros((n_families, spec.n_effects), dtype=center.dtype)
+    zeros = device_array(np.zeros((n_families, spec.n_effects)), dtype=center.dtype)
     mode0, H, fisher = _proposal_centre(center, arrays, zeros, spec, n_families)
     theta = np.asarray(center)
     h = difference_steps(theta, rel_step)
@@ -192,7 +192,7 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
         cols.append((np.asarray(plus) - np.asarray(minus)) / (2.0 * h[d]))
     dmode = np.stack(cols, axis=-1)
     # a family whose mode search did not settle at a neighbour gets no linear move (its proposal stays at θ̂'s mode)
-    return mode0, H, fisher, jnp.asarray(np.where(np.isfinite(dmode), dmode, 0.0))
+    return mode0, H, fisher, device_array(np.where(np.isfinite(dmode), dmode, 0.0))
 
 
 @partial(quick_jit, static_argnames=("spec", "n_families", "n_proposals", "n_out"))
@@ -218,13 +218,13 @@ def family_draws(thetas: np.ndarray, spec: ModelSpec, design, n_out: int, seed: 
     center = thetas.mean(axis=0) if center is None else np.asarray(center, float)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(thetas))
     padded = design.padded()  # compiled once per size bucket, not once per table
-    arrays = {**padded.arrays(), "floors": jnp.asarray(spec.floors)}
-    center = jnp.asarray(center)
+    arrays = {**padded.arrays(), "floors": device_array(spec.floors)}
+    center = device_array(center)
     mode0, H, fisher, dmode = _linearized_modes(center, arrays, spec.structure, padded.n_families)
     # The t proposals' χ² variables come from NumPy: JAX's gamma sampler (a rejection loop) took a third of
     # this program's compilation and 40 % of its run time.
     chis = np.random.default_rng([seed, 11]).chisquare(PROPOSAL_DF, (len(thetas), padded.n_families, n_proposals, 1))
-    alpha, ess = _family_draws(center, jnp.asarray(thetas), keys, jnp.asarray(chis / PROPOSAL_DF), arrays, mode0,
+    alpha, ess = _family_draws(center, device_array(thetas), keys, device_array(chis / PROPOSAL_DF), arrays, mode0,
                                dmode, H, fisher, spec.structure, padded.n_families, n_proposals, n_out)
     F = design.n_families
     return np.asarray(alpha)[:, :F], np.asarray(ess)[:, :F]
@@ -268,7 +268,7 @@ def expected_scores(thetas: np.ndarray, alpha: np.ndarray, X: np.ndarray, spec: 
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Expected scores μ (S, M, N, J) and Beta precisions φ (S, N, J) of N models with covariates
     X (N, p) and random effects ``alpha`` (S, M, N, ``spec.n_effects``), per parameter draw (numpy)."""
-    mu, phi = _expected_scores(jnp.asarray(thetas), jnp.asarray(alpha), jnp.asarray(X), jnp.asarray(spec.floors),
+    mu, phi = _expected_scores(device_array(thetas), device_array(alpha), device_array(X), device_array(spec.floors),
                                spec.structure)
     return np.asarray(mu), np.asarray(phi)
 

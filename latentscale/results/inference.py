@@ -104,11 +104,11 @@ def _reported_and_jacobian(theta, mean, scale, spec):
 def reported(theta: np.ndarray, spec: ModelSpec, scaler: CovariateScaler) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Every reported quantity at θ, its Jacobian in θ, and the labels (block, row, column,
     interval scale, parameter) of each (one compiled program per model)."""
-    import jax.numpy as jnp
+    from latentscale.config import device_array
 
     _, labels = layout(spec).reported(np.asarray(theta, float), scaler)
-    v, J = _reported_and_jacobian(jnp.asarray(theta, dtype=float), jnp.asarray(scaler.mean, dtype=float),
-                                  jnp.asarray(scaler.scale, dtype=float), spec.structure)
+    v, J = _reported_and_jacobian(device_array(theta, dtype=float), device_array(scaler.mean, dtype=float),
+                                  device_array(scaler.scale, dtype=float), spec.structure)
     lab = pd.DataFrame(labels, columns=["block", "row", "column", "interval", "parameter"])
     return np.asarray(v), np.asarray(J), lab
 
