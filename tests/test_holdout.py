@@ -326,6 +326,8 @@ def test_paired_mean_interval():
     assert twice == pytest.approx((mean, low, high), rel=1e-10)
     assert np.isnan(paired_mean_interval(d[:3], np.zeros(3))[1])  # one cluster: no interval
     assert np.isnan(paired_mean_interval(np.array([]), np.array([]))[0])
+    with_gap = paired_mean_interval(np.append(d, np.nan), np.arange(21))  # a missing difference is left out
+    assert with_gap == pytest.approx((mean, low, high), rel=1e-10)
     # clusters of 1-12 scores sharing a cluster effect (SD 0.03) around a true mean of 0.005
     hits = 0
     for _ in range(1000):

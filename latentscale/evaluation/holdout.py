@@ -205,10 +205,13 @@ def paired_mean_interval(diff: np.ndarray, cluster: np.ndarray, level: float = 0
     cluster (one held-out model's scores) may be dependent, the clusters are taken as independent.
     The variance is the cluster-robust one, G/(G − 1) · Σ_g (Σ_{s∈g} (d_s − d̄))² / S² over G
     clusters and S differences, with Student's t on G − 1 degrees of freedom; with one difference
-    per cluster it is the paired t-interval. NaN bounds with fewer than two clusters."""
+    per cluster it is the paired t-interval. Missing differences (NaN) are left out; NaN bounds with
+    fewer than two clusters."""
     from scipy.stats import t as student
 
     d = np.asarray(diff, dtype=float)
+    keep = ~np.isnan(d)
+    d, cluster = d[keep], np.asarray(cluster)[keep]
     if d.size == 0:
         return (np.nan, np.nan, np.nan)
     mean = float(d.mean())
