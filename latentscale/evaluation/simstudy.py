@@ -307,7 +307,8 @@ class StudyResult:
         })
 
     def plot(self, path: str | Path):
-        """Coverage by block against the nominal level, and RMSE by block; saved atomically."""
+        """Coverage by block against the nominal level (bars ± 2 Monte Carlo SE), and RMSE by block;
+        saved atomically."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -317,11 +318,12 @@ class StudyResult:
 
         t = self.by_block()
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-        axes[0].bar(t.index, t["coverage"], color="tab:blue")
+        axes[0].bar(t.index, t["coverage"], yerr=2 * t["coverage_mcse"].fillna(0.0), capsize=3, color="tab:blue")
         axes[0].axhline(self.config.level, color="k", ls="--", lw=1)
-        axes[0].set_ylim(max(0.0, min(t["coverage"].min(), self.config.level) - 0.1), 1.0)
+        low = (t["coverage"] - 2 * t["coverage_mcse"].fillna(0.0)).min()
+        axes[0].set_ylim(max(0.0, min(low, self.config.level) - 0.05), 1.0)
         axes[0].set_ylabel("coverage")
-        axes[0].set_title(f"nominal {100 * self.config.level:g} % Wald intervals")
+        axes[0].set_title(f"nominal {100 * self.config.level:g} % Wald intervals (± 2 MC SE)")
         axes[1].bar(t.index, t["rmse"], color="tab:orange")
         axes[1].set_ylabel("RMSE")
         axes[1].set_title("root mean squared error")
