@@ -108,6 +108,21 @@ def test_factors_per_benchmark_pooled_where_too_few_and_never_below_one():
     assert (wide["model_lower"] == p["lower"]).all() and (wide["lower"] <= p["lower"] + 1e-12).all()
 
 
+def test_format_tests_the_models_own_coverage_against_chance():
+    """b1's own 95 % intervals cover far less than 95 % of 30 scores: named with its binomial p; b2 (narrow
+    spread) and the benchmark without scores are not."""
+    from math import comb
+
+    cal = calibration_from_predictions(_held_out_table(), (0.5, 0.95))
+    f = cal.factors.set_index(["benchmark", "level"])
+    k = int(round(f.loc[("b1", 0.95), "coverage_model"] * 30))
+    p = sum(comb(30, x) * 0.95**x * 0.05 ** (30 - x) for x in range(k + 1))
+    line = cal.format().splitlines()[-1]
+    assert line.startswith("the model's own intervals: under-coverage beyond chance")
+    assert f"b1 at 95 % ({k}/30, p = {p:.3g})" in line
+    assert "b2 at 95" not in line and "b4" not in line
+
+
 def test_apply_leaves_new_families_alone_and_names_a_missing_level():
     p = _held_out_table()
     cal = calibration_from_predictions(p, (0.5, 0.95))

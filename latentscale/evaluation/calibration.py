@@ -215,7 +215,18 @@ class Calibration:
                 "(1 = the model's own)\n")
         note = (f"\npooled over benchmarks (too few scores for the level): {', '.join(pooled)} where marked in "
                 "`source`" if pooled else "")
-        return head + wide.to_string(float_format=lambda x: f"{x:.3f}") + note
+        return head + wide.to_string(float_format=lambda x: f"{x:.3f}") + note + "\n" + self._under_coverage_line()
+
+    def _under_coverage_line(self) -> str:
+        """Where the model's own intervals under-cover the held-out scores beyond chance (exact binomial)."""
+        from scipy.stats import binom
+
+        from latentscale.evaluation.holdout import under_coverage_line
+
+        t = self.factors.dropna(subset=["coverage_model"])
+        t = t.assign(covered=(t["coverage_model"] * t["n"]).round().astype(int))
+        t = t.assign(p_under=binom.cdf(t["covered"], t["n"], t["level"]))
+        return "the model's own intervals: " + under_coverage_line(t)
 
 
 def calibration_from_predictions(pred: pd.DataFrame, levels: Sequence[float], *, floor: float = 1.0,

@@ -189,15 +189,20 @@ class HoldoutResult:
                                  for b, r in clear.iterrows()) or "none")
 
     @staticmethod
-    def _under_coverage_line(t: pd.DataFrame, alpha: float = 0.05) -> str:
-        """Which benchmarks' intervals cover less than their level beyond chance (``p_under < alpha``)."""
-        low = t[t["p_under"] < alpha]
-        head = (f"under-coverage beyond chance (exact binomial, P(this few covered) < {alpha:g}; the pooled row "
-                "is not tested, a model's scores being dependent): ")
-        if low.empty:
-            return head + "none"
-        return head + "; ".join(f"{r.benchmark} at {100 * r.level:g} % ({r.covered}/{r.n}, p = {r.p_under:.3g})"
-                                for r in low.itertuples())
+    def _under_coverage_line(t: pd.DataFrame) -> str:
+        return under_coverage_line(t, "the pooled row is not tested, a model's scores being dependent")
+
+
+def under_coverage_line(t: pd.DataFrame, aside: str = "", alpha: float = 0.05) -> str:
+    """Which benchmarks' intervals cover less than their level beyond chance: the rows of ``t``
+    (columns ``benchmark, level, covered, n, p_under``) with ``p_under < alpha``."""
+    low = t[t["p_under"] < alpha]
+    head = (f"under-coverage beyond chance (exact binomial, P(this few covered) < {alpha:g}"
+            + (f"; {aside}" if aside else "") + "): ")
+    if low.empty:
+        return head + "none"
+    return head + "; ".join(f"{r.benchmark} at {100 * r.level:g} % ({int(r.covered)}/{int(r.n)}, p = {r.p_under:.3g})"
+                            for r in low.itertuples())
 
 
 def paired_mean_interval(diff: np.ndarray, cluster: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
