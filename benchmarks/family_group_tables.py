@@ -55,20 +55,6 @@ def markdown_table(result) -> str:
     return "\n".join(lines)
 
 
-def margins_record(result) -> dict:
-    m = result.margins()
-    return {"reference": m.attrs["reference"], "level": 0.95, "rows": m.to_dict(orient="records")}
-
-
-def margins_text(result, nearest: int = 4) -> str:
-    """The nearest methods' margins over the lowest average, with their 95 % t-intervals over the groups."""
-    m = result.margins()
-    return (f"margins of {m.attrs['reference']} (average minus its, pp, 95 % t-interval over the "
-            f"{int(m['groups'].max())} held-out groups): "
-            + "; ".join(f"{r.method} {r.difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
-                        for r in m.head(nearest).itertuples()))
-
-
 def print_margins(folder: Path, published: bool) -> int:
     """Rebuild each saved table's result from its errors and print its margins."""
     from latentscale.evaluation.crossval import FamilyGroupResult
@@ -84,7 +70,7 @@ def print_margins(folder: Path, published: bool) -> int:
             r.add_published()
         print(f"{name}, n = {n}: lowest average {r.table()['average'].min():.2f} pp"
               + ("" if r.published is None else f" (published best {r.published['average'].min():.2f})"))
-        print(f"  {margins_text(r)}")
+        print(f"  {r.margins_line()}")
         for note in r.notes:
             print(f"  note: {note}")
     return 0
@@ -154,14 +140,14 @@ def main(argv=None) -> int:
                         "method_seconds": r.method_seconds, "rows": r.to_records(), "notes": r.notes,
                         "convergence": r.convergence().reset_index().to_dict(orient="records"),
                         "published": None if r.published is None else r.published["average"].to_dict(),
-                        "margins": margins_record(r)})
+                        "margins": r.margins_record()})
     total = time.perf_counter() - t_all
     atomic_write_text(out / "summary.json", json.dumps({"total_seconds": total, "tables": summary}, indent=1))
     md = [f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `{' '.join(sys.argv)}`; "
           f"total wall time {total / 60:.1f} min.", ""]
     for (name, n), r, s in zip(results, results.values(), summary):
         md += [f"### {name}, n = {n} ({s['groups']} groups, {s['test_models']} test models, {s['seconds']:.0f} s)", "",
-               markdown_table(r), ""] + [f"- {note}" for note in r.notes] + [f"- {margins_text(r)}", ""]
+               markdown_table(r), ""] + [f"- {note}" for note in r.notes] + [f"- {r.margins_line()}", ""]
     atomic_write_text(out / "tables.md", "\n".join(md))
     if len(results) > 0:
         plot(results, out / "average_mae.png")

@@ -361,6 +361,24 @@ class FamilyGroupResult:
         out.attrs["reference"] = reference
         return out.sort_values("difference", ignore_index=True)
 
+    @property
+    def has_rivals(self) -> bool:
+        """Whether there is more than one method (ours and published) to compare."""
+        return len(self.methods) + (0 if self.published is None else len(self.published)) > 1
+
+    def margins_record(self) -> dict:
+        """:meth:`margins` as plain values (``--json``, the six-table script's summary)."""
+        m = self.margins()
+        return {"reference": m.attrs["reference"], "level": 0.95, "rows": m.to_dict(orient="records")}
+
+    def margins_line(self, nearest: int = 4) -> str:
+        """The ``nearest`` methods' margins over the lowest average, in one line."""
+        m = self.margins()
+        return (f"margins of {m.attrs['reference']} (each method's average minus its, 95 % t-interval over "
+                f"the {int(m['groups'].max())} held-out groups): "
+                + "; ".join(f"{r.method} {r.difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
+                            for r in m.head(nearest).itertuples()))
+
     def convergence(self) -> pd.DataFrame:
         """Per method: fits, how many converged, how many did not (fits without an iterative
         optimizer count as converged)."""
@@ -413,13 +431,8 @@ class FamilyGroupResult:
             lines += ["published by Sloth (Maia Polo et al.), the same test cases and aggregation "
                       f"(best: {peer['average'].idxmin()}, {peer['average'].min():.2f} pp):",
                       peer.to_string(float_format=lambda v: f"{v:.2f}")]
-        if len(self.methods) + (0 if self.published is None else len(self.published)) > 1:
-            m = self.margins()
-            near = m.head(4)
-            lines.append(f"margins of {m.attrs['reference']} (each method's average minus its, 95 % t-interval over "
-                         f"the {int(m['groups'].max())} held-out groups): "
-                         + "; ".join(f"{r.method} {r.difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]"
-                                     for r in near.itertuples()))
+        if self.has_rivals:
+            lines.append(self.margins_line())
         if np.isfinite(self.seconds):
             lines.append(f"wall time {self.seconds:.0f} s")
         lines += [f"note: {n}" for n in self.notes]

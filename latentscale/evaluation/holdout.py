@@ -220,7 +220,7 @@ def paired_mean_interval(diff: np.ndarray, cluster: np.ndarray, level: float = 0
     if d.size == 0:
         return (np.nan, np.nan, np.nan)
     mean = float(d.mean())
-    sums = pd.Series(d - mean).groupby(np.asarray(cluster)).sum().to_numpy()
+    sums = pd.Series(d - mean).groupby(cluster).sum().to_numpy()
     g = len(sums)
     if g < 2:
         return (mean, np.nan, np.nan)

@@ -64,9 +64,9 @@ class SelectionResult:
     fits: dict = field(default_factory=dict)
 
     def _best_index(self, column: str):
-        """Index of the lowest ``column`` among the converged rows (among all when none converged)."""
-        ok = self.table["converged"].astype(bool)
-        return (self.table.loc[ok, column] if ok.any() else self.table[column]).idxmin()
+        """Index of the lowest ``column`` among the converged rows (:func:`lowest_converged`)."""
+        t = self.table
+        return lowest_converged(dict(zip(t.index, zip(t[column], t["converged"].astype(bool)))))
 
     def _best_row(self, column: str) -> pd.Series:
         return self.table.loc[self._best_index(column)]

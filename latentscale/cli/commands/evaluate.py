@@ -135,10 +135,8 @@ def evaluate(
             doc["calibration"] = {"factors": cal.factors.to_dict(orient="records"), "info": cal.info}
         if protocol == Protocol.family_group:
             doc["convergence"] = result.convergence().reset_index().to_dict(orient="records")
-            if len(result.methods) + (0 if result.published is None else len(result.published)) > 1:
-                margins = result.margins()
-                doc["margins"] = {"reference": margins.attrs["reference"], "level": 0.95,
-                                  "rows": margins.to_dict(orient="records")}
+            if result.has_rivals:
+                doc["margins"] = result.margins_record()
             doc["notes"] = list(result.notes)
             if result.published is not None:
                 doc["published"] = result.published.reset_index().rename(columns={"index": "method"}).to_dict(
