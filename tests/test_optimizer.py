@@ -8,6 +8,7 @@ from scipy.optimize import minimize
 
 import latentscale as ls
 from latentscale.estimation.optimize import (
+    backtrack_factor,
     convergence_diagnostics,
     free_coordinates,
     projected_gradient,
@@ -64,6 +65,27 @@ def test_projected_quasi_newton_matches_a_reference_in_random_boxes(seed):
     assert q.loglike_and_score(theta)[0] >= q.loglike_and_score(ref)[0] - 1e-9
     np.testing.assert_allclose(theta, ref, atol=1e-5)
     assert np.max(np.abs(projected_gradient(theta, q.loglike_and_score(theta)[1], lo, hi))) < 1e-6
+
+
+def test_backtracking_interpolates_a_step_far_too_long():
+    # A starting curvature 30 times too small makes the first step 30 times the Newton step. On a
+    # quadratic the interpolated step is the line's maximum: t = 1 (rejected), t = 0.1 (the safeguard,
+    # 3 Newton steps: rejected), then a third of that: the maximum itself, in 3 trials where halving
+    # takes 5 and stops at 30/32 of the Newton step.
+    A = np.array([[2.0, 0.3], [0.3, 1.0]])
+    q = Quadratic(A, [1.0, -2.0])
+    lo, hi = -np.full(2, 100.0), np.full(2, 100.0)
+    theta, _, steps = quasi_newton(q, np.zeros(2), -A / 30.0, lo, hi, gtol=0.0, max_iter=1)
+    assert steps == 1 and q.calls == 1 + 3
+    np.testing.assert_allclose(theta, q.c, atol=1e-10)
+
+
+def test_backtrack_factor_is_the_line_maximum_within_its_safeguards():
+    grad = np.array([1.0, 0.0])
+    for v, expected in [(-1.0, 1.0 / 4.0), (0.9, 0.5), (-100.0, 0.1), (np.nan, 0.5), (np.inf, 0.5)]:
+        # φ(τ) = τ gᵀs + (v − gᵀs) τ²: its maximum at gᵀs / (2 (gᵀs − v))
+        assert backtrack_factor(0.0, grad, np.array([1.0, 5.0]), v) == pytest.approx(expected)
+    assert backtrack_factor(0.0, grad, np.array([-1.0, 0.0]), -1.0) == 0.5  # not an ascent direction
 
 
 def test_stops_when_nothing_is_left_to_gain():

@@ -79,8 +79,8 @@ def quasi_newton(ml, theta, H0, lo, hi, gtol: float, max_iter: int, ftol: float 
     out of the box) are left where they are, and the Newton step is taken in the others with their
     block of the curvature (Bertsekas' projected Newton method): projecting a full Newton step
     instead can point downhill when the curvature couples a held coordinate with free ones. Each
-    step is backtracked (1, 1/2, 1/4, … as long as ℓ does not fall) along the projection of the
-    step onto the box. When no step length gains, the curvature is reset to its diagonal once
+    step is backtracked along its projection onto the box until ℓ does not fall, each trial
+    shrinking the length by :func:`backtrack_factor` (quadratic interpolation, 0.1–0.5). When no step length gains, the curvature is reset to its diagonal once
     before giving up. Stops when the largest free gradient entry is below ``gtol``, or when both
     the predicted gain of the step (half the Newton decrement) and the realized gain are below
     ``ftol`` nats. By default ``ftol`` is 1e-9, or 1e-14 |ℓ| where that is larger: the rounding
@@ -105,7 +105,7 @@ def quasi_newton(ml, theta, H0, lo, hi, gtol: float, max_iter: int, ftol: float 
             if np.isfinite(v) and np.all(np.isfinite(g)) and v >= value - 1e-12 * abs(value):
                 accepted = True
                 break
-            t *= 0.5
+            t *= backtrack_factor(value, grad, cand - theta, v)
         steps += 1
         if not accepted:
             if reset:
@@ -124,6 +124,19 @@ def quasi_newton(ml, theta, H0, lo, hi, gtol: float, max_iter: int, ftol: float 
         if predicted < tol and gain < tol:
             break
     return theta, B, steps
+
+
+def backtrack_factor(value: float, grad: np.ndarray, s: np.ndarray, v: float) -> float:
+    """The factor by which a rejected step length shrinks: the maximizer of the quadratic in the
+    step that matches ℓ and its slope gᵀs at the start and the rejected value ``v`` at its end
+    (Nocedal & Wright 2006, §3.5), safeguarded to [0.1, 0.5]; 0.5 when ``v`` is not finite or the
+    quadratic does not bend down. A step far too long for the curvature (a weakly identified
+    direction) then shrinks in one or two trials instead of halving five or six times."""
+    slope = float(grad @ s)
+    bend = v - value - slope
+    if not (np.isfinite(v) and slope > 0 and bend < 0):
+        return 0.5
+    return float(np.clip(-slope / (2.0 * bend), 0.1, 0.5))
 
 
 def negated(ml, counter: list[int] | None = None):
