@@ -186,3 +186,66 @@ def quick_jit(fun, **jit_options):
 
     return call
 
+
+
+# ---- threads for independent likelihood evaluations ----------------------------------------------
+#: The most threads :func:`thread_map` uses by default (finite differences have a few hundred columns).
+MAX_THREADS = 8
+_threads: int | None = None  # set by set_evaluation_threads
+_worker = threading.local()  # one_evaluation_thread: a sweep's task, in its worker process or thread
+
+
+def evaluation_threads() -> int:
+    """Threads for independent evaluations within one fit (the columns of a finite-difference Hessian,
+    the screening starts, the Laplace candidates, prediction's linearization): the value given to
+    :func:`set_evaluation_threads`, else ``LATENTSCALE_THREADS``, else the cores this process may use (at
+    most :data:`MAX_THREADS`). The likelihood's compiled programs compute on about one core each, so a
+    second core otherwise idles through a fit. The tasks of a sweep run with 1 (:func:`one_evaluation_thread`)."""
+    if getattr(_worker, "single", False):
+        return 1
+    if _threads is not None:
+        return _threads
+    env = os.environ.get("LATENTSCALE_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            from latentscale.errors import InputError
+
+            raise InputError(f"LATENTSCALE_THREADS must be a whole number of threads, got {env!r}") from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_THREADS, cores))
+
+
+def set_evaluation_threads(n: int | None) -> int | None:
+    """Fix :func:`evaluation_threads` for this process (None: back to the environment's); returns the
+    previous setting."""
+    global _threads
+    previous, _threads = _threads, (None if n is None else max(1, int(n)))
+    return previous
+
+
+@contextmanager
+def one_evaluation_thread():
+    """Within the block, :func:`evaluation_threads` is 1 in this thread: a sweep's task, whose workers
+    (processes, or threads of a Dask worker) already share the cores."""
+    before = getattr(_worker, "single", False)
+    _worker.single = True
+    try:
+        yield
+    finally:
+        _worker.single = before
+
+
+def thread_map(func, items, threads: int | None = None) -> list:
+    """``[func(x) for x in items]``, on up to ``threads`` (default :func:`evaluation_threads`) threads,
+    in order; each call runs in float64 (JAX's precision setting is per thread). The result does not
+    depend on the number of threads as long as ``func`` does not share mutable state between items."""
+    items = list(items)
+    n = min(threads or evaluation_threads(), len(items))
+    if n <= 1:
+        return [func(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(float64(func), items))

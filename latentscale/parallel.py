@@ -3,7 +3,7 @@
 Local runs use joblib's process pool (``loky``); given a Dask scheduler address (or a
 ``distributed.Client``), the same tasks run on that cluster through joblib's Dask backend.
 Results come back in task order whatever the backend, so a sweep's output does not depend on
-where it ran.
+where it ran. Each worker computes with one evaluation thread (the workers share the cores).
 """
 
 from __future__ import annotations
@@ -56,9 +56,19 @@ def parallel_map(
                                      return_as="generator", prefer="processes")
             sequence = list(range(len(tasks))) if order is None else list(order)
             out: list[Any] = [None] * len(tasks)
-            for i, res in zip(sequence, runner(joblib.delayed(func)(*tasks[i]) for i in sequence)):
+            for i, res in zip(sequence, runner(joblib.delayed(_in_worker)(func, *tasks[i]) for i in sequence)):
                 out[i] = res
                 if on_result is not None:
                     on_result(i, res)
     return out
 
+
+
+def _in_worker(func: Callable[..., Any], *args) -> Any:
+    """Run a sweep's task with one evaluation thread: the workers already share the cores
+    (:func:`latentscale.config.one_evaluation_thread`; the setting ends with the task, which may run in
+    this process when joblib or Dask runs tasks in threads)."""
+    from latentscale.config import one_evaluation_thread
+
+    with one_evaluation_thread():
+        return func(*args)

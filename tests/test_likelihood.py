@@ -368,6 +368,39 @@ def test_warm_started_modes_do_not_change_the_likelihood(k2):
     np.testing.assert_array_equal(again[2], cold[2])  # reset: bit-for-bit the cold evaluation
 
 
+def test_difference_hessian_is_the_same_on_any_number_of_threads(k2):
+    """The columns of the finite-difference Hessian start from the modes at θ and run on forks of the
+    likelihood: 1 and 3 threads give the same numbers bit for bit, the forks leave the likelihood as
+    evaluated at θ, and the Hessian matches differences of the gradient taken by hand."""
+    from latentscale import config
+    from latentscale.estimation.likelihood import fd_hessian
+
+    _, spec, design, theta = k2
+    ml = rule(spec, design, 3)
+    previous = config.set_evaluation_threads(1)
+    try:
+        H1, S1 = ml.hessian_and_scores(theta, "fd")
+        config.set_evaluation_threads(3)
+        H3, S3 = ml.hessian_and_scores(theta, "fd")
+        F3 = fd_hessian(ml, theta, central=False)
+    finally:
+        config.set_evaluation_threads(previous)
+    np.testing.assert_array_equal(H3, H1)
+    np.testing.assert_array_equal(S3, S1)
+    np.testing.assert_array_equal(ml._last[0], theta)  # left at θ: the next call at θ is free
+    # against central differences by hand, each point's modes searched from 0 by a fresh likelihood
+    h = 1e-4 * np.maximum(1.0, np.abs(theta))
+    by_hand = np.empty_like(H1)
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = h[i]
+        by_hand[:, i] = (rule(spec, design, 3).score(theta + e) - rule(spec, design, 3).score(theta - e)) / (2 * h[i])
+    np.testing.assert_allclose(H1, (by_hand + by_hand.T) / 2, rtol=1e-6, atol=1e-7 * np.abs(H1).max())
+    np.testing.assert_allclose(F3, H1, rtol=1e-2, atol=1e-3 * np.abs(H1).max())  # forward differences: O(h)
+    # the per-family scores add up to the gradient
+    np.testing.assert_allclose(S1.sum(axis=0), ml.score(theta), rtol=1e-6, atol=1e-7 * np.abs(S1).max())
+
+
 def test_subset_of_families_keeps_their_scores(k1):
     data, spec, design, theta, _ = k1
     idx = np.array([0, 3, 4, 17, design.n_families - 1])

@@ -50,3 +50,24 @@ def test_screened_fit_standard_errors(data, direct):
     se_a = screened.params_table()["se"].to_numpy()
     se_b = direct.params_table()["se"].to_numpy()
     np.testing.assert_allclose(se_a, se_b, rtol=2e-3)
+
+
+def test_fit_is_the_same_on_one_or_two_evaluation_threads(data, direct):
+    """The screening starts, the Laplace candidates and the Hessian's columns run on forks of the
+    likelihood, each from its own fixed starting modes: the fit does not depend on the thread count."""
+    from latentscale import config
+
+    previous = config.set_evaluation_threads(1)
+    try:
+        one = LatentScalingModel(2).fit(data)
+    finally:
+        config.set_evaluation_threads(previous)
+    previous = config.set_evaluation_threads(2)
+    try:
+        two = LatentScalingModel(2).fit(data)
+    finally:
+        config.set_evaluation_threads(previous)
+    np.testing.assert_array_equal(two.theta, one.theta)
+    np.testing.assert_array_equal(two.hessian, one.hessian)
+    assert two.diagnostics["start_log_likelihoods"] == one.diagnostics["start_log_likelihoods"]
+    assert two.diagnostics["iterations"] == one.diagnostics["iterations"]

@@ -18,14 +18,17 @@ warm-starts its mode search from the modes of its last evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import device_array, float64, opt_in_cache, quick_jit, release_compiled_if_crowded
+from latentscale.config import (
+    device_array, evaluation_threads, float64, opt_in_cache, quick_jit, release_compiled_if_crowded, thread_map,
+)
 from latentscale.errors import InputError
 from latentscale.estimation.adaptive import converge_modes, family_loglik, adaptive_terms, posterior_weights
 from latentscale.estimation.optimize import difference_steps
@@ -242,6 +245,23 @@ class MarginalLikelihood:
         for c in self._chunks:
             c.modes = device_array(np.zeros(c.modes.shape))
 
+    def fork(self) -> "MarginalLikelihood":
+        """A twin sharing the data, rule and compiled programs, with its own warm-start modes and
+        last evaluation (a copy of this one's): evaluations in another thread."""
+        twin = copy.copy(self)
+        twin._chunks = [replace(c) for c in self._chunks]
+        return twin
+
+    def warm_modes(self) -> list:
+        """The modes the next evaluation's mode search starts from (one array per chunk)."""
+        return [c.modes for c in self._chunks]
+
+    def set_warm_modes(self, modes: list) -> None:
+        """Start the next mode search from ``modes`` (as from :meth:`warm_modes`)."""
+        self._last = None
+        for c, m in zip(self._chunks, modes):
+            c.modes = m
+
     # ---- parameters ----------------------------------------------------------------------
     def theta(self, params) -> np.ndarray:
         """The unconstrained vector θ of ``params``: θ itself, a fit (same model), a constrained
@@ -456,25 +476,40 @@ def fd_hessian(ml: MarginalLikelihood, theta: np.ndarray, rel_step: float = 1e-4
     ``with_scores`` also returns the (F, P) per-family scores, by central differences of the
     per-family log-likelihoods at the same points (no extra evaluations). ``central=False``:
     forward differences from θ (P + 1 gradient calls instead of 2P; error O(h)).
+
+    Every difference's mode search starts from the modes converged at θ, so the columns are
+    independent of each other: they run on :func:`~latentscale.config.evaluation_threads` threads
+    (each with a :meth:`~MarginalLikelihood.fork` of ``ml``), with the same result on any number.
+    ``ml`` is left as evaluated at θ.
     """
     theta = np.asarray(theta, dtype=float)
     n = theta.size
     h = difference_steps(theta, rel_step)
-    H = np.empty((n, n))
-    S = np.empty((ml.design.n_families, n)) if with_scores else None
     if not central and with_scores:
         raise InputError("per-family scores need central differences")
-    g0 = None if central else ml.value_grad_families(theta)[1]
-    for i in range(n):
-        e = np.zeros(n)
-        e[i] = h[i]
-        _, g_plus, f_plus = ml.value_grad_families(theta + e)
-        if not central:
-            H[:, i] = (g_plus - g0) / h[i]
-            continue
-        _, g_minus, f_minus = ml.value_grad_families(theta - e)
-        H[:, i] = (g_plus - g_minus) / (2.0 * h[i])
-        if with_scores:
-            S[:, i] = (f_plus - f_minus) / (2.0 * h[i])
+    _, g0, _ = ml.value_grad_families(theta)
+    base = ml.warm_modes()
+
+    def columns(block: np.ndarray) -> list:
+        twin = ml.fork()
+        out = []
+        for i in block:
+            e = np.zeros(n)
+            e[i] = h[i]
+            twin.set_warm_modes(base)
+            _, g_plus, f_plus = twin.value_grad_families(theta + e)
+            if not central:
+                out.append(((g_plus - g0) / h[i], None))
+                continue
+            twin.set_warm_modes(base)
+            _, g_minus, f_minus = twin.value_grad_families(theta - e)
+            out.append(((g_plus - g_minus) / (2.0 * h[i]), (f_plus - f_minus) / (2.0 * h[i]) if with_scores else None))
+        return out
+
+    blocks = np.array_split(np.arange(n), min(n, evaluation_threads()))
+    cols = [c for part in thread_map(columns, blocks) for c in part]
+    H = np.stack([c[0] for c in cols], axis=1)
     H = (H + H.T) / 2.0
-    return (H, S) if with_scores else H
+    if not with_scores:
+        return H
+    return H, np.stack([c[1] for c in cols], axis=1)

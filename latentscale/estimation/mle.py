@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize
 
-from latentscale.config import float64
+from latentscale.config import float64, thread_map
 from latentscale.errors import InputError
 from latentscale.estimation.init import start_points
 from latentscale.estimation.likelihood import MarginalLikelihood
@@ -73,17 +73,25 @@ def screen_subset(design: Design, n: int) -> Design | None:
 
 
 def _screen(screen: MarginalLikelihood, starts, bounds, screen_iter, gtol, say, on):
-    """L-BFGS-B from every start on the (subset's) Laplace objective; the results that ran."""
-    f_lap = negated(screen)
-    results = []
+    """L-BFGS-B from every start on the (subset's) Laplace objective; the results that ran. Each start
+    has its own :meth:`~MarginalLikelihood.fork` (mode searches from 0 at its first point), checked for
+    a finite value here and run on the evaluation threads."""
+    runs = []
     for s, x0 in enumerate(starts):
-        screen.reset()
-        if not np.isfinite(f_lap(x0)[0]):
+        twin = screen.fork()
+        twin.reset()
+        if not np.isfinite(twin.loglike_and_score(x0)[0]):  # in turn: the first call compiles
             say(f"start {s + 1}/{len(starts)}: not finite, skipped")
             continue
-        r = minimize(f_lap, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                     options={"maxiter": screen_iter, "gtol": gtol, "ftol": 1e-13, "maxcor": 30})
-        results.append(r)
+        runs.append((s, x0, twin))
+
+    def run(item):
+        _, x0, twin = item
+        return minimize(negated(twin), x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                        options={"maxiter": screen_iter, "gtol": gtol, "ftol": 1e-13, "maxcor": 30})
+
+    results = thread_map(run, runs)
+    for (s, _, _), r in zip(runs, results):
         say(f"start {s + 1}/{len(starts)}: Laplace log-likelihood {-r.fun:.3f}{on} after {r.nit} iterations")
     if not results:
         raise RuntimeError("no starting point gave a finite likelihood; check the data")
@@ -170,12 +178,19 @@ def _start_stage(design, spec, laplace, starts, screen_families, screen_iter, gt
 
 
 def _laplace_stage(laplace, candidates, lo, hi, gtol, maxiter, say):
-    """Stage 2: quasi-Newton steps to the Laplace optimum from each candidate; the best one."""
+    """Stage 2: quasi-Newton steps to the Laplace optimum from each candidate (each with its own
+    :meth:`~MarginalLikelihood.fork`, mode searches from 0, on the evaluation threads); the best one."""
+
+    def run(candidate):
+        theta, H_start = candidate
+        twin = laplace.fork()
+        twin.reset()
+        theta, curv, n = quasi_newton(twin, theta, H_start, lo, hi, gtol, maxiter, ftol=1e-6)
+        return theta, curv, twin.loglike_and_score(theta)[0], n
+
     best, steps = None, 0
-    for i, (theta, H_start) in enumerate(candidates):
-        theta, curv, n = quasi_newton(laplace, theta, H_start, lo, hi, gtol, maxiter, ftol=1e-6)
+    for i, (theta, curv, value, n) in enumerate(thread_map(run, candidates)):
         steps += n
-        value = laplace.loglike_and_score(theta)[0]
         if len(candidates) > 1:
             say(f"Laplace optimum from start {i + 1} of the {len(candidates)} best: {value:.3f} ({n} steps)")
         if best is None or value > best[2]:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from latentscale.config import device_array, float64, quick_jit
+from latentscale.config import device_array, float64, quick_jit, thread_map
 from latentscale.errors import InputError
 from latentscale.estimation import smallmat as sm
 from latentscale.estimation.adaptive import mode_and_scale
@@ -183,14 +183,15 @@ def _linearized_modes(center: jnp.ndarray, arrays: dict, spec, n_families: int, 
     mode0, H, fisher = _proposal_centre(center, arrays, zeros, spec, n_families)
     theta = np.asarray(center)
     h = difference_steps(theta, rel_step)
-    cols = []
-    for d in range(theta.size):
+
+    def column(d: int) -> np.ndarray:
         e = np.zeros_like(theta)
         e[d] = h[d]
         plus = _proposal_centre(jnp.asarray(theta + e), arrays, mode0, spec, n_families)[0]
         minus = _proposal_centre(jnp.asarray(theta - e), arrays, mode0, spec, n_families)[0]
-        cols.append((np.asarray(plus) - np.asarray(minus)) / (2.0 * h[d]))
-    dmode = np.stack(cols, axis=-1)
+        return (np.asarray(plus) - np.asarray(minus)) / (2.0 * h[d])
+
+    dmode = np.stack(thread_map(column, range(theta.size)), axis=-1)  # independent columns: on the threads
     # a family whose mode search did not settle at a neighbour gets no linear move (its proposal stays at θ̂'s mode)
     return mode0, H, fisher, device_array(np.where(np.isfinite(dmode), dmode, 0.0))
 
