@@ -33,6 +33,11 @@ def pytest_configure(config):
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         flags += " --xla_backend_optimization_level=0"
+    # For the same reason every program compiles with the CPU backend's fusion pipeline of before its fusion
+    # emitters (what latentscale.config.quick_jit does for the programs a command runs a few times): test_variants.py
+    # and test_link_power.py in one process took 77.4 and 77.4 s against 102.0 and 92.3 s (2026-12-07).
+    if "xla_cpu_use_fusion_emitters" not in flags:
+        flags += " --xla_cpu_use_fusion_emitters=false"
     # With test workers (pytest-xdist, one per core) each worker computes on one thread: XLA's and the
     # BLAS's thread pools in every worker would otherwise contend for the same cores (265 s against
     # 298 s for the CI run on the 2-core machine).

@@ -80,6 +80,21 @@ def test_profile_ends_lie_where_the_likelihood_has_fallen_by_the_chi2_quantile(f
     assert (profiled[["lower_status", "upper_status"]] == "ok").all(axis=None) and profiled["converged"].all()
 
 
+def test_profile_is_the_same_on_any_number_of_threads(fit, profiled):
+    """Each end is searched on its own fork of the likelihood from θ̂'s modes: three threads give the
+    fixture's intervals (one thread in the test workers) to the last bit, parameters in another order."""
+    import pandas as pd
+
+    from latentscale import config
+
+    previous = config.set_evaluation_threads(3)
+    try:
+        again = fit.profile(["precision[b3]", "intercept[b2]"])
+    finally:
+        config.set_evaluation_threads(previous)
+    pd.testing.assert_frame_equal(again, profiled.loc[["precision[b3]", "intercept[b2]"]], check_exact=True)
+
+
 def test_profile_is_close_to_wald_where_the_likelihood_is_quadratic(profiled):
     width = profiled["upper"] - profiled["lower"]
     wald = profiled["wald_upper"] - profiled["wald_lower"]
@@ -201,6 +216,12 @@ class _Toy:
     def loglike(self, th):
         return self.loglike_and_score(th)[0]
 
+    def fork(self):  # no state to keep apart: the profile's ends may share it
+        return self
+
+    def set_warm_modes(self, modes):  # no random effects, no modes
+        pass
+
 
 def test_an_end_far_along_a_flat_profile_is_found_exactly():
     # The maximum sits on the box's upper edge (θ₀ = 8) where the curvature is 4e^-16: the Wald step
@@ -218,6 +239,7 @@ def test_an_end_far_along_a_flat_profile_is_found_exactly():
     prof.lo, prof.hi = np.array([-3.0, -50.0]), np.array([8.0, 50.0])
     prof.gtol, prof.maxiter = 1e-9, 200
     prof.ll_hat = prof.ml.loglike(prof.theta)
+    prof.modes = []
     e = np.exp(-16.0)
     prof.H = -np.array([[1.0 + 4 * e, -1.0], [-1.0, 1.0]])
     prof.cov = np.linalg.inv(-prof.H)

@@ -16,7 +16,10 @@ quasi-Newton maximization (:func:`~latentscale.estimation.optimize.quasi_newton`
 by its box (both bounds at t), on the fit's own likelihood (its rows, its rule), started from the
 nearest profile point shifted along the regression of θ on θ_k that the fit's covariance gives.
 An end beyond the optimizer's box (the profile never falls by χ²₁(1 − α)/2 inside it) is
-reported as the box's value with status ``"bound"``: the interval is open on that side.
+reported as the box's value with status ``"bound"``: the interval is open on that side. The ends
+are searched on the evaluation threads (:func:`~latentscale.config.thread_map`), each on its own
+fork of the likelihood with its mode searches starting from θ̂'s modes, so the intervals do not
+depend on the order or the number of threads.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from latentscale.config import thread_map
 from latentscale.errors import InputError
 from latentscale.estimation.optimize import convergence_diagnostics, quasi_newton
 
@@ -85,11 +89,13 @@ class _Profiler:
         self.theta = np.asarray(fit.theta, float)
         self.lo, self.hi = fit.layout.lower, fit.layout.upper
         self.gtol, self.maxiter = gtol, maxiter
+        self.ml.reset()  # θ̂'s modes searched from 0, whatever the fit's likelihood evaluated before
         self.ll_hat = float(self.ml.loglike(self.theta))
         H = fit.hessian
         if H is None or not np.all(np.isfinite(H)):
             H = self.ml.hessian(self.theta, "fd")
         self.H = np.asarray(H, float)
+        self.modes = self.ml.warm_modes()  # converged at θ̂: where every end's mode searches start
         try:
             self.cov = np.linalg.inv(-self.H)
             if not np.all(np.isfinite(self.cov)) or np.any(np.diag(self.cov) <= 0):
@@ -105,18 +111,23 @@ class _Profiler:
             return d, 0.5 * max(1.0, abs(self.theta[k]))
         return self.cov[:, k] / self.cov[k, k], float(np.sqrt(self.cov[k, k]))
 
-    def maximize_at(self, k: int, t: float, start: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        """ℓ_p(t): the maximum of ℓ over θ with θ_k = t, from ``start``; with its convergence."""
+    def maximize_at(self, ml, k: int, t: float, start: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """ℓ_p(t): the maximum of ℓ (``ml``, a fork of the fit's likelihood) over θ with θ_k = t, from
+        ``start``; with its convergence."""
         lo, hi = self.lo.copy(), self.hi.copy()
         lo[k] = hi[k] = t
         start = np.clip(start, lo, hi)
-        theta, B, _ = quasi_newton(self.ml, start, self.H, lo, hi, self.gtol, self.maxiter)
-        value, grad = self.ml.loglike_and_score(theta)
+        theta, B, _ = quasi_newton(ml, start, self.H, lo, hi, self.gtol, self.maxiter)
+        value, grad = ml.loglike_and_score(theta)
         diag = convergence_diagnostics(theta, grad, -B, lo, hi, self.fit.param_names)
         return theta, float(value), bool(diag["converged"])
 
     def end(self, k: int, side: int, z: float, tol: float, max_evals: int):
-        """One end of the interval in θ_k: (t, status, profile fits, all converged, [(t, r)] of its points)."""
+        """One end of the interval in θ_k: (t, status, profile fits, all converged, [(t, r)] of its points).
+        On its own fork of the likelihood, its mode searches starting from θ̂'s modes: the ends are
+        independent of each other (and run on the evaluation threads)."""
+        ml = self.ml.fork()
+        ml.set_warm_modes(self.modes)
         d, se = self.direction(k)
         t_hat = self.theta[k]
         lo_k, hi_k = self.lo[k], self.hi[k]
@@ -127,14 +138,14 @@ class _Profiler:
         for _ in range(max_evals):
             t = float(np.clip(t, lo_k, hi_k))
             near = min(points, key=lambda p: abs(p[0] - t))
-            theta, value, ok = self.maximize_at(k, t, near[2] + d * (t - near[0]))
+            theta, value, ok = self.maximize_at(ml, k, t, near[2] + d * (t - near[0]))
             fits += 1
             if self.ll_hat - value > 0.5 * z * z:
                 # beyond the threshold, where this point decides the end: the shifted start can land in a
                 # poor region when the covariance's regression is steep (a flat direction), so the point
                 # is also maximized from the nearest point inside with only θ_k moved, the better kept
                 inner = min((p for p in points if abs(p[1]) < z), key=lambda p: abs(p[0] - t))
-                other = self.maximize_at(k, t, inner[2])
+                other = self.maximize_at(ml, k, t, inner[2])
                 fits += 1
                 if other[1] > value:
                     theta, value, ok = other
@@ -250,12 +261,19 @@ def profile_intervals(
     natural = np.asarray(lay.natural(theta), float)
     wald = fit.conf_int(1.0 - level) if fit.hessian is not None else None
     rows, traces = [], []
-    for i, name in enumerate(names):
+
+    def one_end(task):  # the two ends of every parameter, on the evaluation threads
+        i, name, side = task
+        if progress is not None and side < 0:
+            progress(f"profile {i + 1}/{len(names)}: {name}")
+        return prof.end(int(coord[index[name]]), side, z, tol, max_evals)
+
+    tasks = [(i, name, side) for i, name in enumerate(names) for side in (-1, 1)]
+    found = dict(zip([(name, side) for _, name, side in tasks], thread_map(one_end, tasks)))
+    for name in names:
         j = index[name]
         k = int(coord[j])
-        if progress is not None:
-            progress(f"profile {i + 1}/{len(names)}: {name}")
-        ends = {side: prof.end(k, side, z, tol, max_evals) for side in (-1, 1)}
+        ends = {side: found[name, side] for side in (-1, 1)}
 
         def value_at(t: float) -> float:
             th = theta.copy()
