@@ -187,7 +187,6 @@ def quick_jit(fun, **jit_options):
     return call
 
 
-
 # ---- threads for independent likelihood evaluations ----------------------------------------------
 #: The most threads :func:`thread_map` uses by default (finite differences have a few hundred columns).
 MAX_THREADS = 8

@@ -63,7 +63,6 @@ def parallel_map(
     return out
 
 
-
 def _in_worker(func: Callable[..., Any], *args) -> Any:
     """Run a sweep's task with one evaluation thread: the workers already share the cores
     (:func:`latentscale.config.one_evaluation_thread`; the setting ends with the task, which may run in

@@ -219,13 +219,11 @@ class Calibration:
 
     def _under_coverage_line(self) -> str:
         """Where the model's own intervals under-cover the held-out scores beyond chance (exact binomial)."""
-        from scipy.stats import binom
-
-        from latentscale.evaluation.holdout import under_coverage_line
+        from latentscale.evaluation.holdout import p_under, under_coverage_line
 
         t = self.factors.dropna(subset=["coverage_model"])
         t = t.assign(covered=(t["coverage_model"] * t["n"]).round().astype(int))
-        t = t.assign(p_under=binom.cdf(t["covered"], t["n"], t["level"]))
+        t = t.assign(p_under=p_under(t["covered"], t["n"], t["level"]))
         return "the model's own intervals: " + under_coverage_line(t)
 
 

@@ -102,8 +102,6 @@ class HoldoutResult:
         value is under-coverage beyond chance. The scores of one benchmark are taken as independent
         (under ``holdout-largest`` each is another family's model); the pooled row's ``p_under`` is
         NaN, as one model's scores on different benchmarks are not."""
-        from scipy.stats import binom
-
         p = self.predictions.dropna(subset=["actual"])
         rows = []
         benchmarks = list(dict.fromkeys(p["benchmark"])) + ["all"]
@@ -115,7 +113,7 @@ class HoldoutResult:
                 row = {"benchmark": b, "level": level, "coverage": s["covered"].mean(),
                        "mean_width": s["width"].mean(), "mae": (s["mean"] - s["actual"]).abs().mean(),
                        "n": int(len(s)), "covered": hits,
-                       "p_under": float(binom.cdf(hits, len(s), level)) if b != "all" and len(s) else np.nan}
+                       "p_under": float(p_under(hits, len(s), level)) if b != "all" and len(s) else np.nan}
                 if "covered_model" in s.columns:
                     row["coverage_model"] = s["covered_model"].mean()
                 for name in self.baselines:
@@ -191,6 +189,14 @@ class HoldoutResult:
     @staticmethod
     def _under_coverage_line(t: pd.DataFrame) -> str:
         return under_coverage_line(t, "the pooled row is not tested, a model's scores being dependent")
+
+
+def p_under(covered, n, level):
+    """P(X ≤ ``covered``) for X ~ Binomial(``n``, ``level``): how likely intervals covering at exactly their
+    level cover that few or fewer of ``n`` scores (elementwise over arrays)."""
+    from scipy.stats import binom
+
+    return binom.cdf(covered, n, level)
 
 
 def under_coverage_line(t: pd.DataFrame, aside: str = "", alpha: float = 0.05) -> str:

@@ -42,6 +42,11 @@ def published_errors(data_dir=None) -> pd.DataFrame:
     return pd.read_csv(resolve_file(*PUBLISHED, data_dir=data_dir))
 
 
+def _table_errors(errors: pd.DataFrame, benchmark_set: str, n_train: int) -> pd.DataFrame:
+    """The rows of the long table that belong to one of the six tables."""
+    return errors[(errors["exp"] == EXPERIMENTS[benchmark_set]) & (errors["n_train_models"] == int(n_train))]
+
+
 def published_table(benchmark_set: str, n_train: int, errors: pd.DataFrame | None = None,
                     methods: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Methods × benchmarks (+ ``average``) in percentage points for one of the six tables, labelled
@@ -50,7 +55,7 @@ def published_table(benchmark_set: str, n_train: int, errors: pd.DataFrame | Non
     if benchmark_set not in EXPERIMENTS:
         raise InputError(f"published results exist for the benchmark sets v1, v2 and all, not {benchmark_set!r}")
     errors = published_errors() if errors is None else errors
-    sub = errors[(errors["exp"] == EXPERIMENTS[benchmark_set]) & (errors["n_train_models"] == int(n_train))]
+    sub = _table_errors(errors, benchmark_set, n_train)
     if methods is not None:
         sub = sub[sub["method"].isin(methods)]
     else:
@@ -67,9 +72,9 @@ def published_table(benchmark_set: str, n_train: int, errors: pd.DataFrame | Non
 def published_case_errors(result, errors: pd.DataFrame | None = None, labels=None) -> pd.DataFrame:
     """The published per-model errors of ``result``'s table in the columns of ``result.errors``
     (``method`` by :func:`method_label`, ``fold`` our fold of each test model), restricted to the
-    methods labelled ``labels`` (default: all of the table's)."""
+    methods labelled ``labels`` (default: every stored method)."""
     errors = published_errors() if errors is None else errors
-    sub = errors[(errors["exp"] == EXPERIMENTS[result.benchmark_set]) & (errors["n_train_models"] == result.n_train)]
+    sub = _table_errors(errors, result.benchmark_set, result.n_train)
     sub = sub.assign(method=sub["method"].map(method_label))
     if labels is not None:
         sub = sub[sub["method"].isin(labels)]
@@ -82,7 +87,7 @@ def check_same_cases(result, errors: pd.DataFrame | None = None) -> list[str]:
     """Differences between our folds' test cases and the published ones (empty when they are the
     same: the same test models, fold by fold, as sets of models per held-out group)."""
     errors = published_errors() if errors is None else errors
-    sub = errors[(errors["exp"] == EXPERIMENTS[result.benchmark_set]) & (errors["n_train_models"] == result.n_train)]
+    sub = _table_errors(errors, result.benchmark_set, result.n_train)
     theirs = {frozenset(g["model"]) for _, g in sub.groupby("fold")}
     ours = {frozenset(g["model"]) for _, g in result.errors.groupby("fold")}
     out = []

@@ -173,6 +173,11 @@ def run_replication(rep: int, config: StudyConfig) -> dict:
     }
 
 
+def share_se(share, n):
+    """Standard error of a share over ``n`` independent trials, sqrt(p (1 − p) / n) (elementwise)."""
+    return np.sqrt(share * (1 - share) / n)
+
+
 @dataclass
 class StudyResult:
     config: StudyConfig
@@ -205,9 +210,8 @@ class StudyResult:
             truth=("truth", "first"), mean_estimate=("estimate", "mean"), bias=("error", "mean"),
             rmse=("error", lambda e: float(np.sqrt(np.mean(e**2)))), mean_se=("se", "mean"),
             sd=("estimate", "std"), coverage=("covered", "mean"), replications=("covered", "size"), **profile)
-        # Monte Carlo SE of a share over R independent replications: sqrt(c (1 - c) / R)
         out.insert(out.columns.get_loc("coverage") + 1, "coverage_mcse",
-                   np.sqrt(out["coverage"] * (1 - out["coverage"]) / out["replications"]))
+                   share_se(out["coverage"], out["replications"]))
         return out.drop(columns="replications")
 
     @property
@@ -272,7 +276,7 @@ class StudyResult:
 
     def _share_mcse(self, share: float) -> float:
         """Monte Carlo SE of a share of the replications."""
-        return float(np.sqrt(share * (1 - share) / max(len(self.replications), 1)))
+        return float(share_se(share, max(len(self.replications), 1)))
 
     def _coverage_line(self, z: float = 2.0) -> str:
         """The blocks whose Wald coverage lies more than ``z`` Monte Carlo SEs from the level. The SE is
@@ -280,7 +284,7 @@ class StudyResult:
         intervals independent, sqrt(level (1 − level) / (R · parameters)): a block that covered in every
         replication has an empirical SE of 0 and is not, by that alone, off its level."""
         t, level = self.by_block(), self.config.level
-        floor = np.sqrt(level * (1 - level) / (t["replications"] * t["n_params"]).clip(lower=1))
+        floor = share_se(level, (t["replications"] * t["n_params"]).clip(lower=1))
         off = t[(t["coverage"] - level).abs() > z * np.maximum(t["coverage_mcse"], floor)]
         head = f"coverage more than {z:g} Monte Carlo SE from {100 * level:g} %: "
         if off.empty:
