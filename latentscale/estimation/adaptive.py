@@ -12,9 +12,9 @@ For family f the integral ∫ p(y_f | α) N(α; 0, Σ) dα is computed by
    Laplace approximation.
 
 Every step has a fixed structure, so the approximated log-likelihood is deterministic and its
-gradient exact. Small K × K systems in the mode search are unrolled (:mod:`.smallmat`, fast inside
-the loop); the differentiated program uses LAPACK's batched factorizations (smaller programs,
-shorter compilation).
+gradient exact. The small K × K systems of the mode search are unrolled up to K = 4 (:mod:`.smallmat`,
+fast inside the loop) and LAPACK's beyond (the unrolled code, and its compilation, grow as K³); the
+rule's own factorizations use LAPACK's batched routines (smaller programs, shorter compilation).
 """
 
 from __future__ import annotations
