@@ -283,3 +283,35 @@ def test_starts_that_failed_screening_are_not_taken_further(monkeypatch, screene
     assert cands[0][0][0] == 0.0  # the best first
     assert len(curvatures) == 1 and curvatures[0][0] == 0.0
     assert bool(said) == (kept < 2)
+
+
+class _FailsAway:
+    """A concave quadratic (maximum 3 at c) whose likelihood fails (NaN or −inf) beyond ‖x‖ = 0.5:
+    L-BFGS-B's first trial from 0, a unit step along the gradient, lands there."""
+
+    c = np.array([0.2, -0.1, 0.1])
+
+    def __init__(self, failure: float):
+        self.failure = failure
+
+    def loglike_and_score(self, x):
+        x = np.asarray(x, float)
+        if np.linalg.norm(x) > 0.5:
+            return self.failure, np.full_like(x, np.nan)
+        return -50.0 * np.sum((x - self.c) ** 2) + 3.0, -100.0 * (x - self.c)
+
+
+@pytest.mark.parametrize("failure", [np.nan, -np.inf])
+def test_negated_lets_lbfgsb_step_back_from_a_failed_trial(failure):
+    """A failed evaluation is a large finite value with zero gradient, so L-BFGS-B shrinks its step
+    and reaches the maximum (SciPy, given +inf there, returned to the start and stopped as converged)."""
+    from latentscale.estimation.optimize import FAILED_GAP, negated
+
+    ml = _FailsAway(failure)
+    counter = [0]
+    fun = negated(ml, counter)
+    r = minimize(fun, np.zeros(3), jac=True, method="L-BFGS-B", bounds=[(-5.0, 5.0)] * 3)
+    assert np.allclose(r.x, ml.c, atol=1e-6) and np.isclose(-r.fun, 3.0)
+    assert counter[0] == r.nfev
+    value, grad = fun(np.ones(3))  # a failing point: finite, above every finite −ℓ seen, flat
+    assert np.isfinite(value) and value >= FAILED_GAP and np.all(grad == 0.0)
