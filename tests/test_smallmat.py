@@ -83,3 +83,36 @@ def test_both_paths_agree_and_differentiate_alike(monkeypatch):
                 assert np.isclose(d, fd, rtol=1e-6, atol=1e-8), name
         for u, v in zip(out["unrolled"], out["lapack"]):
             assert np.allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_likelihood_at_k5_the_same_on_both_paths(monkeypatch):
+    """The Laplace log-likelihood, its gradient and the converged modes of a K = 5 model (beyond
+    UNROLL_MAX: LAPACK by default) equal those with every system unrolled, to rounding."""
+    from latentscale.estimation.likelihood import MarginalLikelihood
+    from latentscale.model.design import build_design
+    from latentscale.model.params import pack
+    from latentscale.model.simulate import random_params, simulate
+
+    assert sm.UNROLL_MAX < 5
+    params = random_params(5, 6, seed=7)
+    data, true, spec = simulate(params, k=5, n_benchmarks=6, n_families=12, family_sizes={1: 1, 2: 1, 3: 1},
+                                missing=0.1, seed=7)
+    design, _ = build_design(data, spec.benchmarks, spec.clip)
+    theta = pack(true, spec) + np.random.default_rng(2).normal(0.0, 0.05, spec.n_params)
+    out, traced = {}, []
+    triangular = sm._triangular
+    monkeypatch.setattr(sm, "_triangular", lambda *a: traced.append(1) or triangular(*a))  # counts LAPACK solves traced
+    for name, limit in (("lapack", sm.UNROLL_MAX), ("unrolled", 100)):
+        monkeypatch.setattr(sm, "UNROLL_MAX", limit)
+        traced.clear()
+        jax.clear_caches()  # the programs are traced anew under each setting
+        ml = MarginalLikelihood(spec, design, "laplace", pad=False)
+        with jax.enable_x64(True):
+            value, grad = ml.loglike_and_score(theta)
+        out[name] = (value, np.asarray(grad), np.concatenate([np.asarray(m) for m in ml.warm_modes()]))
+        assert (len(traced) > 0) == (name == "lapack")  # each setting traced its own programs
+    jax.clear_caches()
+    (v1, g1, m1), (v2, g2, m2) = out["lapack"], out["unrolled"]
+    assert np.isfinite(v1) and abs(v1 - v2) < 1e-8 * max(1.0, abs(v2))
+    assert np.allclose(g1, g2, rtol=1e-7, atol=1e-7)
+    assert np.allclose(m1, m2, atol=1e-8)
