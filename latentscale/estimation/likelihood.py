@@ -388,11 +388,10 @@ class MarginalLikelihood:
         if method == "auto":
             method = "exact" if self.n_families > 2000 else "fd"
         if method == "fd":
-            # The differences start from modes converged at θ from a fixed start, so the result
-            # does not depend on what was evaluated before (the modes are converged to ~1e-7,
-            # which the differences amplify to ~1e-5 relative).
+            # The differences start from modes converged at θ (fd_hessian evaluates θ first) from a
+            # fixed start, so the result does not depend on what was evaluated before (the modes are
+            # converged to ~1e-7, which the differences amplify to ~1e-5 relative).
             self.reset()
-            self._evaluate(np.array(theta, dtype=float))
             return fd_hessian(self, theta, with_scores=True)
         if method != "exact":
             raise InputError(f"method must be 'fd', 'exact' or 'auto', got {method!r}")

@@ -139,7 +139,7 @@ def backtrack_factor(value: float, grad: np.ndarray, s: np.ndarray, v: float) ->
     return float(np.clip(-slope / (2.0 * bend), 0.1, 0.5))
 
 
-#: How far above the worst finite −ℓ seen a failed evaluation is put for L-BFGS-B (see :func:`negated`).
+#: How far above the largest |ℓ| seen a failed evaluation's −ℓ is put for L-BFGS-B (see :func:`negated`).
 FAILED_GAP = 1e10
 
 
